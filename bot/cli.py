@@ -1,0 +1,126 @@
+"""The ``intake-bot`` command line: chat, flows check, db upgrade (and, later, run)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from bot.chat import run_chat
+from bot.flowsource import FlowRefusedError, load_checked_flow
+from bot.settings import Settings
+from flows import Flow, Lang, check_file, shipped_flow_path
+from storage import make_engine, make_sessionmaker, normalize_url, upgrade
+
+__all__ = ["app", "main"]
+
+
+class LangChoice(StrEnum):
+    """The languages a conversation can be held in."""
+
+    ru = "ru"
+    en = "en"
+
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+flows_app = typer.Typer(no_args_is_help=True, help="Check dialogue flow files.")
+db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
+app.add_typer(flows_app, name="flows")
+app.add_typer(db_app, name="db")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+        typer.echo("Configuration error (check your environment and .env):", err=True)
+        typer.echo("\n".join(lines), err=True)
+        raise typer.Exit(2) from exc
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # httpx logs every request URL, which contains the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _flow_or_exit(settings: Settings) -> Flow:
+    try:
+        return load_checked_flow(settings.flow_file)
+    except FlowRefusedError as exc:
+        typer.echo("The dialogue flow failed its check; refusing to start.\n", err=True)
+        typer.echo(exc.report.render(), err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def chat(
+    lang: Annotated[
+        LangChoice | None,
+        typer.Option("--lang", help="Language of the conversation (default: DEFAULT_LANGUAGE)."),
+    ] = None,
+) -> None:
+    """Talk through the client intake in the terminal; requests go to the real database."""
+    settings = _settings()
+    logging.basicConfig(level=logging.WARNING)
+    flow = _flow_or_exit(settings)
+    wanted = lang.value if lang is not None else settings.default_language
+    chosen: Lang = "en" if wanted == "en" else "ru"
+
+    async def go() -> list[int]:
+        engine = make_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+            return await run_chat(sessionmaker=make_sessionmaker(engine), flow=flow, lang=chosen)
+        finally:
+            await engine.dispose()
+
+    saved = asyncio.run(go())
+    where = normalize_url(settings.database_url)
+    if saved:
+        ids = ", ".join(f"#{i}" for i in saved)
+        typer.echo(f"\nSaved request(s) {ids} in {where}.")
+    else:
+        typer.echo("\nNo request was saved.")
+
+
+@flows_app.command("check")
+def flows_check(
+    file: Annotated[
+        Path | None, typer.Argument(help="Flow YAML file (default: the shipped intake flow).")
+    ] = None,
+) -> None:
+    """Check a flow: structure, texts, limits and the safety proof. Exit 1 on any problem."""
+    report = check_file(file or shipped_flow_path())
+    typer.echo(report.render())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (also done automatically on start)."""
+    settings = _settings()
+
+    async def go() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    typer.echo(f"Database is up to date: {normalize_url(settings.database_url)}")
+
+
+def main() -> None:
+    """Entry point of the ``intake-bot`` console script."""
+    app()

@@ -1,0 +1,55 @@
+"""All configuration in one place, read from the environment and ``.env``, failing fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage import DEFAULT_DATABASE_URL
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """The bot's settings; build one in the CLI (never at import time)."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    #: SQLAlchemy URL; SQLite file by default, ``postgresql://user@host/db`` in production.
+    database_url: str = DEFAULT_DATABASE_URL
+    #: A flow YAML file to run instead of the shipped intake flow.
+    flow_file: Path | None = None
+    #: The language for clients whose Telegram language is neither Russian nor English.
+    default_language: Literal["ru", "en"] = "ru"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    #: The token from @BotFather; no default: ``intake-bot run`` refuses to start without it.
+    telegram_token: SecretStr | None = None
+    #: Self-hosted Bot API server (default: Telegram's own).
+    telegram_base_url: str = "https://api.telegram.org/bot"
+    telegram_base_file_url: str = "https://api.telegram.org/file/bot"
+    #: Public HTTPS URL of the webhook; empty means long polling.
+    webhook_url: str | None = None
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(default=8443, ge=1, le=65535)
+    #: Required with WEBHOOK_URL; Telegram sends it back on every request.
+    webhook_secret: SecretStr | None = None
+
+    @field_validator("telegram_token", "webhook_secret")
+    @classmethod
+    def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            raw = value.get_secret_value().strip()
+            if not raw:
+                return None
+            if raw.lower() in {"changeme", "change-me", "token", "your-token-here", "xxx"}:
+                raise ValueError("is still a placeholder: put the real value in .env")
+        return value
+
+    @field_validator("webhook_url", "flow_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value

@@ -1,0 +1,80 @@
+"""The dialogue core: flow files, the pure engine, the checker and the safety policy.
+
+Nothing here does I/O beyond reading flow files; ``bot`` drives it through this surface.
+"""
+
+from flows.checker import CheckReport, check_file, check_flow
+from flows.engine import (
+    Alert,
+    AnswerRecord,
+    Back,
+    Begin,
+    Button,
+    Choose,
+    Confirm,
+    Continue,
+    Done,
+    Input,
+    Message,
+    Reply,
+    RequestDraft,
+    Restart,
+    Revise,
+    SaveRequest,
+    SetLang,
+    State,
+    TextInput,
+    Toggle,
+    decode,
+    new_state,
+    step,
+)
+from flows.errors import FlowError, FlowMismatchError, Problem
+from flows.loader import checksum, load_flow, load_flow_text, shipped_flow_path
+from flows.markup import plain_text
+from flows.policy import POLICY, SafetyPolicy
+from flows.schema import LANGS, LEVELS, Flow, Lang, Level
+
+__all__ = [
+    "LANGS",
+    "LEVELS",
+    "POLICY",
+    "Alert",
+    "AnswerRecord",
+    "Back",
+    "Begin",
+    "Button",
+    "CheckReport",
+    "Choose",
+    "Confirm",
+    "Continue",
+    "Done",
+    "Flow",
+    "FlowError",
+    "FlowMismatchError",
+    "Input",
+    "Lang",
+    "Level",
+    "Message",
+    "Problem",
+    "Reply",
+    "RequestDraft",
+    "Restart",
+    "Revise",
+    "SafetyPolicy",
+    "SaveRequest",
+    "SetLang",
+    "State",
+    "TextInput",
+    "Toggle",
+    "check_file",
+    "check_flow",
+    "checksum",
+    "decode",
+    "load_flow",
+    "load_flow_text",
+    "new_state",
+    "plain_text",
+    "shipped_flow_path",
+    "step",
+]

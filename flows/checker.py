@@ -1,0 +1,701 @@
+"""The flow checker: structure, limits, translations, sources and a safety proof.
+
+The safety proof is exhaustive, not sampled. It walks every path through the
+flow, branching on every answer that can change the path (anything a branch
+condition or an EMERGENCY rule looks at, and every option of a single-choice
+question). Checklist options that no branch looks at ("free" options) are not
+branched on one by one; they are handled by an exact argument instead:
+
+* Every rule above OK (a *protective* rule) must be built from answers given,
+  never from answers missing (no ``not``). Such a rule that fires on a set of
+  answers fires on every larger set too.
+* So "answer p leads to at least level L on this path, whatever else was ticked"
+  holds exactly when a protective rule of level L or higher fires on the path's
+  fixed answers plus the one option carrying p. The checker tests that set.
+* If no protective rule fires on the path's fixed answers alone, some choice of
+  the free options may lead to OK; such a path must have asked about every item
+  of the safety policy that applies to it.
+
+After an outcome the rules no longer matter, so the rest of the walk follows
+every outcome level a path could have and merges states that differ only in
+answers no later branch looks at.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+from flows.engine import (
+    MESSAGE_BUDGET,
+    FactSet,
+    compile_condition,
+    emergency_fires,
+    evaluate,
+    next_node,
+)
+from flows.errors import FlowError, Problem
+from flows.loader import load_flow
+from flows.markup import html_problem
+from flows.policy import POLICY, PolicyItem, SafetyPolicy
+from flows.schema import (
+    LANGS,
+    LEVELS,
+    AllOf,
+    AnyOf,
+    Atom,
+    ChecklistNode,
+    ChoiceNode,
+    Condition,
+    ConfirmNode,
+    EndNode,
+    FactIs,
+    Flow,
+    NotOf,
+    Option,
+    TextNode,
+    TriageNode,
+    YesNoNode,
+    atoms_of,
+    level_rank,
+)
+
+__all__ = ["CheckReport", "check_file", "check_flow"]
+
+CALLBACK_LIMIT = 64
+#: The widest sequence number a button can carry (see engine.decode).
+_WIDEST_SEQ = "999999999"
+
+
+@dataclass
+class CheckReport:
+    """What the checker found, and how much it explored to prove it."""
+
+    origin: str
+    flow_name: str = ""
+    version: str = ""
+    problems: list[Problem] = field(default_factory=list)
+    paths: int = 0
+    states: int = 0
+    combinations: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    #: The loaded flow (None if it could not be loaded).
+    flow: Flow | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the flow may be used."""
+        return not self.problems
+
+    def render(self) -> str:
+        """Return a report an admin can read."""
+        if self.flow_name:
+            head = f"{self.origin}: flow '{self.flow_name}' version {self.version}"
+        else:
+            head = self.origin
+        lines = [head]
+        if self.ok:
+            lines.append("  OK: the flow is valid and safe.")
+        else:
+            lines.append(f"  FAILED: {len(self.problems)} problem(s):")
+            lines.extend(f"  - {p}" for p in self.problems)
+        if self.states:
+            reached = ", ".join(f"{lv} {self.outcomes[lv]}" for lv in LEVELS if self.outcomes[lv])
+            lines.append(
+                f"  Safety proof: explored {self.states} states and {self.paths} paths, "
+                f"covering {self.combinations} answer combinations up to the outcome."
+            )
+            lines.append(f"  Outcome branches followed: {reached or 'none'}.")
+        return "\n".join(lines)
+
+
+def check_file(path: str | Path, *, policy: SafetyPolicy = POLICY) -> CheckReport:
+    """Load the flow file at ``path`` and check it; never raises on a bad file."""
+    path = Path(path)
+    try:
+        flow = load_flow(path)
+    except FlowError as exc:
+        return CheckReport(origin=str(path), problems=exc.problems)
+    source = None
+    if flow.source_document:
+        src = path.parent / flow.source_document
+        try:
+            source = src.read_text(encoding="utf-8")
+        except OSError:
+            report = CheckReport(str(path), flow.name, flow.version, flow=flow)
+            report.problems.append(
+                Problem(f"the source document {flow.source_document} cannot be read", str(path))
+            )
+            return report
+    return check_flow(flow, origin=str(path), source_text=source, policy=policy)
+
+
+def check_flow(
+    flow: Flow,
+    *,
+    origin: str = "flow",
+    source_text: str | None = None,
+    policy: SafetyPolicy = POLICY,
+) -> CheckReport:
+    """Check a loaded flow: structure first, then (if that holds) the safety proof."""
+    report = CheckReport(origin=origin, flow_name=flow.name, version=flow.version, flow=flow)
+    problems = report.problems
+    problems.extend(_references(flow))
+    if problems:
+        return _placed(report)
+    problems.extend(_graph(flow))
+    problems.extend(_facts_and_rules(flow, source_text))
+    problems.extend(_limits(flow))
+    problems.extend(_block_sizes(flow))
+    if not problems:
+        _Prover(flow, policy, report).run()
+    return _placed(report)
+
+
+def _placed(report: CheckReport) -> CheckReport:
+    report.problems = [
+        Problem(p.message, p.file or report.origin, p.line, p.node) for p in report.problems
+    ]
+    return report
+
+
+# --- structure ----------------------------------------------------------------
+
+
+def _targets(flow: Flow, node_id: str) -> list[str]:
+    node = flow.nodes[node_id]
+    out: list[str] = []
+    if isinstance(node, ChoiceNode | YesNoNode | ChecklistNode):
+        out += [o.goto for o in node.options if o.goto]
+    if not isinstance(node, EndNode) and node.next is not None:
+        out += [node.next] if isinstance(node.next, str) else [t.to for t in node.next]
+    return out
+
+
+def _references(flow: Flow) -> list[Problem]:
+    problems = []
+    for name, ref in (("start", flow.start), ("emergency_node", flow.emergency_node)):
+        if ref not in flow.nodes:
+            problems.append(Problem(f"{name} points to '{ref}', which does not exist"))
+    if flow.emergency_node in flow.nodes and flow.nodes[flow.emergency_node].kind != "end":
+        problems.append(Problem("emergency_node must be an end node", node=flow.emergency_node))
+    for node_id in flow.nodes:
+        for target in _targets(flow, node_id):
+            if target not in flow.nodes:
+                problems.append(Problem(f"leads to '{target}', which does not exist", node=node_id))
+    return problems
+
+
+def _graph(flow: Flow) -> list[Problem]:
+    problems = []
+    for node_id, node in flow.nodes.items():
+        if isinstance(node, EndNode):
+            continue
+        if node.next is None:
+            if isinstance(node, ChoiceNode | YesNoNode):
+                loose = [o.id for o in node.options if not o.goto]
+                if loose:
+                    problems.append(
+                        Problem(
+                            f"dead end: after the answer(s) {', '.join(loose)} there is no "
+                            "next question (add 'next' or 'goto')",
+                            node=node_id,
+                        )
+                    )
+            else:
+                problems.append(Problem("dead end: no 'next' question", node=node_id))
+    seen = {flow.start, flow.emergency_node}
+    todo = [flow.start]
+    while todo:
+        for target in _targets(flow, todo.pop()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    for node_id in flow.nodes:
+        if node_id not in seen:
+            problems.append(Problem("unreachable: no question leads here", node=node_id))
+    loop = _find_loop(flow)
+    if loop:
+        problems.append(Problem("a loop: " + " → ".join(loop) + " (dialogues must move forward)"))
+    return problems
+
+
+def _find_loop(flow: Flow) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node_id: str) -> list[str] | None:
+        state[node_id] = 1
+        path.append(node_id)
+        for target in _targets(flow, node_id):
+            if state.get(target) == 1:
+                return path[path.index(target) :] + [target]
+            if target not in state:
+                found = visit(target)
+                if found:
+                    return found
+        state[node_id] = 2
+        path.pop()
+        return None
+
+    for node_id in flow.nodes:
+        if node_id not in state:
+            found = visit(node_id)
+            if found:
+                return found
+    return None
+
+
+def _has_not(cond: Condition) -> bool:
+    if isinstance(cond, NotOf):
+        return True
+    if isinstance(cond, AllOf):
+        return any(_has_not(c) for c in cond.all)
+    if isinstance(cond, AnyOf):
+        return any(_has_not(c) for c in cond.any)
+    assert isinstance(cond, FactIs)
+    return False
+
+
+def _normalise(text: str) -> str:
+    table = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "–": "-", "—": "-"})
+    return " ".join(text.translate(table).split()).casefold()
+
+
+def _facts_and_rules(flow: Flow, source_text: str | None) -> list[Problem]:
+    problems = []
+    offered: set[tuple[str, str]] = set()
+    for node_id, node in flow.nodes.items():
+        if isinstance(node, ChoiceNode | YesNoNode | ChecklistNode):
+            for o in node.options:
+                if "outcome" in o.facts:
+                    problems.append(
+                        Problem(f"answer {o.id}: 'outcome' is set by the rules only", node=node_id)
+                    )
+                offered |= {(k, v) for k, vs in o.facts.items() for v in vs}
+    offered |= {("outcome", lv) for lv in LEVELS}
+    keys = {k for k, _ in offered}
+
+    def unknown(atoms: frozenset[Atom]) -> list[str]:
+        return sorted(
+            f"{k}={v}" if v is not None else k
+            for k, v in atoms
+            if (v is None and k not in keys) or (v is not None and (k, v) not in offered)
+        )
+
+    for rule in flow.rules:
+        missing = unknown(atoms_of(rule.when))
+        if missing:
+            problems.append(
+                Problem(f"rule {rule.id} looks for {', '.join(missing)}, which no answer sets")
+            )
+        if rule.level != "OK" and _has_not(rule.when):
+            problems.append(
+                Problem(
+                    f"rule {rule.id}: a {rule.level} rule must be built from answers given, "
+                    "not from answers missing ('not' is allowed only in OK rules)"
+                )
+            )
+    for node_id, node in flow.nodes.items():
+        if isinstance(node, EndNode) or node.next is None or isinstance(node.next, str):
+            continue
+        for tr in node.next:
+            missing = unknown(atoms_of(tr.when)) if tr.when is not None else []
+            if missing:
+                problems.append(
+                    Problem(
+                        f"a branch looks for {', '.join(missing)}, which no answer sets",
+                        node=node_id,
+                    )
+                )
+    if source_text is not None:
+        article = _normalise(source_text)
+        sources: list[tuple[str, str]] = [(r.id, r.source) for r in flow.rules]
+        sources.append((flow.default_rule.id, flow.default_rule.source))
+        for rule_id, source in sources:
+            if _normalise(source) not in article:
+                problems.append(
+                    Problem(
+                        f"rule {rule_id}: its source is not a quote of {flow.source_document}: "
+                        f"“{source[:80]}”"
+                    )
+                )
+    return problems
+
+
+def _limits(flow: Flow) -> list[Problem]:
+    """Texts (as the engine draws them, in the worst case) and buttons within Telegram's limits."""
+    problems = []
+    extra_question = 200  # the progress line and the widest summary header
+    for node_id, node in flow.nodes.items():
+        for lang in LANGS:
+            text = node.text.get(lang)
+            bad = html_problem(text)
+            if bad:
+                problems.append(Problem(f"text ({lang}): {bad}", node=node_id))
+            size = len(text) + extra_question
+            if size > MESSAGE_BUDGET:
+                problems.append(
+                    Problem(
+                        f"text ({lang}) may be {size} characters when shown; keep it under "
+                        f"{MESSAGE_BUDGET - extra_question}",
+                        node=node_id,
+                    )
+                )
+        if isinstance(node, TextNode) and node.max_length > 1000:
+            problems.append(Problem("max_length above 1000", node=node_id))  # pragma: no cover
+        options: tuple[Option, ...] = getattr(node, "options", ())
+        for o in options:
+            data = f"t:{_WIDEST_SEQ}:{node_id}:{o.id}"
+            if len(data.encode()) > CALLBACK_LIMIT:
+                problems.append(
+                    Problem(
+                        f"answer {o.id}: its button data '{data}' is longer than "
+                        f"{CALLBACK_LIMIT} bytes; shorten the question or answer id",
+                        node=node_id,
+                    )
+                )
+            for lang in LANGS:
+                bad = html_problem(o.label.get(lang))
+                if bad:
+                    problems.append(Problem(f"answer {o.id} ({lang}): {bad}", node=node_id))
+        if isinstance(node, ConfirmNode):
+            for other in flow.nodes:
+                data = f"v:{_WIDEST_SEQ}:{node_id}:{other}"
+                if len(data.encode()) > CALLBACK_LIMIT:
+                    problems.append(
+                        Problem(f"question id '{other}' too long for a button", node=node_id)
+                    )
+    for r in flow.rules:
+        for lang in LANGS:
+            for what, text in (
+                ("reason", r.reason.get(lang)),
+                ("advice", r.advice.get(lang) if r.advice else ""),
+            ):
+                bad = html_problem(text) if text else None
+                if bad:
+                    problems.append(Problem(f"rule {r.id} {what} ({lang}): {bad}"))
+    for level, texts in flow.outcomes.items():
+        for lang in LANGS:
+            for text in (texts.title.get(lang), texts.text.get(lang)):
+                bad = html_problem(text)
+                if bad:
+                    problems.append(Problem(f"outcome {level} ({lang}): {bad}"))
+    return problems
+
+
+def _block_sizes(flow: Flow) -> list[Problem]:
+    """Every block of an outcome message (headline, suggestion, reason) must fit one message."""
+    problems = []
+    for lang in LANGS:
+        blocks: list[tuple[str, int]] = [
+            (f"outcome {lv}", len(o.title.get(lang)) + len(o.text.get(lang)) + 10)
+            for lv, o in flow.outcomes.items()
+        ]
+        for r in flow.rules:
+            atoms = atoms_of(r.when)
+            labels = sum(
+                len(o.label.get(lang)) + 4
+                for node in flow.nodes.values()
+                for o in getattr(node, "options", ())
+                if any(
+                    (k, v) in atoms or (k, None) in atoms for k, vs in o.facts.items() for v in vs
+                )
+            )
+            blocks.append((f"rule {r.id} reason", len(r.reason.get(lang)) + labels + 40))
+            if r.advice:
+                blocks.append((f"rule {r.id} advice", len(r.advice.get(lang)) + 4))
+        for what, size in blocks:
+            if size > MESSAGE_BUDGET:
+                problems.append(
+                    Problem(
+                        f"{what} ({lang}) may be {size} characters; keep it under {MESSAGE_BUDGET}"
+                    )
+                )
+    return problems
+
+
+# --- the safety proof ---------------------------------------------------------
+
+_MAX_STATES = 2_000_000
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """One partial path: facts fixed so far, free options offered, policy items asked."""
+
+    node: str
+    facts: FactSet
+    free: frozenset[tuple[str, str]]  # (node, option) of free checklist options offered
+    asked: frozenset[tuple[str, str]]
+    trail: tuple[str, ...]
+
+
+class _Prover:
+    def __init__(self, flow: Flow, policy: SafetyPolicy, report: CheckReport) -> None:
+        self.flow = flow
+        self.policy = policy
+        self.report = report
+        self.protective = [r for r in flow.rules if r.level != "OK"]
+        guard_atoms: set[Atom] = set()
+        for node in flow.nodes.values():
+            if not isinstance(node, EndNode) and isinstance(node.next, tuple):
+                for tr in node.next:
+                    if tr.when is not None:
+                        guard_atoms |= atoms_of(tr.when)
+        emergency_atoms = {
+            a for r in flow.rules if r.level == "EMERGENCY" for a in atoms_of(r.when)
+        }
+        self.guard_keys = {k for k, _ in guard_atoms} | {"outcome"}
+        self.structural: set[Atom] = guard_atoms | emergency_atoms
+        self.structural |= {(k, v) for k, v in policy.emergency}
+        self.structural |= {w for item in policy.items for w in item.when}
+        self.triage_ahead = self._triage_ahead()
+        self.memo: dict[tuple[str, FactSet], int] = {}
+        self.visited: set[str] = set()
+        self.seen_problems: set[str] = set()
+        self.pre_states = 0
+        self.option_facts: dict[int, FactSet] = {}
+        self.emergency = policy.emergency
+        self.policy_facts = policy.facts
+        self.items_by_fact: dict[tuple[str, str], list[PolicyItem]] = {}
+        for item in policy.items:
+            self.items_by_fact.setdefault(item.fact, []).append(item)
+        self.ranked = [(level_rank(r.level), compile_condition(r.when)) for r in self.protective]
+
+    # -- helpers
+
+    def _triage_ahead(self) -> dict[str, bool]:
+        ahead: dict[str, bool] = {}
+
+        def visit(node_id: str) -> bool:
+            """Whether a triage node is at or after ``node_id``."""
+            if node_id not in ahead:
+                ahead[node_id] = isinstance(self.flow.nodes[node_id], TriageNode)
+                ahead[node_id] = ahead[node_id] or any(
+                    visit(t) for t in _targets(self.flow, node_id)
+                )
+            return ahead[node_id]
+
+        for node_id in self.flow.nodes:
+            visit(node_id)
+        return ahead
+
+    def _is_structural(self, option: Option) -> bool:
+        return any(
+            (k, v) in self.structural or (k, None) in self.structural
+            for k, vs in option.facts.items()
+            for v in vs
+        )
+
+    def _problem(self, message: str, walk: _Walk, node: str | None = None) -> None:
+        key = f"{node}|{message}"
+        if key in self.seen_problems:
+            return
+        self.seen_problems.add(key)
+        path = " → ".join(walk.trail[-12:]) or "(start)"
+        self.report.problems.append(Problem(f"{message}. Example path: {path}", node=node))
+
+    def _facts(self, option: Option) -> FactSet:
+        found = self.option_facts.get(id(option))
+        if found is None:
+            found = frozenset((k, v) for k, vs in option.facts.items() for v in vs)
+            self.option_facts[id(option)] = found
+        return found
+
+    def _policy_offered(self, options: tuple[Option, ...]) -> frozenset[tuple[str, str]]:
+        offered: set[tuple[str, str]] = set()
+        for o in options:
+            offered |= self._facts(o) & self.policy_facts
+        return frozenset(offered)
+
+    # -- the walk
+
+    def run(self) -> None:
+        start = _Walk(self.flow.start, frozenset(), frozenset(), frozenset(), ())
+        self.report.paths = self._enter(start, 1)
+        self.report.states = len(self.memo) + self.pre_states
+        for node_id in self.flow.nodes:
+            if node_id not in self.visited:
+                self.report.problems.append(
+                    Problem("no combination of answers ever reaches this question", node=node_id)
+                )
+
+    def _enter(self, walk: _Walk, weight: int) -> int:
+        """Walk from ``walk.node``; return the number of paths from here to an end."""
+        self.visited.add(walk.node)
+        node = self.flow.nodes[walk.node]
+        if self.triage_ahead[walk.node]:
+            self.pre_states += 1
+            if self.pre_states > _MAX_STATES:  # pragma: no cover - a flow far beyond ours
+                raise RuntimeError("the flow is too large to prove")
+            return self._expand(walk, node, weight)
+        key = (walk.node, frozenset((k, v) for k, v in walk.facts if k in self.guard_keys))
+        if key not in self.memo:
+            projected = _Walk(walk.node, key[1], frozenset(), frozenset(), walk.trail)
+            self.memo[key] = self._expand(projected, node, weight)
+        return self.memo[key]
+
+    def _expand(self, walk: _Walk, node: object, weight: int) -> int:
+        if isinstance(node, EndNode):
+            if not any(k == "outcome" for k, _ in walk.facts):
+                self._problem("a dialogue can end here without any outcome", walk, walk.node)
+            return 1
+        if isinstance(node, TriageNode):
+            return self._triage(walk, weight)
+        if isinstance(node, ChoiceNode | YesNoNode):
+            total = 0
+            asked = walk.asked | self._policy_offered(node.options)
+            for o in node.options:
+                facts = walk.facts | self._facts(o)
+                nxt = _Walk(
+                    walk.node, facts, walk.free, asked, walk.trail + (f"{walk.node}={o.id}",)
+                )
+                total += self._after_answer(nxt, o, weight)
+            return total
+        if isinstance(node, ChecklistNode):
+            return self._checklist(walk, node, weight)
+        # text, phone, info, confirm: one way on, no facts
+        step = _Walk(walk.node, walk.facts, walk.free, walk.asked, walk.trail + (walk.node,))
+        return self._after_answer(step, None, weight)
+
+    def _checklist(self, walk: _Walk, node: ChecklistNode, weight: int) -> int:
+        structural = [o for o in node.options if self._is_structural(o)]
+        free = [o for o in node.options if not self._is_structural(o)]
+        free_plain = [o for o in free if not o.exclusive]
+        free_excl = [o for o in free if o.exclusive]
+        asked = walk.asked | self._policy_offered(node.options)
+        offered = walk.free | {(walk.node, o.id) for o in free_plain}
+        total = 0
+        for size in range(len(structural) + 1):
+            for chosen in combinations(structural, size):
+                if any(o.exclusive for o in chosen) and size > 1:
+                    continue
+                facts = walk.facts.union(*(self._facts(o) for o in chosen))
+                label = "+".join(o.id for o in chosen)
+                if chosen and not any(o.exclusive for o in chosen):
+                    # any subset of the free options may be ticked too, none included
+                    combos = weight * 2 ** len(free_plain)
+                    nxt = _Walk(
+                        walk.node, facts, offered, asked, walk.trail + (f"{walk.node}={label}",)
+                    )
+                    total += self._after_answer(nxt, None, combos)
+                elif chosen:
+                    nxt = _Walk(
+                        walk.node, facts, walk.free, asked, walk.trail + (f"{walk.node}={label}",)
+                    )
+                    total += self._after_answer(nxt, None, weight)
+                else:
+                    # no structural option: one or more free options, or one free exclusive one
+                    if free_plain:
+                        combos = weight * (2 ** len(free_plain) - 1)
+                        trail = walk.trail + (
+                            f"{walk.node}=(any of {', '.join(o.id for o in free_plain)})",
+                        )
+                        nxt = _Walk(walk.node, facts, offered, asked, trail)
+                        total += self._after_answer(nxt, None, combos)
+                    for o in free_excl:
+                        facts_x = facts | self._facts(o)
+                        nxt = _Walk(
+                            walk.node,
+                            facts_x,
+                            walk.free,
+                            asked,
+                            walk.trail + (f"{walk.node}={o.id}",),
+                        )
+                        total += self._after_answer(nxt, None, weight)
+        return total
+
+    def _after_answer(self, walk: _Walk, option: Option | None, weight: int) -> int:
+        flow = self.flow
+        fired = emergency_fires(flow, walk.facts)
+        if fired:
+            facts = walk.facts | {("outcome", "EMERGENCY")}
+            self.report.outcomes["EMERGENCY"] += 1
+            if self.triage_ahead[walk.node]:
+                self.report.combinations += weight
+            return self._enter(
+                _Walk(flow.emergency_node, facts, frozenset(), walk.asked, walk.trail), weight
+            )
+        missed = sorted(f"{k}={v}" for k, v in walk.facts if (k, v) in self.emergency)
+        if missed:
+            self._problem(
+                f"the emergency sign(s) {', '.join(missed)} do not stop the questionnaire "
+                "(no EMERGENCY rule fires)",
+                walk,
+                walk.node,
+            )
+        target = next_node(flow, walk.node, option, walk.facts)
+        if target is None:
+            shown = ", ".join(sorted(f"{k}={v}" for k, v in walk.facts)) or "no answers"
+            self._problem(f"dead end: no branch matches the answers ({shown})", walk, walk.node)
+            return 0
+        return self._enter(_Walk(target, walk.facts, walk.free, walk.asked, walk.trail), weight)
+
+    def _fires_at_least(self, facts: FactSet, level: str) -> bool:
+        rank = level_rank(level)  # type: ignore[arg-type]
+        return any(r_rank >= rank and fires(facts) for r_rank, fires in self.ranked)
+
+    def _free_options(self, walk: _Walk) -> list[Option]:
+        out: list[Option] = []
+        for node_id, option_id in walk.free:
+            node = self.flow.nodes[node_id]
+            assert isinstance(node, ChecklistNode)
+            out.extend(o for o in node.options if o.id == option_id)
+        return out
+
+    def _triage(self, walk: _Walk, weight: int) -> int:
+        self.report.combinations += weight
+        base = walk.facts
+        free = self._free_options(walk)
+        # (1) every policy answer on this path leads at least to its level
+        candidates: list[tuple[PolicyItem, FactSet]] = []
+        for fact in base & self.policy_facts:
+            candidates += [(item, base) for item in self.items_by_fact[fact]]
+        for o in free:
+            extra = self._facts(o)
+            for fact in extra & self.policy_facts:
+                candidates += [(item, base | extra) for item in self.items_by_fact[fact]]
+        for item, facts in candidates:
+            if not all(w in facts for w in item.when):
+                continue
+            if not self._fires_at_least(facts, item.min_level):
+                got = evaluate(self.flow, facts).level
+                self._problem(
+                    f"SAFETY: the answer {item.fact[0]}={item.fact[1]} must lead to "
+                    f"{item.min_level} or stricter ({item.why}), but no such rule fires and "
+                    f"the outcome can be {got}",
+                    walk,
+                    walk.node,
+                )
+        # (2) a path that may still end in OK must have asked about every policy item
+        forced = any(fires(base) for _, fires in self.ranked)
+        if not forced:
+            for item in self.policy.applicable(base):
+                if item.fact not in walk.asked:
+                    self._problem(
+                        f"SAFETY: a path that can end in a massage suggestion never asks about "
+                        f"{item.fact[0]}={item.fact[1]} ({item.why})",
+                        walk,
+                        walk.node,
+                    )
+        # (3) go on with every level this path can have
+        levels = self._levels(base)
+        total = 0
+        for level in levels:
+            self.report.outcomes[level] += 1
+            facts = base | {("outcome", level)}
+            trail = walk.trail + (f"{walk.node}:{level}",)
+            target = next_node(self.flow, walk.node, None, facts)
+            if target is None:
+                self._problem(f"dead end after the outcome {level}", walk, walk.node)
+                continue
+            total += self._enter(_Walk(target, facts, frozenset(), walk.asked, trail), 1)
+        return total
+
+    def _levels(self, base: FactSet) -> list[str]:
+        """The levels a path can end in (over-approximated): at least what its answers force."""
+        forced = max((rank for rank, fires in self.ranked if fires(base)), default=0)
+        return [lv for lv in LEVELS if lv != "EMERGENCY" and level_rank(lv) >= forced]

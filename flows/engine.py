@@ -1,0 +1,943 @@
+"""The dialogue engine: a pure function from (flow, state, input) to (state, replies).
+
+Theory of operation
+-------------------
+A dialogue is a walk through a checked ``Flow``. ``State`` is a small frozen
+value: the node the client is at, the history of accepted answers (each entry
+records the facts it set, so Back undoes exactly those), the checklist ticks in
+progress, and every red flag ever reported. Facts are never stored on their
+own; they are the union of the history's entries.
+
+``step(flow, state, input)`` returns a new state and a tuple of replies. Replies
+are data: ``Message`` (text and buttons), ``Alert`` (a short notice, e.g. for a
+stale button) and ``SaveRequest`` (the shell must store the request). The engine
+does no I/O: the caller owns Telegram, the database, the clock and retries.
+
+Invalid input (an unknown button, free text where a button is expected, a bad
+phone number) returns the *same* state with a re-prompt; exceptions are kept for
+programmer faults. Every accepted input bumps ``seq``; buttons carry the ``seq``
+they were drawn at, so a press on an old keyboard changes nothing.
+
+After every accepted answer the EMERGENCY rules are evaluated: if one fires the
+questionnaire stops at once at the flow's ``emergency_node``. Triage nodes
+evaluate all rules and record the outcome as the fact ``outcome`` so later
+branches can depend on it.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.errors import FlowError, FlowMismatchError, Problem
+from flows.policy import POLICY
+from flows.schema import (
+    LEVELS,
+    AllOf,
+    AnyOf,
+    Atom,
+    ChecklistNode,
+    ChoiceNode,
+    Condition,
+    ConfirmNode,
+    DefaultRule,
+    EndNode,
+    FactIs,
+    Flow,
+    InfoNode,
+    Lang,
+    Level,
+    NotOf,
+    Option,
+    PhoneNode,
+    Rule,
+    TextNode,
+    TriageNode,
+    YesNoNode,
+    atoms_of,
+    level_rank,
+)
+from flows.texts import t
+
+__all__ = [
+    "Alert",
+    "AnswerRecord",
+    "Back",
+    "Begin",
+    "Button",
+    "Choose",
+    "Confirm",
+    "Continue",
+    "Done",
+    "Entry",
+    "FactSet",
+    "Input",
+    "MESSAGE_BUDGET",
+    "Message",
+    "Reply",
+    "RequestDraft",
+    "Restart",
+    "Revise",
+    "SaveRequest",
+    "SetLang",
+    "State",
+    "TextInput",
+    "Toggle",
+    "Triage",
+    "answers",
+    "compile_condition",
+    "decode",
+    "emergency_fires",
+    "evaluate",
+    "facts_of",
+    "holds",
+    "last_outcome",
+    "new_state",
+    "next_node",
+    "normalize_phone",
+    "outcome_blocks",
+    "pack",
+    "progress",
+    "request_draft",
+    "step",
+    "summary_lines",
+]
+
+#: The facts of a dialogue as (name, value) pairs.
+FactSet = frozenset[tuple[str, str]]
+
+QUESTION_KINDS = ("choice", "yesno", "checklist", "text", "phone", "confirm")
+
+
+# --- inputs -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Begin:
+    """Show the current question again (a new or resumed conversation)."""
+
+
+@dataclass(frozen=True)
+class Choose:
+    """Pick ``option`` at a choice or yes/no question."""
+
+    option: str
+    node: str | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Toggle:
+    """Tick or untick ``option`` in a checklist."""
+
+    option: str
+    node: str | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Done:
+    """Finish a checklist."""
+
+    node: str | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Continue:
+    """Go on from an info text."""
+
+    node: str | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """Confirm the summary: the request may be saved."""
+
+    node: str | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Revise:
+    """At the summary: list answers to change (``target`` None) or go back to ``target``."""
+
+    target: str | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """Text the client typed (or a phone number from a shared contact)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Back:
+    """Undo the last answer."""
+
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Start the dialogue over (red flags stay on record)."""
+
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class SetLang:
+    """Switch the dialogue's language."""
+
+    lang: Lang
+
+
+Input = (
+    Begin
+    | Choose
+    | Toggle
+    | Done
+    | Continue
+    | Confirm
+    | Revise
+    | TextInput
+    | Back
+    | Restart
+    | SetLang
+)
+
+
+# --- state --------------------------------------------------------------------
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Entry(_Frozen):
+    """One accepted answer (or, with ``auto``, an outcome the engine recorded)."""
+
+    node: str
+    options: tuple[str, ...] = ()
+    value: str | None = None
+    facts: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    rules: tuple[str, ...] = ()
+    auto: bool = False
+
+
+class State(_Frozen):
+    """Where one client is in one dialogue; JSON-serialisable with ``model_dump``."""
+
+    flow: str
+    version: str
+    lang: Lang
+    node: str
+    seq: int = 0
+    history: tuple[Entry, ...] = ()
+    pending: tuple[str, ...] = ()
+    #: Every policy fact the client ever reported here, as "name=value"; never shrinks.
+    red_flags: tuple[str, ...] = ()
+    revising: bool = False
+    finished: bool = False
+
+
+def new_state(flow: Flow, lang: Lang, *, red_flags: tuple[str, ...] = ()) -> State:
+    """Return the state of a dialogue that has not begun (``Begin`` shows the first question)."""
+    return State(
+        flow=flow.name, version=flow.version, lang=lang, node=flow.start, red_flags=red_flags
+    )
+
+
+def facts_of(state: State) -> FactSet:
+    """Return the facts the state's answers have set."""
+    return frozenset((k, v) for e in state.history for k, vs in e.facts.items() for v in vs)
+
+
+# --- replies ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Button:
+    """A button: what it says and the callback data it sends back (see ``decode``)."""
+
+    label: str
+    data: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message to show. ``edit`` asks to replace the previous one (checklist ticks)."""
+
+    text: str
+    buttons: tuple[tuple[Button, ...], ...] = ()
+    node: str | None = None
+    kind: str | None = None
+    edit: bool = False
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A short notice that changes nothing (stale button, first question…)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerRecord:
+    """One answer in a request: the question's short name and the answer, in the client's words."""
+
+    node: str
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class RequestDraft:
+    """Everything a consultation request stores, as plain values."""
+
+    flow: str
+    version: str
+    lang: Lang
+    outcome: Level | None
+    rule_ids: tuple[str, ...]
+    reasons: tuple[str, ...]
+    answers: tuple[AnswerRecord, ...]
+    facts: dict[str, list[str]]
+    fields: dict[str, str]
+    red_flag_changed: bool
+    withdrawn_red_flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SaveRequest:
+    """Effect: store this consultation request (with the state, in one transaction)."""
+
+    request: RequestDraft
+
+
+Reply = Message | Alert | SaveRequest
+
+
+# --- conditions, rules, transitions -------------------------------------------
+
+
+def holds(cond: Condition, facts: FactSet) -> bool:
+    """Return whether ``cond`` is true of ``facts``."""
+    if isinstance(cond, FactIs):
+        if cond.in_ is None:
+            return any(k == cond.fact for k, _ in facts)
+        return any((cond.fact, v) in facts for v in cond.in_)
+    if isinstance(cond, AllOf):
+        return all(holds(c, facts) for c in cond.all)
+    if isinstance(cond, AnyOf):
+        return any(holds(c, facts) for c in cond.any)
+    assert isinstance(cond, NotOf)
+    return not holds(cond.not_, facts)
+
+
+def compile_condition(cond: Condition) -> Callable[[FactSet], bool]:
+    """Return a fast predicate equivalent to ``holds(cond, facts)`` (for the checker)."""
+    if isinstance(cond, FactIs):
+        if cond.in_ is None:
+            key = cond.fact
+            return lambda facts: any(k == key for k, _ in facts)
+        pairs = frozenset((cond.fact, v) for v in cond.in_)
+        return lambda facts: not pairs.isdisjoint(facts)
+    if isinstance(cond, AllOf):
+        parts = [compile_condition(c) for c in cond.all]
+        return lambda facts: all(p(facts) for p in parts)
+    if isinstance(cond, AnyOf):
+        parts = [compile_condition(c) for c in cond.any]
+        return lambda facts: any(p(facts) for p in parts)
+    assert isinstance(cond, NotOf)
+    inner = compile_condition(cond.not_)
+    return lambda facts: not inner(facts)
+
+
+@dataclass(frozen=True)
+class Triage:
+    """The outcome of the rules: its level, the rules at that level, and every rule that fired."""
+
+    level: Level
+    deciding: tuple[Rule | DefaultRule, ...]
+    fired: tuple[Rule | DefaultRule, ...] = field(default=())
+
+
+def evaluate(flow: Flow, facts: FactSet) -> Triage:
+    """Apply the flow's rules to ``facts``: the highest level that fires wins."""
+    fired = [r for r in flow.rules if holds(r.when, facts)]
+    if not fired:
+        return Triage(flow.default_rule.level, (flow.default_rule,), (flow.default_rule,))
+    fired.sort(key=lambda r: -level_rank(r.level))
+    level = fired[0].level
+    return Triage(level, tuple(r for r in fired if r.level == level), tuple(fired))
+
+
+def emergency_fires(flow: Flow, facts: FactSet) -> tuple[Rule, ...]:
+    """Return the EMERGENCY rules that fire on ``facts`` (empty: carry on)."""
+    return tuple(r for r in flow.rules if r.level == "EMERGENCY" and holds(r.when, facts))
+
+
+def next_node(flow: Flow, node_id: str, option: Option | None, facts: FactSet) -> str | None:
+    """Return where the dialogue goes after ``node_id`` (None: nowhere, a dead end)."""
+    if option is not None and option.goto:
+        return option.goto
+    node = flow.nodes[node_id]
+    if isinstance(node, EndNode) or node.next is None:
+        return None
+    if isinstance(node.next, str):
+        return node.next
+    for tr in node.next:
+        if tr.when is None or holds(tr.when, facts):
+            return tr.to
+    return None
+
+
+# --- callback data ------------------------------------------------------------
+
+_VERBS = {"o", "t", "d", "c", "y", "e", "v", "b", "r"}
+_DATA_RE = re.compile(r"^([a-z]):(\d{1,9})(?::([a-z][a-z0-9_]*))?(?::([a-z0-9][a-z0-9_]*))?$")
+
+
+def _data(verb: str, seq: int, node: str = "", option: str = "") -> str:
+    parts = [verb, str(seq)] + [p for p in (node, option) if p]
+    return ":".join(parts)
+
+
+def decode(data: str) -> Input | None:
+    """Turn button callback data back into an input (None if it is not ours)."""
+    m = _DATA_RE.match(data)
+    if m is None or m.group(1) not in _VERBS:
+        return None
+    verb, seq, node, option = m.group(1), int(m.group(2)), m.group(3), m.group(4)
+    if verb in ("o", "t") and node and option:
+        return Choose(option, node, seq) if verb == "o" else Toggle(option, node, seq)
+    if verb == "d" and node:
+        return Done(node, seq)
+    if verb == "c" and node:
+        return Continue(node, seq)
+    if verb == "y" and node:
+        return Confirm(node, seq)
+    if verb == "e":
+        return Revise(None, seq)
+    if verb == "v" and option:
+        return Revise(option, seq)
+    if verb == "b":
+        return Back(seq)
+    if verb == "r":
+        return Restart(seq)
+    return None
+
+
+# --- the step function --------------------------------------------------------
+
+
+def step(flow: Flow, state: State, inp: Input) -> tuple[State, tuple[Reply, ...]]:
+    """Advance the dialogue by one input; see the module docstring."""
+    if state.flow != flow.name or state.version != flow.version:
+        raise FlowMismatchError(
+            f"state runs on {state.flow}@{state.version}, not {flow.name}@{flow.version}"
+        )
+    lang = state.lang
+    if isinstance(inp, Begin):
+        return state, _render(flow, state)
+    if isinstance(inp, SetLang):
+        moved = state.model_copy(update={"lang": inp.lang, "seq": state.seq + 1})
+        return moved, _render(flow, moved)
+    seq = getattr(inp, "seq", None)
+    if seq is not None and seq != state.seq:
+        return state, (Alert(t("stale", lang)),)
+    if isinstance(inp, Restart):
+        fresh = new_state(flow, lang, red_flags=state.red_flags)
+        fresh = fresh.model_copy(update={"seq": state.seq + 1})
+        return fresh, _render(flow, fresh)
+    if state.finished:
+        return state, (Alert(t("finished", lang)), *_render(flow, state))
+    if isinstance(inp, Back):
+        return _back(flow, state)
+
+    node = flow.nodes[state.node]
+    node_arg = getattr(inp, "node", None)
+    if node_arg is not None and node_arg != state.node:
+        return state, (Alert(t("stale", lang)),)
+
+    if isinstance(node, ChoiceNode | YesNoNode):
+        return _answer_choice(flow, state, node, inp)
+    if isinstance(node, ChecklistNode):
+        return _answer_checklist(flow, state, node, inp)
+    if isinstance(node, TextNode | PhoneNode):
+        return _answer_text(flow, state, node, inp)
+    if isinstance(node, InfoNode):
+        if isinstance(inp, Continue):
+            return _accept(flow, state, Entry(node=state.node), None)
+        return _reprompt(flow, state, "use_buttons")
+    if isinstance(node, ConfirmNode):
+        return _answer_confirm(flow, state, inp)
+    raise FlowError([Problem("the dialogue stopped at a node that asks nothing", node=state.node)])
+
+
+def _reprompt(flow: Flow, state: State, key: str, **fmt: object) -> tuple[State, tuple[Reply, ...]]:
+    return state, (Alert(t(key, state.lang, **fmt)), *_render(flow, state))
+
+
+def _match_label(options: tuple[Option, ...], text: str, lang: Lang) -> Option | None:
+    wanted = " ".join(text.split()).casefold()
+    for opt in options:
+        if " ".join(opt.label.get(lang).split()).casefold() == wanted:
+            return opt
+    return None
+
+
+def _answer_choice(
+    flow: Flow, state: State, node: ChoiceNode | YesNoNode, inp: Input
+) -> tuple[State, tuple[Reply, ...]]:
+    option: Option | None = None
+    if isinstance(inp, Choose):
+        option = next((o for o in node.options if o.id == inp.option), None)
+        if option is None:
+            return _reprompt(flow, state, "unknown_option")
+    elif isinstance(inp, TextInput):
+        option = _match_label(node.options, inp.text, state.lang)
+    if option is None:
+        return _reprompt(flow, state, "use_buttons")
+    entry = Entry(node=state.node, options=(option.id,), facts=dict(option.facts))
+    return _accept(flow, state, entry, option)
+
+
+def _answer_checklist(
+    flow: Flow, state: State, node: ChecklistNode, inp: Input
+) -> tuple[State, tuple[Reply, ...]]:
+    if isinstance(inp, Toggle):
+        option = next((o for o in node.options if o.id == inp.option), None)
+        if option is None:
+            return _reprompt(flow, state, "unknown_option")
+        pending = _toggle(node, state.pending, option)
+        moved = state.model_copy(update={"pending": pending, "seq": state.seq + 1})
+        return moved, _render(flow, moved, edit=True)
+    if isinstance(inp, Done):
+        if not state.pending:
+            return _reprompt(flow, state, "tick_one")
+        chosen = [o for o in node.options if o.id in state.pending]
+        facts: dict[str, tuple[str, ...]] = {}
+        for o in chosen:
+            for k, vs in o.facts.items():
+                facts[k] = tuple(dict.fromkeys(facts.get(k, ()) + vs))
+        entry = Entry(node=state.node, options=tuple(o.id for o in chosen), facts=facts)
+        return _accept(flow, state, entry, None)
+    if isinstance(inp, TextInput):
+        option = _match_label(node.options, inp.text, state.lang)
+        if option is not None:
+            return _answer_checklist(flow, state, node, Toggle(option.id))
+    return _reprompt(flow, state, "use_buttons")
+
+
+def _toggle(node: ChecklistNode, pending: tuple[str, ...], option: Option) -> tuple[str, ...]:
+    if option.id in pending:
+        return tuple(p for p in pending if p != option.id)
+    if option.exclusive:
+        return (option.id,)
+    exclusive = {o.id for o in node.options if o.exclusive}
+    kept = [p for p in pending if p not in exclusive] + [option.id]
+    return tuple(o.id for o in node.options if o.id in kept)
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _answer_text(
+    flow: Flow, state: State, node: TextNode | PhoneNode, inp: Input
+) -> tuple[State, tuple[Reply, ...]]:
+    if not isinstance(inp, TextInput):
+        return _reprompt(flow, state, "use_buttons")
+    text = " ".join(_CONTROL_RE.sub(" ", inp.text).split())
+    if isinstance(node, PhoneNode):
+        e164 = normalize_phone(text, node.region)
+        if e164 is None:
+            return _reprompt(flow, state, "bad_phone")
+        return _accept(flow, state, Entry(node=state.node, value=e164), None)
+    if not text:
+        return _reprompt(flow, state, "empty_text")
+    if len(text) > node.max_length:
+        return _reprompt(flow, state, "too_long", n=node.max_length)
+    return _accept(flow, state, Entry(node=state.node, value=text), None)
+
+
+def normalize_phone(text: str, region: str) -> str | None:
+    """Return ``text`` as an E.164 number if it is a valid phone number, else None."""
+    if not text or len(text) > 40:
+        return None
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _answer_confirm(flow: Flow, state: State, inp: Input) -> tuple[State, tuple[Reply, ...]]:
+    if isinstance(inp, Confirm):
+        return _accept(flow, state, Entry(node=state.node), None)
+    if isinstance(inp, Revise) and inp.target is None:
+        if not _answered(flow, state):
+            return state, (Alert(t("no_answers", state.lang)),)
+        moved = state.model_copy(update={"revising": True, "seq": state.seq + 1})
+        return moved, _render(flow, moved)
+    if isinstance(inp, Revise) and inp.target is not None:
+        if inp.target not in {e.node for e in _answered(flow, state)}:
+            return _reprompt(flow, state, "unknown_option")
+        return _rewind(flow, state, inp.target)
+    return _reprompt(flow, state, "use_buttons")
+
+
+def _answered(flow: Flow, state: State) -> list[Entry]:
+    """The client's own answers to questions that can be changed from the summary."""
+    return [
+        e
+        for e in state.history
+        if not e.auto and flow.nodes[e.node].kind in QUESTION_KINDS and e.node != state.node
+    ]
+
+
+def _red_flags(state: State, entry: Entry) -> tuple[str, ...]:
+    new = [f"{k}={v}" for k, vs in entry.facts.items() for v in vs if (k, v) in POLICY.facts]
+    return tuple(dict.fromkeys(state.red_flags + tuple(new)))
+
+
+def _accept(
+    flow: Flow, state: State, entry: Entry, option: Option | None
+) -> tuple[State, tuple[Reply, ...]]:
+    """Record an accepted answer and move on to the next question that asks something."""
+    state = state.model_copy(
+        update={
+            "history": state.history + (entry,),
+            "pending": (),
+            "revising": False,
+            "seq": state.seq + 1,
+            "red_flags": _red_flags(state, entry),
+        }
+    )
+    facts = facts_of(state)
+    fired = emergency_fires(flow, facts)
+    if fired:
+        stop = Entry(
+            node=entry.node,
+            facts={"outcome": ("EMERGENCY",)},
+            rules=tuple(r.id for r in fired),
+            auto=True,
+        )
+        state = state.model_copy(update={"history": state.history + (stop,)})
+        return _advance(flow, state, flow.emergency_node, ())
+    target = next_node(flow, entry.node, option, facts)
+    return _advance(flow, state, target, ())
+
+
+def _advance(
+    flow: Flow, state: State, target: str | None, said: tuple[Reply, ...]
+) -> tuple[State, tuple[Reply, ...]]:
+    replies = list(said)
+    for _ in range(len(flow.nodes) + 1):
+        if target is None:
+            raise FlowError([Problem("no way forward from here", node=state.node)])
+        node = flow.nodes[target]
+        if isinstance(node, TriageNode):
+            facts = facts_of(state)
+            result = evaluate(flow, facts)
+            entry = Entry(
+                node=target,
+                facts={"outcome": (result.level,)},
+                rules=tuple(r.id for r in result.fired),
+                auto=True,
+            )
+            state = state.model_copy(update={"history": state.history + (entry,), "node": target})
+            blocks = outcome_blocks(flow, state, node.text.get(state.lang), result)
+            replies.extend(Message(text, (), target, "outcome") for text in pack(blocks))
+            target = next_node(flow, target, None, facts_of(state))
+            continue
+        state = state.model_copy(update={"node": target, "pending": (), "revising": False})
+        if isinstance(node, EndNode):
+            state = state.model_copy(update={"finished": True})
+            replies.extend(_render(flow, state))
+            if node.save:
+                replies.append(SaveRequest(request_draft(flow, state)))
+            return state, tuple(replies)
+        replies.extend(_render(flow, state))
+        return state, tuple(replies)
+    raise FlowError([Problem("the dialogue loops without asking anything", node=state.node)])
+
+
+def _back(flow: Flow, state: State) -> tuple[State, tuple[Reply, ...]]:
+    if state.revising:
+        moved = state.model_copy(update={"revising": False, "seq": state.seq + 1})
+        return moved, _render(flow, moved)
+    history = list(state.history)
+    while history and history[-1].auto:
+        history.pop()
+    if not history:
+        return state, (Alert(t("first_question", state.lang)),)
+    last = history.pop()
+    return _restore(flow, state, history, last)
+
+
+def _rewind(flow: Flow, state: State, target: str) -> tuple[State, tuple[Reply, ...]]:
+    history = list(state.history)
+    while history:
+        last = history.pop()
+        if last.node == target and not last.auto:
+            return _restore(flow, state, history, last)
+    return _reprompt(flow, state, "unknown_option")  # pragma: no cover - guarded by caller
+
+
+def _restore(
+    flow: Flow, state: State, history: list[Entry], undone: Entry
+) -> tuple[State, tuple[Reply, ...]]:
+    node = flow.nodes[undone.node]
+    pending = undone.options if isinstance(node, ChecklistNode) else ()
+    moved = state.model_copy(
+        update={
+            "history": tuple(history),
+            "node": undone.node,
+            "pending": pending,
+            "revising": False,
+            "seq": state.seq + 1,
+        }
+    )
+    return moved, _render(flow, moved)
+
+
+# --- rendering ----------------------------------------------------------------
+
+
+def _nav(state: State, *, back: bool = True) -> tuple[Button, ...]:
+    row = []
+    if back and any(not e.auto for e in state.history):
+        row.append(Button(t("back", state.lang), _data("b", state.seq)))
+    row.append(Button(t("restart", state.lang), _data("r", state.seq)))
+    return tuple(row)
+
+
+def _render(flow: Flow, state: State, *, edit: bool = False) -> tuple[Reply, ...]:
+    """Draw the current question (or the end text) with its buttons."""
+    lang = state.lang
+    node = flow.nodes[state.node]
+    text = node.text.get(lang)
+    seq = state.seq
+    rows: list[tuple[Button, ...]] = []
+    if isinstance(node, EndNode):
+        return (
+            Message(text, ((Button(t("restart", lang), _data("r", seq)),),), state.node, "end"),
+        )
+    if node.kind in QUESTION_KINDS and not state.revising:
+        k, n = progress(flow, state)
+        text = f"<i>{t('progress', lang, k=k, n=n)}</i>\n\n{text}"
+    if isinstance(node, ChoiceNode | YesNoNode):
+        rows = [
+            (Button(o.label.get(lang), _data("o", seq, state.node, o.id)),) for o in node.options
+        ]
+    elif isinstance(node, ChecklistNode):
+        for o in node.options:
+            mark = "✅ " if o.id in state.pending else "▫️ "
+            rows.append((Button(mark + o.label.get(lang), _data("t", seq, state.node, o.id)),))
+        rows.append((Button(t("done", lang), _data("d", seq, state.node)),))
+    elif isinstance(node, InfoNode):
+        rows.append((Button(t("continue", lang), _data("c", seq, state.node)),))
+    elif isinstance(node, ConfirmNode):
+        if state.revising:
+            text = t("revise_prompt", lang)
+            for e in _answered(flow, state):
+                label = _question_name(flow, e.node, lang)
+                rows.append((Button(label, _data("v", seq, state.node, e.node)),))
+        else:
+            rows.append((Button(t("confirm", lang), _data("y", seq, state.node)),))
+            rows.append((Button(t("revise", lang), _data("e", seq, state.node)),))
+            rows.append(_nav(state))
+            *before, last = pack(["\n".join(summary_lines(flow, state)), text])
+            head = tuple(Message(b, (), state.node, "summary") for b in before)
+            return (*head, Message(last, tuple(rows), state.node, node.kind, edit))
+    rows.append(_nav(state))
+    return (Message(text, tuple(rows), state.node, node.kind, edit),)
+
+
+def progress(flow: Flow, state: State) -> tuple[int, int]:
+    """Return (k, n): this is question k of about n on the path the answers so far predict."""
+    done = sum(1 for e in state.history if not e.auto and flow.nodes[e.node].kind in QUESTION_KINDS)
+    facts = facts_of(state)
+    remaining = 0
+    node_id: str | None = state.node
+    for _ in range(len(flow.nodes)):
+        if node_id is None:
+            break
+        node = flow.nodes[node_id]
+        if isinstance(node, EndNode):
+            break
+        if node.kind in QUESTION_KINDS:
+            remaining += 1
+        if isinstance(node, TriageNode):
+            facts = facts | {("outcome", evaluate(flow, facts).level)}
+        first = node.options[0] if isinstance(node, ChoiceNode | YesNoNode) else None
+        node_id = next_node(flow, node_id, first, facts)
+    return done + 1, max(done + remaining, done + 1)
+
+
+def _question_name(flow: Flow, node_id: str, lang: Lang) -> str:
+    node = flow.nodes[node_id]
+    if node.summary is not None:
+        return node.summary.get(lang)
+    first = html.unescape(re.sub(r"<[^>]+>", "", node.text.get(lang))).strip().splitlines()[0]
+    return first[:60]
+
+
+def _answer_text_of(flow: Flow, entry: Entry, lang: Lang) -> str:
+    node = flow.nodes[entry.node]
+    if isinstance(node, ChoiceNode | YesNoNode | ChecklistNode):
+        labels = {o.id: o.label.get(lang) for o in node.options}
+        return ", ".join(labels[o] for o in entry.options if o in labels)
+    if isinstance(node, PhoneNode) and entry.value:
+        number = phonenumbers.parse(entry.value, None)
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    return entry.value or ""
+
+
+def answers(flow: Flow, state: State) -> tuple[AnswerRecord, ...]:
+    """Return the client's answers in order, in the client's language (unescaped text)."""
+    out = []
+    for e in state.history:
+        node = flow.nodes[e.node]
+        if e.auto or node.kind not in QUESTION_KINDS or isinstance(node, ConfirmNode):
+            continue
+        question = _question_name(flow, e.node, state.lang)
+        out.append(AnswerRecord(e.node, question, _answer_text_of(flow, e, state.lang)))
+    return tuple(out)
+
+
+def last_outcome(state: State) -> Entry | None:
+    """Return the most recent outcome entry of the dialogue, if any."""
+    return next((e for e in reversed(state.history) if "outcome" in e.facts), None)
+
+
+def summary_lines(flow: Flow, state: State) -> list[str]:
+    """Return the answers and the outcome, as shown before the client confirms."""
+    lang = state.lang
+    lines = [t("summary_title", lang)]
+    for a in answers(flow, state):
+        lines.append(f"• {html.escape(a.question)}: <b>{html.escape(a.answer)}</b>")
+    outcome = last_outcome(state)
+    if outcome is not None:
+        title = flow.outcomes[_level(outcome.facts["outcome"][0])].title.get(lang)
+        lines.append(f"{t('result', lang)}: <b>{title}</b>")
+    return lines
+
+
+def _evidence(flow: Flow, state: State, rule: Rule | DefaultRule) -> list[str]:
+    """The client's answers (option labels) that made ``rule`` fire."""
+    if isinstance(rule, DefaultRule):
+        return []
+    wanted: frozenset[Atom] = atoms_of(rule.when)
+    labels: list[str] = []
+    for e in state.history:
+        node = flow.nodes[e.node]
+        if e.auto or not isinstance(node, ChoiceNode | YesNoNode | ChecklistNode):
+            continue
+        for o in node.options:
+            if o.id not in e.options:
+                continue
+            if any(
+                (k, v) in wanted or (k, None) in wanted for k, vs in o.facts.items() for v in vs
+            ):
+                labels.append(o.label.get(state.lang))
+    return list(dict.fromkeys(labels))
+
+
+def reasons(flow: Flow, state: State, result: Triage) -> tuple[str, ...]:
+    """Why the outcome is what it is, one plain-text line per deciding rule."""
+    out = []
+    for rule in result.deciding:
+        line = rule.reason.get(state.lang)
+        ev = _evidence(flow, state, rule)
+        if ev:
+            line += f" ({t('your_answer', state.lang)}: " + ", ".join(f"«{x}»" for x in ev) + ")"
+        out.append(line)
+    return tuple(out)
+
+
+#: Longest text the engine puts in one message (Telegram allows 4096 characters).
+MESSAGE_BUDGET = 4000
+
+
+def pack(blocks: list[str], limit: int = MESSAGE_BUDGET) -> list[str]:
+    """Join text blocks with blank lines into as few messages as fit within ``limit``."""
+    out: list[str] = []
+    for block in blocks:
+        if out and len(out[-1]) + 2 + len(block) <= limit:
+            out[-1] += "\n\n" + block
+        else:
+            out.append(block)
+    return out
+
+
+def outcome_blocks(flow: Flow, state: State, intro: str, result: Triage) -> list[str]:
+    """The outcome as blocks: headline, each suggestion, each reason (each fits a message)."""
+    lang = state.lang
+    texts = flow.outcomes[result.level]
+    blocks = [intro, f"<b>{texts.title.get(lang)}</b>\n{texts.text.get(lang)}"]
+    if result.level == "OK":
+        blocks.append(t("suggest", lang))
+        blocks += [
+            f"• {r.advice.get(lang)}" for r in result.deciding if isinstance(r, Rule) and r.advice
+        ]
+    blocks.append(t("why", lang))
+    blocks += [f"• {html.escape(r)}" for r in reasons(flow, state, result)]
+    return blocks
+
+
+def _level(raw: str) -> Level:
+    return next(lv for lv in LEVELS if lv == raw)
+
+
+def request_draft(flow: Flow, state: State) -> RequestDraft:
+    """Build the consultation request from a finished dialogue's state."""
+    facts = facts_of(state)
+    outcome = last_outcome(state)
+    level: Level | None = None
+    rule_ids: tuple[str, ...] = ()
+    why: tuple[str, ...] = ()
+    if outcome is not None:
+        level = _level(outcome.facts["outcome"][0])
+        rule_ids = outcome.rules
+        by_id: dict[str, Rule | DefaultRule] = {r.id: r for r in flow.rules}
+        by_id[flow.default_rule.id] = flow.default_rule
+        fired = tuple(by_id[i] for i in rule_ids if i in by_id)
+        deciding = tuple(r for r in fired if r.level == level)
+        why = reasons(flow, state, Triage(level, deciding, fired))
+    fields: dict[str, str] = {}
+    for e in state.history:
+        node = flow.nodes[e.node]
+        name = getattr(node, "field", None)
+        if name and not e.auto:
+            fields[name] = e.value if e.value is not None else ",".join(e.options)
+    current = {f"{k}={v}" for k, v in facts}
+    withdrawn = tuple(f for f in state.red_flags if f not in current)
+    grouped: dict[str, list[str]] = {}
+    for k, v in sorted(facts):
+        grouped.setdefault(k, []).append(v)
+    return RequestDraft(
+        flow=flow.name,
+        version=flow.version,
+        lang=state.lang,
+        outcome=level,
+        rule_ids=rule_ids,
+        reasons=why,
+        answers=answers(flow, state),
+        facts=grouped,
+        fields=fields,
+        red_flag_changed=bool(withdrawn),
+        withdrawn_red_flags=withdrawn,
+    )

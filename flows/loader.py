@@ -1,0 +1,145 @@
+"""Read a flow YAML file into a checked ``Flow``, naming file, line and question on errors."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from flows.errors import FlowError, Problem
+from flows.schema import Flow
+
+__all__ = ["checksum", "load_flow", "load_flow_text", "shipped_flow_path"]
+
+_KINDS = {"choice", "yesno", "checklist", "text", "phone", "info", "triage", "confirm", "end"}
+_LANG_NAMES = {"ru": "Russian (ru)", "en": "English (en)"}
+
+
+def shipped_flow_path(name: str = "intake") -> Path:
+    """Return the path of a flow shipped with the package."""
+    return Path(str(resources.files("flows") / "definitions" / f"{name}.yaml"))
+
+
+def checksum(text: str) -> str:
+    """Return the short content checksum that names a flow version."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def load_flow(path: str | Path) -> Flow:
+    """Load and validate the flow file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FlowError([Problem(f"cannot read the file: {exc.strerror}", file=str(path))]) from exc
+    except UnicodeDecodeError as exc:
+        raise FlowError([Problem("the file is not UTF-8 text", file=str(path))]) from exc
+    return load_flow_text(text, origin=str(path))
+
+
+def load_flow_text(text: str, *, origin: str = "flow") -> Flow:
+    """Validate flow YAML ``text``; ``origin`` names it in error messages."""
+    yaml = YAML(typ="rt")
+    try:
+        data = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        msg = f"this is not valid YAML ({exc.problem})"
+        raise FlowError([Problem(msg, file=origin, line=line)]) from exc
+    if not isinstance(data, dict):
+        raise FlowError([Problem("the file must be a mapping with name, nodes, rules…", origin)])
+    try:
+        flow = Flow.model_validate(_plain(data))
+    except ValidationError as exc:
+        problems = [_problem(err, data, origin) for err in exc.errors()]
+        raise FlowError(problems) from exc
+    return flow.model_copy(update={"version": checksum(text)})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _line(data: Any, loc: tuple[int | str, ...]) -> int | None:
+    """Follow ``loc`` through ruamel's commented data and return the deepest known line."""
+    line: int | None = None
+    node = data
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedMap | CommentedSeq) and line is None:
+            line = node.lc.line + 1
+        else:
+            continue
+    if line is None and isinstance(data, CommentedMap):
+        line = 1
+    return line
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop pydantic's union branch names so the path matches the YAML."""
+    out: list[int | str] = []
+    for i, part in enumerate(loc):
+        kind_tag = i == 2 and loc[0] == "nodes" and part in _KINDS
+        if kind_tag or (isinstance(part, str) and ("[" in part or part.startswith("function"))):
+            continue
+        if part == "in_":
+            part = "in"
+        if part == "not_":
+            part = "not"
+        out.append(part)
+    return tuple(out)
+
+
+def _problem(err: Any, data: Any, origin: str) -> Problem:
+    loc = _clean_loc(tuple(err["loc"]))
+    node = str(loc[1]) if len(loc) > 1 and loc[0] == "nodes" else None
+    where = ".".join(str(p) for p in (loc[2:] if node else loc))
+    kind = err["type"]
+    if kind == "missing" and loc and loc[-1] in _LANG_NAMES:
+        msg = f"the {_LANG_NAMES[str(loc[-1])]} translation is missing"
+        where = ".".join(str(p) for p in (loc[2:-1] if node else loc[:-1]))
+    elif kind == "missing":
+        msg = f"'{loc[-1]}' is required but missing" if loc else "a required key is missing"
+        where = ".".join(str(p) for p in (loc[2:-1] if node else loc[:-1]))
+    elif kind == "extra_forbidden":
+        msg = f"unknown key '{loc[-1]}' (check the spelling)"
+        where = ".".join(str(p) for p in (loc[2:-1] if node else loc[:-1]))
+    elif kind == "string_pattern_mismatch":
+        msg = (
+            f"'{err.get('input')}' is not a valid id: use lowercase latin letters, digits "
+            "and _, starting with a letter, at most 24 characters"
+        )
+    elif kind == "union_tag_invalid":
+        msg = (
+            f"unknown kind '{err['ctx'].get('tag')}'; use one of: "
+            "choice, yesno, checklist, text, phone, info, triage, confirm, end"
+        )
+    elif kind == "union_tag_not_found":
+        msg = "every question needs a kind (choice, yesno, checklist, text, phone, info, …)"
+    elif kind == "value_error":
+        msg = str(err["msg"]).removeprefix("Value error, ")
+    elif kind == "literal_error":
+        msg = f"'{err.get('input')}' is not allowed here; expected {err['ctx'].get('expected')}"
+    elif kind == "too_short":
+        msg = "this list needs more entries"
+    else:
+        msg = str(err["msg"])
+    if where:
+        msg = f"{where}: {msg}"
+    return Problem(msg, file=origin, line=_line(data, loc), node=node)
