@@ -23,6 +23,7 @@ answers no later branch looks at.
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -259,6 +260,17 @@ def _has_not(cond: Condition) -> bool:
     return False
 
 
+def _fact_tests(cond: Condition) -> list[FactIs]:
+    if isinstance(cond, FactIs):
+        return [cond]
+    if isinstance(cond, AllOf):
+        return [t for c in cond.all for t in _fact_tests(c)]
+    if isinstance(cond, AnyOf):
+        return [t for c in cond.any for t in _fact_tests(c)]
+    assert isinstance(cond, NotOf)
+    return _fact_tests(cond.not_)
+
+
 def _normalise(text: str) -> str:
     table = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "–": "-", "—": "-"})
     return " ".join(text.translate(table).split()).casefold()
@@ -422,6 +434,18 @@ def _block_sizes(flow: Flow) -> list[Problem]:
 _MAX_STATES = 2_000_000
 
 
+#: The answers that led somewhere, newest last, as a linked list: (earlier, label).
+Trail = tuple["Trail", str] | None
+
+
+def _steps(trail: Trail) -> list[str]:
+    out = []
+    while trail is not None:
+        trail, label = trail
+        out.append(label)
+    return out[::-1]
+
+
 @dataclass(frozen=True)
 class _Walk:
     """One partial path: facts fixed so far, free options offered, policy items asked."""
@@ -430,7 +454,7 @@ class _Walk:
     facts: FactSet
     free: frozenset[tuple[str, str]]  # (node, option) of free checklist options offered
     asked: frozenset[tuple[str, str]]
-    trail: tuple[str, ...]
+    trail: Trail
 
 
 class _Prover:
@@ -463,6 +487,19 @@ class _Prover:
         self.items_by_fact: dict[tuple[str, str], list[PolicyItem]] = {}
         for item in policy.items:
             self.items_by_fact.setdefault(item.fact, []).append(item)
+        self.alone: dict[PolicyItem, bool] = {}
+        conditions = [r.when for r in flow.rules] + [
+            tr.when
+            for node in flow.nodes.values()
+            if not isinstance(node, EndNode) and isinstance(node.next, tuple)
+            for tr in node.next
+            if tr.when is not None
+        ]
+        self.tests_by_key: dict[str, list[FactIs]] = {}
+        for cond in conditions:
+            for test in _fact_tests(cond):
+                self.tests_by_key.setdefault(test.fact, []).append(test)
+        self.exact_facts = set(policy.facts) | {w for i in policy.items for w in i.when}
         self.ranked = [(level_rank(r.level), compile_condition(r.when)) for r in self.protective]
 
     # -- helpers
@@ -495,7 +532,7 @@ class _Prover:
         if key in self.seen_problems:
             return
         self.seen_problems.add(key)
-        path = " → ".join(walk.trail[-12:]) or "(start)"
+        path = " → ".join(_steps(walk.trail)[-12:]) or "(start)"
         self.report.problems.append(Problem(f"{message}. Example path: {path}", node=node))
 
     def _facts(self, option: Option) -> FactSet:
@@ -514,8 +551,14 @@ class _Prover:
     # -- the walk
 
     def run(self) -> None:
-        start = _Walk(self.flow.start, frozenset(), frozenset(), frozenset(), ())
-        self.report.paths = self._enter(start, 1)
+        start = _Walk(self.flow.start, frozenset(), frozenset(), frozenset(), None)
+        collecting = gc.isenabled()
+        gc.disable()  # the walk makes many small objects and no cycles
+        try:
+            self.report.paths = self._enter(start, 1)
+        finally:
+            if collecting:
+                gc.enable()
         self.report.states = len(self.memo) + self.pre_states
         for node_id in self.flow.nodes:
             if node_id not in self.visited:
@@ -548,17 +591,17 @@ class _Prover:
         if isinstance(node, ChoiceNode | YesNoNode):
             total = 0
             asked = walk.asked | self._policy_offered(node.options)
-            for o in node.options:
+            for group in self._alike(node.options):
+                o = group[0]
                 facts = walk.facts | self._facts(o)
-                nxt = _Walk(
-                    walk.node, facts, walk.free, asked, walk.trail + (f"{walk.node}={o.id}",)
-                )
-                total += self._after_answer(nxt, o, weight)
+                label = f"{walk.node}={'|'.join(x.id for x in group)}"
+                nxt = _Walk(walk.node, facts, walk.free, asked, (walk.trail, label))
+                total += len(group) * self._after_answer(nxt, o, weight * len(group))
             return total
         if isinstance(node, ChecklistNode):
             return self._checklist(walk, node, weight)
         # text, phone, info, confirm: one way on, no facts
-        step = _Walk(walk.node, walk.facts, walk.free, walk.asked, walk.trail + (walk.node,))
+        step = _Walk(walk.node, walk.facts, walk.free, walk.asked, (walk.trail, walk.node))
         return self._after_answer(step, None, weight)
 
     def _checklist(self, walk: _Walk, node: ChecklistNode, weight: int) -> int:
@@ -579,19 +622,20 @@ class _Prover:
                     # any subset of the free options may be ticked too, none included
                     combos = weight * 2 ** len(free_plain)
                     nxt = _Walk(
-                        walk.node, facts, offered, asked, walk.trail + (f"{walk.node}={label}",)
+                        walk.node, facts, offered, asked, (walk.trail, f"{walk.node}={label}")
                     )
                     total += self._after_answer(nxt, None, combos)
                 elif chosen:
                     nxt = _Walk(
-                        walk.node, facts, walk.free, asked, walk.trail + (f"{walk.node}={label}",)
+                        walk.node, facts, walk.free, asked, (walk.trail, f"{walk.node}={label}")
                     )
                     total += self._after_answer(nxt, None, weight)
                 else:
                     # no structural option: one or more free options, or one free exclusive one
                     if free_plain:
                         combos = weight * (2 ** len(free_plain) - 1)
-                        trail = walk.trail + (
+                        trail = (
+                            walk.trail,
                             f"{walk.node}=(any of {', '.join(o.id for o in free_plain)})",
                         )
                         nxt = _Walk(walk.node, facts, offered, asked, trail)
@@ -603,7 +647,7 @@ class _Prover:
                             facts_x,
                             walk.free,
                             asked,
-                            walk.trail + (f"{walk.node}={o.id}",),
+                            (walk.trail, f"{walk.node}={o.id}"),
                         )
                         total += self._after_answer(nxt, None, weight)
         return total
@@ -638,6 +682,34 @@ class _Prover:
         rank = level_rank(level)  # type: ignore[arg-type]
         return any(r_rank >= rank and fires(facts) for r_rank, fires in self.ranked)
 
+    def _alike(self, options: tuple[Option, ...]) -> list[list[Option]]:
+        """Group answers that nothing can tell apart: same jump, and every condition and
+        policy item sees their facts the same way. One of each group is enough to explore."""
+        groups: dict[object, list[Option]] = {}
+        for o in options:
+            signature = (o.goto, frozenset(self._value_class(f) for f in self._facts(o)))
+            groups.setdefault(signature, []).append(o)
+        return list(groups.values())
+
+    def _value_class(self, fact: tuple[str, str]) -> object:
+        key, value = fact
+        if fact in self.exact_facts:
+            return fact
+        tests = self.tests_by_key.get(key, [])
+        return (key, tuple(t.in_ is None or value in t.in_ for t in tests))
+
+    def _protected(self, item: PolicyItem, facts: FactSet) -> bool:
+        """Whether a rule of the item's level or stricter fires on ``facts``.
+
+        Protective rules are monotone, so a rule that fires on the item with its
+        preconditions alone fires on every larger set: that answer is cached per item.
+        """
+        alone = self.alone.get(item)
+        if alone is None:
+            alone = self._fires_at_least(frozenset({item.fact, *item.when}), item.min_level)
+            self.alone[item] = alone
+        return alone or self._fires_at_least(facts, item.min_level)
+
     def _free_options(self, walk: _Walk) -> list[Option]:
         out: list[Option] = []
         for node_id, option_id in walk.free:
@@ -661,7 +733,7 @@ class _Prover:
         for item, facts in candidates:
             if not all(w in facts for w in item.when):
                 continue
-            if not self._fires_at_least(facts, item.min_level):
+            if not self._protected(item, facts):
                 got = evaluate(self.flow, facts).level
                 self._problem(
                     f"SAFETY: the answer {item.fact[0]}={item.fact[1]} must lead to "
@@ -687,7 +759,7 @@ class _Prover:
         for level in levels:
             self.report.outcomes[level] += 1
             facts = base | {("outcome", level)}
-            trail = walk.trail + (f"{walk.node}:{level}",)
+            trail = (walk.trail, f"{walk.node}:{level}")
             target = next_node(self.flow, walk.node, None, facts)
             if target is None:
                 self._problem(f"dead end after the outcome {level}", walk, walk.node)

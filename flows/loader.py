@@ -108,9 +108,13 @@ def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
 
 def _problem(err: Any, data: Any, origin: str) -> Problem:
     loc = _clean_loc(tuple(err["loc"]))
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc = (*loc, "kind")
     node = str(loc[1]) if len(loc) > 1 and loc[0] == "nodes" else None
     where = ".".join(str(p) for p in (loc[2:] if node else loc))
     kind = err["type"]
+    if kind.startswith("union_tag"):
+        where = ""
     if kind == "missing" and loc and loc[-1] in _LANG_NAMES:
         msg = f"the {_LANG_NAMES[str(loc[-1])]} translation is missing"
         where = ".".join(str(p) for p in (loc[2:-1] if node else loc[:-1]))

@@ -1,0 +1,305 @@
+"""Clinical scenarios from the article: answers in, outcome and reasons out.
+
+Each row quotes the sentence of the article it checks; the test also verifies
+that quote really is in the shipped article, so the table cannot drift from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.factories import INTAKE_PATH, Client
+
+ARTICLE = " ".join((INTAKE_PATH.parent / "massage-article.txt").read_text().split())
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    cites: str
+    answers: dict[str, str | tuple[str, ...]]
+    outcome: str
+    rules: tuple[str, ...] = ()
+    #: Words that must appear in the outcome text the client sees (English).
+    says: tuple[str, ...] = field(default=())
+
+
+SCENARIOS = [
+    Scenario(
+        "wellbeing, no diagnosis: classical massage",
+        "It is the most common and in demand.",
+        {},
+        "OK",
+        ("ok_wellbeing",),
+        ("classical",),
+    ),
+    Scenario(
+        "osteochondrosis: at least 10 sessions",
+        "The minimum course duration is 10 sessions.",
+        {"conditions": ("osteochondrosis",), "osteo_region": "lumbosacral"},
+        "OK",
+        ("ok_osteochondrosis",),
+        ("10 sessions",),
+    ),
+    Scenario(
+        "sciatica or lumbago: 15 sessions",
+        "To record the results obtained and prevent it, it is recommended to do 15 sessions.",
+        {"conditions": ("sciatica",)},
+        "OK",
+        ("ok_sciatica",),
+        ("15 sessions",),
+    ),
+    Scenario(
+        "radiculitis without exacerbation: light start, 5-10 minutes",
+        "The duration of the massage is 5–10 minutes.",
+        {"conditions": ("radiculitis",), "radiculitis_phase": "remission"},
+        "OK",
+        ("ok_radiculitis",),
+        ("5", "10 minutes"),
+    ),
+    Scenario(
+        "radiculitis in exacerbation: not now",
+        "The course of massage is carried out during the absence of exacerbations.",
+        {"conditions": ("radiculitis",), "radiculitis_phase": "exacerbation"},
+        "LATER",
+        ("radiculitis_acute",),
+    ),
+    Scenario(
+        "hernia in recovery: only adjacent tissues",
+        "Only the tissues adjacent to the hernia are massaged.",
+        {"conditions": ("hernia",), "hernia_stage": "recovery"},
+        "OK",
+        ("ok_hernia_recovery",),
+        ("highly qualified",),
+    ),
+    Scenario(
+        "hernia with pain now: contraindicated",
+        "If there is pain, it is contraindicated because it can cause back spasms.",
+        {"conditions": ("hernia",), "hernia_stage": "pain_now"},
+        "LATER",
+        ("hernia_pain",),
+    ),
+    Scenario(
+        "hernia, stage unknown: a doctor first",
+        "Back massage should be performed during the recovery stage.",
+        {"conditions": ("hernia",), "hernia_stage": "unknown"},
+        "CLEAR",
+        ("hernia_unknown",),
+    ),
+    Scenario(
+        "scoliosis grade 2: highly qualified specialist",
+        "It must be done by a highly qualified specialist, because incorrect actions can "
+        "only worsen the situation.",
+        {"conditions": ("scoliosis",), "scoliosis_degree": "d2"},
+        "OK",
+        ("ok_scoliosis",),
+    ),
+    Scenario(
+        "scoliosis grade 4 excludes massage",
+        "It is worth noting that the presence of fourth degree scoliosis excludes the "
+        "possibility of massage.",
+        {"conditions": ("scoliosis",), "scoliosis_degree": "d4"},
+        "STOP",
+        ("scoliosis_4",),
+    ),
+    Scenario(
+        "scoliosis, grade unknown: a doctor first",
+        "It is worth noting that the presence of fourth degree scoliosis excludes the "
+        "possibility of massage.",
+        {"conditions": ("scoliosis",), "scoliosis_degree": "unknown"},
+        "CLEAR",
+        ("scoliosis_unknown",),
+    ),
+    Scenario(
+        "neck pain not examined: a doctor first",
+        "Before a massage, you need to consult a doctor to make sure that there is no "
+        "intervertebral hernia or subluxation of the vertebrae.",
+        {"conditions": ("neck_pain",), "neck_checked": "no"},
+        "CLEAR",
+        ("neck_unchecked",),
+    ),
+    Scenario(
+        "neck pain examined by a doctor: neck and collar massage",
+        "Massage is an important component of treatment.",
+        {"conditions": ("neck_pain",), "neck_checked": "yes"},
+        "OK",
+        ("ok_neck",),
+    ),
+    Scenario(
+        "acute infection with fever: not now",
+        "Acute infections that are accompanied by high body temperature.",
+        {"acute": ("fever_infection",)},
+        "LATER",
+        ("c_fever",),
+    ),
+    Scenario(
+        "skin disease at the massage site",
+        "Skin diseases at the massage site.",
+        {"conditions": ("osteochondrosis",), "osteo_region": "thoracic", "acute": ("skin",)},
+        "STOP",
+        ("c_skin",),
+    ),
+    Scenario(
+        "open wounds or burns on the back: not now",
+        "Bleeding and the presence of open wounds, including burns, especially in the back.",
+        {"acute": ("wounds",)},
+        "LATER",
+        ("c_wounds",),
+    ),
+    Scenario(
+        "purulent lymphadenitis",
+        "Purulent lymphadenitis.",
+        {"acute": ("lymphadenitis",)},
+        "STOP",
+        ("c_lymphadenitis",),
+    ),
+    Scenario(
+        "oncology",
+        "The presence of specific oncological diseases.",
+        {"chronic": ("oncology",)},
+        "STOP",
+        ("c_oncology",),
+    ),
+    Scenario(
+        "severe heart and vessel disease",
+        "Severe pathologies of the heart and blood vessels.",
+        {"chronic": ("heart",)},
+        "STOP",
+        ("c_heart",),
+    ),
+    Scenario(
+        "poor blood clotting",
+        "Massage is contraindicated for blood diseases that reduce blood clotting.",
+        {"chronic": ("clotting",)},
+        "STOP",
+        ("c_clotting",),
+    ),
+    Scenario(
+        "HIV or AIDS",
+        "HIV infection or AIDS in a patient.",
+        {"chronic": ("hiv",)},
+        "STOP",
+        ("c_hiv",),
+    ),
+    Scenario(
+        "mental illness",
+        "Mental illnesses.",
+        {"chronic": ("mental",)},
+        "STOP",
+        ("c_mental",),
+    ),
+    Scenario(
+        "high blood pressure",
+        "High blood pressure.",
+        {"chronic": ("high_pressure",)},
+        "STOP",
+        ("c_high_pressure",),
+    ),
+    Scenario(
+        "alcohol or drug intoxication: not now",
+        "Alcohol or drug intoxication.",
+        {"acute": ("intoxication",)},
+        "LATER",
+        ("c_intoxication",),
+    ),
+    Scenario(
+        "exacerbation of a chronic disease: not now",
+        "Conducting a massage session during an exacerbation is contraindicated.",
+        {"acute": ("exacerbation",)},
+        "LATER",
+        ("c_exacerbation",),
+    ),
+    Scenario(
+        "recent back fracture: only after a doctor",
+        "They can be massaged only after consultation with a doctor.",
+        {"conditions": ("osteochondrosis",), "osteo_region": "several", "fracture": "yes"},
+        "CLEAR",
+        ("fracture",),
+    ),
+    Scenario(
+        "back pain without a diagnosis: a doctor first (article silent)",
+        "But we must remember that there are different reasons for pain.",
+        {"conditions": ("back_pain",)},
+        "CLEAR",
+        ("back_pain_undiagnosed",),
+    ),
+    Scenario(
+        "the strongest wins: osteochondrosis with oncology is STOP, not OK",
+        "The presence of specific oncological diseases.",
+        {"conditions": ("osteochondrosis",), "osteo_region": "cervical", "chronic": ("oncology",)},
+        "STOP",
+        ("c_oncology",),
+    ),
+    Scenario(
+        "the strongest wins: fever (LATER) over a fracture (CLEAR)",
+        "Acute infections that are accompanied by high body temperature.",
+        {"acute": ("fever_infection",), "fracture": "yes"},
+        "LATER",
+        ("c_fever",),
+    ),
+    Scenario(
+        "chest pain now: emergency, not a massage question",
+        "Acute cardiovascular failure, for example, recent myocardial infarction, chronic "
+        "angina, etc.",
+        {"emergency": ("chest_pain",)},
+        "EMERGENCY",
+        ("em_chest",),
+        ("112", "103"),
+    ),
+    Scenario(
+        "severe pain after a fall: emergency",
+        "Back massage should be used with caution in patients who have recently broken their back.",
+        {"emergency": ("trauma", "bladder_bowel")},
+        "EMERGENCY",
+        ("em_bladder", "em_trauma"),
+    ),
+    Scenario(
+        "several OK conditions give every course note",
+        "The minimum course duration is 10 sessions.",
+        {"conditions": ("osteochondrosis", "sciatica"), "osteo_region": "lumbosacral"},
+        "OK",
+        ("ok_osteochondrosis", "ok_sciatica"),
+        ("10 sessions", "15 sessions"),
+    ),
+]
+
+
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_scenario(sc: Scenario) -> None:
+    assert " ".join(sc.cites.split()) in ARTICLE, "the cited sentence is in the article"
+    client = Client(lang="en")
+    client.run(sc.answers)
+    [draft] = client.saved
+    assert draft.outcome == sc.outcome
+    assert set(sc.rules) <= set(draft.rule_ids)
+    assert draft.reasons, "every outcome says why"
+    shown = "\n".join(client.transcript)
+    for word in sc.says:
+        assert word in shown
+    if sc.outcome == "EMERGENCY":
+        assert client.node == "emergency_stop"
+        assert draft.fields == {}
+    else:
+        assert draft.fields["phone"] == "+79123456789"
+
+
+def test_there_are_at_least_25_scenarios_with_distinct_expectations() -> None:
+    assert len(SCENARIOS) >= 25
+    assert {s.outcome for s in SCENARIOS} == {"EMERGENCY", "STOP", "LATER", "CLEAR", "OK"}
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+def test_reasons_are_in_the_clients_language(lang: str) -> None:
+    client = Client(lang=lang)  # type: ignore[arg-type]
+    client.run({"acute": ("fever_infection",)})
+    [reason] = client.saved[0].reasons
+    cyrillic = any("а" <= ch <= "я" for ch in reason.lower())
+    assert cyrillic is (lang == "ru")
+
+
+def test_the_bot_never_names_a_medicine() -> None:
+    text = INTAKE_PATH.read_text().lower()
+    for drug in ("fastum", "finalgon", "dolobene", "ketoprofen", "фастум", "финалгон", "долобене"):
+        assert drug not in text
