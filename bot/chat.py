@@ -47,6 +47,11 @@ def _show(message: Message, out: Callable[[str], None]) -> list[Button]:
     return numbered
 
 
+def _bare(label: str) -> str:
+    """A label without its leading marks (✅, ▫️, arrows), for matching typed text."""
+    return label.lstrip("✅▫️✔️⬅️🔄✏️ \ufe0f").strip().casefold()
+
+
 def _parse(line: str, buttons: list[Button], seq: int) -> Input | None:
     word = line.strip().casefold()
     if word in _BACK:
@@ -58,6 +63,9 @@ def _parse(line: str, buttons: list[Button], seq: int) -> Input | None:
         if 0 <= index < len(buttons):
             return decode(buttons[index].data)
         return None
+    matches = [b for b in buttons if _bare(b.label) == _bare(line)]
+    if len(matches) == 1:
+        return decode(matches[0].data)
     return TextInput(line)
 
 

@@ -1,0 +1,135 @@
+"""The terminal chat, run as a user runs it: ``intake-bot chat`` with typed answers, real database."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows import Flow
+from flows.texts import t
+from storage import get_request, make_engine, make_sessionmaker
+from tests.dbs import fresh_database
+from tests.factories import DEFAULT_ANSWERS, intake_flow
+
+Plan = dict[str, str | tuple[str, ...]]
+
+
+def typed_lines(flow: Flow, lang: str, plan: Plan, path: list[str]) -> str:
+    """What a person types at each question of ``path``: labels of the chosen answers."""
+    answers = {**DEFAULT_ANSWERS, **plan}
+    lines: list[str] = []
+    for node_id in path:
+        node = flow.nodes[node_id]
+        value = answers.get(node_id)
+        if node.kind == "info":
+            lines.append(t("continue", lang))  # type: ignore[arg-type]
+        elif node.kind == "confirm":
+            lines.append("1")
+        elif node.kind == "checklist":
+            ticks = value if isinstance(value, tuple) else (value,)
+            labels = {o.id: o.label.get(lang) for o in node.options}  # type: ignore[attr-defined]
+            lines += [labels[x] for x in ticks] + [t("done", lang)]  # type: ignore[arg-type]
+        elif node.kind in ("choice", "yesno"):
+            labels = {o.id: o.label.get(lang) for o in node.options}  # type: ignore[attr-defined]
+            lines.append(labels[str(value)])
+        else:
+            lines.append(str(value))
+    return "\n".join(lines) + "\n"
+
+
+COMMON = ["welcome", "emergency", "conditions"]
+SCREEN = ["acute", "chronic", "fracture"]
+CONTACT = ["consent", "name", "phone", "call_time", "confirm"]
+
+CASES = {
+    "OK": ({"conditions": ("none",)}, [*COMMON, *SCREEN, "oils", *CONTACT]),
+    "CLEAR": ({"conditions": ("back_pain",)}, [*COMMON, *SCREEN, "oils", *CONTACT]),
+    "STOP": ({"chronic": ("oncology",)}, [*COMMON, *SCREEN, "offer_call", *CONTACT]),
+    "EMERGENCY": ({"emergency": ("chest_pain",)}, ["welcome", "emergency"]),
+}
+
+
+def run_chat(lang: str, url: str, text: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "chat", "--lang", lang],
+        input=text,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+@pytest.mark.parametrize("outcome", list(CASES))
+async def test_chat_through_each_outcome_saves_the_request(
+    outcome: str, lang: str, tmp_path: Path
+) -> None:
+    plan, path = CASES[outcome]
+    url = f"sqlite:///{tmp_path / 'data' / 'intake.db'}"
+    result = run_chat(lang, url, typed_lines(intake_flow(), lang, plan, path), tmp_path)
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"Request #(\d+) saved", result.stdout)
+    assert found, result.stdout[-2000:]
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            request = await get_request(session=session, request_id=int(found.group(1)))
+    finally:
+        await engine.dispose()
+    assert request is not None
+    assert request.outcome == outcome
+    assert request.language == lang
+    assert request.status == "new"
+    assert request.flow_name == "intake" and request.flow_version == intake_flow().version
+    if outcome == "EMERGENCY":
+        assert "112" in result.stdout and request.phone is None
+    else:
+        assert request.phone == "+79123456789"
+        assert request.name == "Анна"
+
+
+async def test_chat_on_postgresql(tmp_path: Path) -> None:
+    plan, path = CASES["CLEAR"]
+    async with fresh_database("postgresql", tmp_path) as url:
+        result = run_chat("en", url, typed_lines(intake_flow(), "en", plan, path), tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"Request #1 saved", result.stdout), result.stdout[-1500:]
+
+
+def test_chat_answers_bad_input_politely_and_quits_cleanly(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    lines = "Start the questions\n99\nbanana\n\nback\nrestart\nquit\n"
+    result = run_chat("en", url, lines, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "There is no such number." in result.stdout
+    assert "Please choose an answer" in result.stdout
+    assert "No request was saved." in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_chat_refuses_to_start_on_an_unsafe_flow(tmp_path: Path) -> None:
+    from tests.flows.test_checker import drop_rule, variant
+
+    broken = variant(tmp_path, lambda d: drop_rule(d, "c_heart"))
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "FLOW_FILE": str(broken)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "chat"],
+        input="",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "refusing to start" in result.stderr
+    assert "contraindication=heart" in result.stderr
