@@ -1,0 +1,263 @@
+"""Reading and writing rows with plain values; every write flushes and none commits.
+
+The caller owns the transaction, so a consultation request and the dialogue state that
+produced it are stored together or not at all::
+
+    async with sessionmaker() as session, session.begin():
+        await create_request(session=session, ...)
+        await save_dialogue(session=session, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import flag_modified
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.errors import DuplicateClientError
+from storage.models import Client, ConsultationRequest, DialogueSession
+from storage.sqltypes import utcnow
+
+__all__ = [
+    "create_client",
+    "create_request",
+    "delete_client_data",
+    "get_client",
+    "get_dialogue",
+    "get_or_create_client",
+    "get_request",
+    "list_requests",
+    "save_dialogue",
+    "set_client_language",
+    "set_prompt_message_id",
+]
+
+
+async def get_client(*, session: AsyncSession, telegram_id: int) -> Client | None:
+    """Return the client with this Telegram user id, if any."""
+    result = await session.exec(select(Client).where(col(Client.telegram_id) == telegram_id))
+    return result.first()
+
+
+async def create_client(
+    *,
+    session: AsyncSession,
+    telegram_id: int | None,
+    channel: str,
+    language: str,
+    source: str | None = None,
+) -> Client:
+    """Insert a client; ``telegram_id`` is None for clients of the terminal chat.
+
+    Raises ``DuplicateClientError`` if the Telegram id is taken; the caller's transaction
+    stays usable, since the insert ran in a savepoint.
+    """
+    client = Client(telegram_id=telegram_id, channel=channel, language=language, source=source)
+    try:
+        async with session.begin_nested():
+            session.add(client)
+    except IntegrityError as exc:
+        if telegram_id is not None and await get_client(session=session, telegram_id=telegram_id):
+            raise DuplicateClientError(telegram_id) from exc
+        raise
+    return client
+
+
+async def get_or_create_client(
+    *,
+    session: AsyncSession,
+    telegram_id: int,
+    channel: str,
+    language: str,
+    source: str | None = None,
+) -> Client:
+    """Return the client with this Telegram id, creating it if needed.
+
+    ``channel``, ``language`` and ``source`` are used only when creating; an existing client
+    keeps its own. Safe against a concurrent insert of the same client.
+    """
+    client = await get_client(session=session, telegram_id=telegram_id)
+    if client is not None:
+        return client
+    try:
+        return await create_client(
+            session=session,
+            telegram_id=telegram_id,
+            channel=channel,
+            language=language,
+            source=source,
+        )
+    except DuplicateClientError:
+        client = await get_client(session=session, telegram_id=telegram_id)
+        assert client is not None  # DuplicateClientError is raised only once it exists
+        return client
+
+
+async def set_client_language(*, session: AsyncSession, client_id: int, language: str) -> None:
+    """Change the language of a client; nothing happens if there is no such client."""
+    await session.exec(
+        update(Client)
+        .where(col(Client.id) == client_id)
+        .values(language=language, updated_at=utcnow())
+    )
+
+
+async def get_dialogue(
+    *, session: AsyncSession, client_id: int, for_update: bool = False
+) -> DialogueSession | None:
+    """Return the live dialogue of a client, if any.
+
+    ``for_update`` locks the row until the transaction ends (``SELECT ... FOR UPDATE`` on
+    PostgreSQL; SQLite has a single writer anyway and ignores it).
+    """
+    statement = select(DialogueSession).where(col(DialogueSession.client_id) == client_id)
+    if for_update:
+        statement = statement.with_for_update()
+    result = await session.exec(statement)
+    return result.first()
+
+
+async def set_prompt_message_id(
+    *, session: AsyncSession, client_id: int, message_id: int | None
+) -> None:
+    """Remember which message carries the client's live keyboard (None: no such message).
+
+    Nothing happens if the client has no dialogue yet.
+    """
+    await session.exec(
+        update(DialogueSession)
+        .where(col(DialogueSession.client_id) == client_id)
+        .values(prompt_message_id=message_id, updated_at=utcnow())
+    )
+
+
+async def save_dialogue(
+    *,
+    session: AsyncSession,
+    client_id: int,
+    flow_name: str,
+    flow_version: str,
+    state: Mapping[str, Any],
+    last_update_id: int | None = None,
+) -> DialogueSession:
+    """Store the dialogue of a client, replacing the one stored before (one row per client).
+
+    ``last_update_id`` None keeps the stored id: the mark only ever moves forward.
+    """
+    dialogue = await get_dialogue(session=session, client_id=client_id)
+    if dialogue is None:
+        dialogue = DialogueSession(
+            client_id=client_id,
+            flow_name=flow_name,
+            flow_version=flow_version,
+            state=dict(state),
+            last_update_id=last_update_id,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(dialogue)
+            return dialogue
+        except IntegrityError:
+            # Either the client does not exist (re-raised below) or a concurrent
+            # transaction stored its dialogue first (updated below).
+            dialogue = await get_dialogue(session=session, client_id=client_id)
+            if dialogue is None:
+                raise
+    dialogue.flow_name = flow_name
+    dialogue.flow_version = flow_version
+    dialogue.state = dict(state)
+    flag_modified(dialogue, "state")  # in-place edits of the old dict would compare equal
+    if last_update_id is not None:
+        dialogue.last_update_id = last_update_id
+    dialogue.updated_at = utcnow()
+    await session.flush()
+    return dialogue
+
+
+async def create_request(
+    *,
+    session: AsyncSession,
+    client_id: int,
+    flow_name: str,
+    flow_version: str,
+    language: str,
+    outcome: str,
+    rule_ids: Sequence[str],
+    reasons: Sequence[str],
+    answers: Sequence[Mapping[str, str]],
+    facts: Mapping[str, Sequence[str]],
+    name: str | None,
+    phone: str | None,
+    preferred_time: str | None,
+    red_flag_changed: bool,
+    withdrawn_red_flags: Sequence[str],
+) -> ConsultationRequest:
+    """Insert a consultation request with status ``new``.
+
+    Sequences and mappings (tuples, frozen mappings) are stored as JSON lists and objects.
+    """
+    request = ConsultationRequest(
+        client_id=client_id,
+        flow_name=flow_name,
+        flow_version=flow_version,
+        language=language,
+        outcome=outcome,
+        rule_ids=_strings(rule_ids, "rule_ids"),
+        reasons=_strings(reasons, "reasons"),
+        answers=[dict(answer) for answer in answers],
+        facts={key: _strings(values, f"facts[{key!r}]") for key, values in facts.items()},
+        name=name,
+        phone=phone,
+        preferred_time=preferred_time,
+        red_flag_changed=red_flag_changed,
+        withdrawn_red_flags=_strings(withdrawn_red_flags, "withdrawn_red_flags"),
+    )
+    session.add(request)
+    await session.flush()
+    return request
+
+
+async def get_request(*, session: AsyncSession, request_id: int) -> ConsultationRequest | None:
+    """Return a consultation request by id, if any."""
+    return await session.get(ConsultationRequest, request_id)
+
+
+async def list_requests(
+    *, session: AsyncSession, status: str | None = None, limit: int = 100
+) -> list[ConsultationRequest]:
+    """Return up to ``limit`` requests, oldest first, optionally only those with ``status``."""
+    if limit < 0:
+        raise ValueError(f"limit must not be negative, got {limit}")
+    statement = select(ConsultationRequest)
+    if status is not None:
+        statement = statement.where(col(ConsultationRequest.status) == status)
+    statement = statement.order_by(
+        col(ConsultationRequest.created_at), col(ConsultationRequest.id)
+    ).limit(limit)
+    result = await session.exec(statement)
+    return list(result.all())
+
+
+async def delete_client_data(*, session: AsyncSession, client_id: int) -> None:
+    """Delete a client with their dialogue and requests; nothing happens if there is none.
+
+    Deletes explicitly rather than relying on ON DELETE CASCADE, so it also holds on a SQLite
+    connection without foreign keys, and objects already loaded leave the session.
+    """
+    await session.exec(
+        delete(ConsultationRequest).where(col(ConsultationRequest.client_id) == client_id)
+    )
+    await session.exec(delete(DialogueSession).where(col(DialogueSession.client_id) == client_id))
+    await session.exec(delete(Client).where(col(Client.id) == client_id))
+
+
+def _strings(values: Sequence[str], field: str) -> list[str]:
+    # A str is a Sequence[str] too; storing "R1" as ["R", "1"] would be a silent bug.
+    if isinstance(values, str):
+        raise TypeError(f"{field} must be a sequence of strings, not a string")
+    return list(values)

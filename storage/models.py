@@ -1,0 +1,97 @@
+"""The tables: who wrote to us, where their dialogue stands, and what they asked for.
+
+Timestamps are aware UTC on every backend (see ``storage.sqltypes.AwareDateTime``). JSON
+columns are plain ``sqlalchemy.JSON`` so the same models run on SQLite and PostgreSQL; the ORM
+does not see in-place changes to them, so assign a new value (``crud`` does) rather than
+mutating the stored list or dict.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger
+from sqlmodel import Field, SQLModel
+
+from storage.sqltypes import AwareDateTime, utcnow
+
+__all__ = ["Client", "ConsultationRequest", "DialogueSession"]
+
+# Deterministic constraint names: the same on SQLite and PostgreSQL, and needed by alembic's
+# batch mode to drop or alter constraints on SQLite in later migrations.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _created_at() -> Any:
+    return Field(default_factory=utcnow, sa_type=AwareDateTime())
+
+
+def _updated_at() -> Any:
+    return Field(
+        default_factory=utcnow, sa_type=AwareDateTime(), sa_column_kwargs={"onupdate": utcnow}
+    )
+
+
+class Client(SQLModel, table=True):
+    """A person who wrote to the center, through Telegram or the terminal chat."""
+
+    __tablename__ = "clients"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # None for clients of the terminal chat; unique among the rest.
+    telegram_id: int | None = Field(default=None, sa_type=BigInteger, unique=True)
+    channel: str  # "telegram" | "terminal"
+    language: str  # "ru" | "en"
+    source: str | None = None  # where the client came from, e.g. a deep-link tag
+    created_at: datetime = _created_at()
+    updated_at: datetime = _updated_at()
+
+
+class DialogueSession(SQLModel, table=True):
+    """The one live dialogue of a client: the engine's serialized state and its flow."""
+
+    __tablename__ = "dialogue_sessions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="clients.id", ondelete="CASCADE", unique=True)
+    flow_name: str
+    flow_version: str
+    state: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    # The Telegram update id processed last, to drop redelivered updates.
+    last_update_id: int | None = Field(default=None, sa_type=BigInteger)
+    # The Telegram message that carries the client's live keyboard, to edit or retire it.
+    prompt_message_id: int | None = Field(default=None, sa_type=BigInteger)
+    updated_at: datetime = _updated_at()
+
+
+class ConsultationRequest(SQLModel, table=True):
+    """A finished intake: the outcome, why it was reached, and how to reach the client."""
+
+    __tablename__ = "consultation_requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="clients.id", ondelete="CASCADE", index=True)
+    flow_name: str
+    flow_version: str
+    language: str
+    outcome: str  # EMERGENCY | STOP | LATER | CLEAR | OK
+    rule_ids: list[str] = Field(default_factory=list, sa_type=JSON)
+    reasons: list[str] = Field(default_factory=list, sa_type=JSON)
+    # [{"node": ..., "question": ..., "answer": ...}, ...] in the order asked
+    answers: list[dict[str, str]] = Field(default_factory=list, sa_type=JSON)
+    facts: dict[str, list[str]] = Field(default_factory=dict, sa_type=JSON)
+    name: str | None = None
+    phone: str | None = None  # E.164
+    preferred_time: str | None = None
+    red_flag_changed: bool = False
+    withdrawn_red_flags: list[str] = Field(default_factory=list, sa_type=JSON)
+    status: str = Field(default="new", index=True)
+    created_at: datetime = _created_at()
+    updated_at: datetime = _updated_at()

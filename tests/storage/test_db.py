@@ -1,0 +1,217 @@
+"""Engines, URLs and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, String, inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage import (
+    DEFAULT_DATABASE_URL,
+    Client,
+    DatabaseURLError,
+    MigrationError,
+    create_client,
+    create_request,
+    make_engine,
+    make_sessionmaker,
+    normalize_url,
+    pending_changes,
+    save_dialogue,
+    upgrade,
+)
+from storage.db import migrate
+from tests.dbs import fresh_database
+from tests.storage.factories import request_fields
+
+TABLES = {"clients", "dialogue_sessions", "consultation_requests"}
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("sqlite:////abs/x.db", "sqlite+aiosqlite:////abs/x.db"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("sqlite+aiosqlite:///./data/intake.db", "sqlite+aiosqlite:///./data/intake.db"),
+        ("postgresql://u:p%40ss@db:5432/intake", "postgresql+asyncpg://u:p%40ss@db:5432/intake"),
+        ("postgres://u:p@db/intake?ssl=require", "postgresql+asyncpg://u:p@db/intake?ssl=require"),
+        ("postgresql+asyncpg://u@db/intake", "postgresql+asyncpg://u@db/intake"),
+        ("postgres+asyncpg://u@db/intake", "postgresql+asyncpg://u@db/intake"),
+        ("  postgresql://u@db/intake\n", "postgresql+asyncpg://u@db/intake"),
+    ],
+)
+def test_normalize_url(url: str, expected: str) -> None:
+    assert normalize_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["mysql://u:secret@db/x", "intake.db", ""])
+def test_normalize_url_refuses_other_databases_without_echoing_secrets(url: str) -> None:
+    with pytest.raises(DatabaseURLError) as excinfo:
+        normalize_url(url)
+    assert "secret" not in str(excinfo.value)
+
+
+def test_default_url_is_already_normal() -> None:
+    assert normalize_url(DEFAULT_DATABASE_URL) == DEFAULT_DATABASE_URL
+
+
+async def test_make_engine_creates_the_missing_parent_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert not (tmp_path / "data").exists()
+    engine = make_engine("sqlite:///./data/intake.db")
+    try:
+        assert (tmp_path / "data").is_dir()
+        await upgrade(engine)
+        assert (tmp_path / "data" / "intake.db").is_file()
+    finally:
+        await engine.dispose()
+
+
+async def test_make_engine_sets_sqlite_pragmas(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'nested' / 'deeper' / 'x.db'}")
+    try:
+        async with engine.connect() as connection:
+            pragmas = {
+                name: (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
+                for name in ("foreign_keys", "journal_mode", "busy_timeout")
+            }
+    finally:
+        await engine.dispose()
+    assert pragmas == {"foreign_keys": 1, "journal_mode": "wal", "busy_timeout": 5000}
+
+
+async def test_make_engine_accepts_memory_sqlite() -> None:
+    engine = make_engine("sqlite://")
+    try:
+        await upgrade(engine)
+        assert await pending_changes(engine) == []
+    finally:
+        await engine.dispose()
+
+
+async def _table_names(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as connection:
+        return set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
+
+
+async def _version(engine: AsyncEngine) -> str:
+    async with engine.connect() as connection:
+        result = await connection.execute(text("SELECT version_num FROM alembic_version"))
+        return str(result.scalar_one())
+
+
+async def test_pending_changes_sees_an_unmigrated_database(engine: AsyncEngine) -> None:
+    changes = await pending_changes(engine)
+    added = {change[1].name for change in changes if change[0] == "add_table"}
+    assert added == TABLES
+
+
+async def test_upgrade_creates_the_tables_and_matches_the_models(engine: AsyncEngine) -> None:
+    await upgrade(engine)
+    assert await _table_names(engine) == TABLES | {"alembic_version"}
+    assert await _version(engine) == "0001"
+    assert await pending_changes(engine) == []
+
+
+async def test_upgrade_twice_is_harmless(engine: AsyncEngine) -> None:
+    await upgrade(engine)
+    async with make_sessionmaker(engine)() as session, session.begin():
+        client = await create_client(
+            session=session, telegram_id=1, channel="telegram", language="ru"
+        )
+    await upgrade(engine)
+    assert await _version(engine) == "0001"
+    assert await pending_changes(engine) == []
+    async with make_sessionmaker(engine)() as session:
+        assert (await session.get(Client, client.id)) is not None
+
+
+async def test_foreign_keys_are_enforced_after_upgrade(migrated_engine: AsyncEngine) -> None:
+    # On SQLite, upgrade switches foreign keys off while migrating; they must come back on.
+    async with make_sessionmaker(migrated_engine)() as session:
+        with pytest.raises(IntegrityError):
+            await save_dialogue(
+                session=session, client_id=424242, flow_name="f", flow_version="1", state={}
+            )
+
+
+async def test_batch_recreation_of_clients_keeps_dependent_rows(tmp_path: Path) -> None:
+    # Alembic's batch mode on SQLite copies a table and drops the original; with foreign keys
+    # on, that DROP would cascade to every dialogue and request. ``migrate`` prevents it.
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        await upgrade(engine)
+        async with make_sessionmaker(engine)() as session, session.begin():
+            client = await create_client(
+                session=session, telegram_id=7, channel="telegram", language="ru"
+            )
+            assert client.id is not None
+            await save_dialogue(
+                session=session, client_id=client.id, flow_name="f", flow_version="1", state={}
+            )
+            await create_request(session=session, client_id=client.id, **request_fields())
+
+        def add_column_by_recreating(connection: Connection) -> None:
+            operations = Operations(MigrationContext.configure(connection))
+            with operations.batch_alter_table("clients", recreate="always") as batch:
+                batch.add_column(Column("nickname", String(), nullable=True))
+
+        async with engine.connect() as connection:
+            await connection.run_sync(migrate, add_column_by_recreating)
+            counts = [
+                (await connection.exec_driver_sql(f"SELECT count(*) FROM {table}")).scalar_one()
+                for table in ("clients", "dialogue_sessions", "consultation_requests")
+            ]
+            foreign_keys = (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar_one()
+    finally:
+        await engine.dispose()
+    assert counts == [1, 1, 1]
+    assert foreign_keys == 1
+
+
+async def test_migrate_rolls_back_when_foreign_keys_break(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        await upgrade(engine)
+
+        def orphan_a_dialogue(connection: Connection) -> None:
+            connection.exec_driver_sql(
+                "INSERT INTO dialogue_sessions (client_id, flow_name, flow_version, state,"
+                " updated_at) VALUES (99, 'f', '1', '{}', '2024-01-01 00:00:00')"
+            )
+
+        async with engine.connect() as connection:
+            with pytest.raises(MigrationError, match="dialogue_sessions"):
+                await connection.run_sync(migrate, orphan_a_dialogue)
+            rows = (
+                await connection.exec_driver_sql("SELECT count(*) FROM dialogue_sessions")
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    assert rows == 0
+
+
+async def test_concurrent_upgrades_on_postgres_wait_for_each_other(tmp_path: Path) -> None:
+    async with fresh_database("postgresql", tmp_path) as url:
+        engines = [make_engine(url) for _ in range(3)]
+        try:
+            # Separate engines stand in for separate processes; the advisory lock makes them
+            # take turns (without it they deadlock, hence the timeout).
+            await asyncio.wait_for(
+                asyncio.gather(*(upgrade(engine) for engine in engines)), timeout=60
+            )
+            assert await _version(engines[0]) == "0001"
+            assert await pending_changes(engines[0]) == []
+        finally:
+            for engine in engines:
+                await engine.dispose()
