@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from bot.service import advance
@@ -24,6 +25,7 @@ from storage import AsyncSession, create_client
 
 __all__ = ["run_chat"]
 
+_MARKS_RE = re.compile(r"^[^\w(«\"]+")
 _QUIT = {"quit", "q", "exit", "выход"}
 _BACK = {"back", "b", "назад"}
 _RESTART = {"restart", "заново"}
@@ -49,7 +51,7 @@ def _show(message: Message, out: Callable[[str], None]) -> list[Button]:
 
 def _bare(label: str) -> str:
     """A label without its leading marks (✅, ▫️, arrows), for matching typed text."""
-    return label.lstrip("✅▫️✔️⬅️🔄✏️ \ufe0f").strip().casefold()
+    return _MARKS_RE.sub("", label).strip().casefold()
 
 
 def _parse(line: str, buttons: list[Button], seq: int) -> Input | None:

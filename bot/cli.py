@@ -1,4 +1,4 @@
-"""The ``intake-bot`` command line: chat, flows check, db upgrade (and, later, run)."""
+"""The ``intake-bot`` command line: run, chat, flows check, db upgrade."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlparse
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
+from bot.app import ALLOWED_UPDATES, build_application
 from bot.chat import run_chat
 from bot.flowsource import FlowRefusedError, load_checked_flow
 from bot.settings import Settings
@@ -92,6 +95,61 @@ def chat(
         typer.echo("\nNo request was saved.")
 
 
+@app.command()
+def run() -> None:
+    """Run the Telegram bot: long polling, or a webhook server when WEBHOOK_URL is set."""
+    settings = _settings()
+    _setup_logging(settings)
+    if settings.telegram_token is None:
+        typer.echo(
+            "TELEGRAM_TOKEN is not set. Put the token you got from @BotFather into .env "
+            "(see .env.example) or the environment.\n"
+            "To try the dialogue without Telegram, run: intake-bot chat",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if settings.webhook_url and settings.webhook_secret is None:
+        typer.echo(
+            "WEBHOOK_URL is set but WEBHOOK_SECRET is not: a secret token is required so that "
+            "only Telegram can post updates. Set WEBHOOK_SECRET in .env.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    flow = _flow_or_exit(settings)
+    asyncio.run(_migrate(settings.database_url))
+    engine = make_engine(settings.database_url)
+    application = build_application(
+        settings, flow=flow, sessionmaker=make_sessionmaker(engine), on_shutdown=engine.dispose
+    )
+    logging.getLogger(__name__).info(
+        "flow %s version %s; database %s", flow.name, flow.version, _safe(settings.database_url)
+    )
+    if settings.webhook_url and settings.webhook_secret is not None:
+        application.run_webhook(
+            listen=settings.webhook_listen,
+            port=settings.webhook_port,
+            url_path=urlparse(settings.webhook_url).path.lstrip("/"),
+            webhook_url=settings.webhook_url,
+            secret_token=settings.webhook_secret.get_secret_value(),
+            allowed_updates=ALLOWED_UPDATES,
+        )
+    else:
+        application.run_polling(allowed_updates=ALLOWED_UPDATES)
+
+
+async def _migrate(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def _safe(url: str) -> str:
+    """The database URL without its password, for logs."""
+    return make_url(normalize_url(url)).render_as_string(hide_password=True)
+
+
 @flows_app.command("check")
 def flows_check(
     file: Annotated[
@@ -110,15 +168,8 @@ def db_upgrade() -> None:
     """Apply database migrations (also done automatically on start)."""
     settings = _settings()
 
-    async def go() -> None:
-        engine = make_engine(settings.database_url)
-        try:
-            await upgrade(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(go())
-    typer.echo(f"Database is up to date: {normalize_url(settings.database_url)}")
+    asyncio.run(_migrate(settings.database_url))
+    typer.echo(f"Database is up to date: {_safe(settings.database_url)}")
 
 
 def main() -> None:

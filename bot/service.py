@@ -49,13 +49,15 @@ async def load_state(
 
 async def store_request(*, session: AsyncSession, client_id: int, draft: RequestDraft) -> int:
     """Insert the consultation request a finished dialogue produced; return its id."""
+    if draft.outcome is None:  # the checker proves every saving path has an outcome
+        raise ValueError(f"flow {draft.flow} saved a request without an outcome")
     request = await create_request(
         session=session,
         client_id=client_id,
         flow_name=draft.flow,
         flow_version=draft.version,
         language=draft.lang,
-        outcome=draft.outcome or "CLEAR",
+        outcome=draft.outcome,
         rule_ids=draft.rule_ids,
         reasons=draft.reasons,
         answers=[

@@ -1,4 +1,4 @@
-"""The terminal chat, run as a user runs it: ``intake-bot chat`` with typed answers, real database."""
+"""The terminal chat as a user runs it: ``intake-bot chat``, typed answers, a real database."""
 
 from __future__ import annotations
 

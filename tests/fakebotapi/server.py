@@ -682,6 +682,10 @@ class FakeBotAPI:
         message_id, data = self.find_button(chat_id, text)
         return self.user_callback(user_id, message_id, data, chat_id=chat_id)
 
+    def pending_updates(self) -> list[dict[str, Any]]:
+        """Copies of the updates queued by the ``user_*`` helpers and not yet delivered."""
+        return copy.deepcopy(self._pending)
+
     def user_update(self, update: dict[str, Any]) -> dict[str, Any]:
         """Queue any raw update (an ``update_id`` is assigned if missing); returns it."""
         return self._queue(copy.deepcopy(update))

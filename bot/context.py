@@ -1,0 +1,64 @@
+"""The typed context: services (flow, database, settings) reach handlers through ``bot_data``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from telegram.ext import CallbackContext, ExtBot
+
+from bot.settings import Settings
+from flows import Flow
+from storage import AsyncSession
+
+__all__ = ["BotContext", "Services"]
+
+
+class Services:
+    """What every handler needs; one instance per Application (its ``bot_data``)."""
+
+    flow: Flow
+    sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings
+
+    def __init__(self) -> None:
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._users: dict[int, int] = {}
+
+    def configure(
+        self,
+        *,
+        flow: Flow,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+    ) -> None:
+        """Fill in the services (PTB creates ``bot_data`` without arguments)."""
+        self.flow = flow
+        self.sessionmaker = sessionmaker
+        self.settings = settings
+
+    @asynccontextmanager
+    async def client_lock(self, user_id: int) -> AsyncIterator[None]:
+        """Serialise one client's updates: they are handled one at a time, in order."""
+        lock = self._locks.setdefault(user_id, asyncio.Lock())
+        self._users[user_id] = self._users.get(user_id, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[user_id] -= 1
+            if not self._users[user_id]:
+                del self._users[user_id]
+                self._locks.pop(user_id, None)
+
+
+class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], Services]):
+    """The callback context with the services typed."""
+
+    @property
+    def services(self) -> Services:
+        """The application's services."""
+        return self.bot_data

@@ -1,0 +1,371 @@
+"""Client handlers (private chats): turn an update into an engine input, step, persist, render."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from telegram import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Update,
+    User,
+)
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.context import BotContext
+from bot.render import Renderer
+from bot.service import StepResult, advance
+from bot.texts import t
+from flows import Begin, Input, Lang, Restart, SetLang, TextInput, decode
+from storage import (
+    delete_client_data,
+    get_client,
+    get_dialogue,
+    get_or_create_client,
+    set_client_language,
+    set_prompt_message_id,
+)
+
+__all__ = ["language_of", "register"]
+
+logger = logging.getLogger(__name__)
+
+_SOURCE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PRIVATE = filters.ChatType.PRIVATE
+
+
+def language_of(user: User | None, default: Lang) -> Lang:
+    """The client's language from Telegram's ``language_code`` (ru/en), else ``default``."""
+    code = (user.language_code or "").lower() if user else ""
+    if code.startswith(("ru", "uk", "be", "kk")):
+        return "ru"
+    if code.startswith("en"):
+        return "en"
+    return default
+
+
+def register(app: Application) -> None:  # type: ignore[type-arg]
+    """Add the client handlers to ``app`` (private chats only)."""
+    app.add_handler(CommandHandler("start", on_start, filters=PRIVATE))
+    app.add_handler(CommandHandler("restart", on_restart, filters=PRIVATE))
+    app.add_handler(CommandHandler("lang", on_lang, filters=PRIVATE))
+    app.add_handler(CommandHandler("help", on_help, filters=PRIVATE))
+    app.add_handler(CommandHandler("info", on_info, filters=PRIVATE))
+    app.add_handler(CommandHandler("cancel", on_cancel, filters=PRIVATE))
+    app.add_handler(CommandHandler("forget", on_forget, filters=PRIVATE))
+    app.add_handler(CallbackQueryHandler(on_lang_button, pattern=r"^L:(ru|en)$"))
+    app.add_handler(CallbackQueryHandler(on_forget_button, pattern=r"^F:(yes|no)$"))
+    app.add_handler(CallbackQueryHandler(on_button))
+    app.add_handler(MessageHandler(PRIVATE & filters.UpdateType.EDITED_MESSAGE, on_edited))
+    app.add_handler(MessageHandler(PRIVATE & filters.CONTACT, on_contact))
+    app.add_handler(MessageHandler(PRIVATE & filters.TEXT & ~filters.COMMAND, on_text))
+    app.add_handler(MessageHandler(PRIVATE & filters.COMMAND, on_unknown_command))
+    app.add_handler(MessageHandler(PRIVATE & filters.UpdateType.MESSAGE, on_other))
+    app.add_handler(CommandHandler(["start", "help", "info"], on_group_command, filters=~PRIVATE))
+
+
+# --- the core: one input through the engine -----------------------------------
+
+
+async def drive(
+    update: Update,
+    context: BotContext,
+    inp: Input,
+    *,
+    query: CallbackQuery | None = None,
+    notice: str | None = None,
+) -> StepResult | None:
+    """Step the client's dialogue with ``inp``, commit, then show the replies."""
+    user = update.effective_user
+    chat = update.effective_chat
+    if user is None or chat is None:
+        return None
+    svc = context.services
+    async with svc.client_lock(user.id):
+        async with svc.sessionmaker() as session, session.begin():
+            client = await get_or_create_client(
+                session=session,
+                telegram_id=user.id,
+                channel="telegram",
+                language=language_of(user, svc.settings.default_language),
+            )
+            assert client.id is not None
+            before = await get_dialogue(session=session, client_id=client.id, for_update=True)
+            prompt_id = before.prompt_message_id if before else None
+            old_node = before.state.get("node") if before else None
+            old_seq = before.state.get("seq") if before else None
+            result = await advance(
+                session=session,
+                flow=svc.flow,
+                client_id=client.id,
+                inp=inp,
+                lang=client.language,  # type: ignore[arg-type]
+                update_id=update.update_id,
+            )
+            client_id = client.id
+        if result.duplicate:
+            return result  # handled when it first came; its query was answered then
+        changed = result.state.seq != old_seq or result.state.node != old_node
+        renderer = Renderer(context.bot, chat.id, result.state.lang)
+        if notice:
+            await renderer.say(notice)
+        if result.restarted:
+            await renderer.say(t("flow_updated", result.state.lang))
+        new_prompt = await renderer.show(
+            result,
+            flow=svc.flow,
+            query=query,
+            changed=changed,
+            prompt_id=prompt_id,
+            left_phone=old_node != result.state.node and _is_phone(svc, old_node),
+        )
+        if new_prompt is not None and new_prompt != prompt_id:
+            async with svc.sessionmaker() as session, session.begin():
+                await set_prompt_message(session, client_id, new_prompt)
+    return result
+
+
+def _is_phone(svc: object, node: object) -> bool:
+    flow = getattr(svc, "flow", None)
+    return bool(
+        flow and isinstance(node, str) and node in flow.nodes and flow.nodes[node].kind == "phone"
+    )
+
+
+async def set_prompt_message(session: object, client_id: int, message_id: int) -> None:
+    """Remember which message carries the client's live keyboard."""
+
+    await set_prompt_message_id(session=session, client_id=client_id, message_id=message_id)  # type: ignore[arg-type]
+
+
+async def _answer(query: CallbackQuery, text: str | None) -> None:
+    try:
+        await query.answer(text[:200] if text else None)
+    except Exception:  # noqa: BLE001 - an expired query must not stop the dialogue
+        logger.info("could not answer callback query %s", query.id)
+
+
+async def _client_lang(update: Update, context: BotContext) -> Lang:
+    user = update.effective_user
+    svc = context.services
+    default = language_of(user, svc.settings.default_language)
+    if user is None:
+        return default
+    async with svc.sessionmaker() as session:
+        client = await get_client(session=session, telegram_id=user.id)
+    return client.language if client is not None else default  # type: ignore[return-value]
+
+
+# --- commands -------------------------------------------------------------------
+
+
+async def on_start(update: Update, context: BotContext) -> None:
+    """Resume where the client was, or begin; a deep-link payload records the source."""
+    source = context.args[0] if context.args else None
+    user = update.effective_user
+    if source and user and _SOURCE_RE.match(source):
+        svc = context.services
+        async with svc.sessionmaker() as session, session.begin():
+            await get_or_create_client(
+                session=session,
+                telegram_id=user.id,
+                channel="telegram",
+                language=language_of(user, svc.settings.default_language),
+                source=source,
+            )
+    svc = context.services
+    finished = False
+    if user is not None:
+        async with svc.sessionmaker() as session:
+            client = await get_client(session=session, telegram_id=user.id)
+            if client is not None and client.id is not None:
+                stored = await get_dialogue(session=session, client_id=client.id)
+                finished = bool(stored and stored.state.get("finished"))
+    await drive(update, context, Restart() if finished else Begin())
+
+
+async def on_restart(update: Update, context: BotContext) -> None:
+    """Start the questionnaire over."""
+    await drive(update, context, Restart())
+
+
+async def on_help(update: Update, context: BotContext) -> None:
+    """Say what the bot does and list the commands."""
+    if update.effective_message:
+        await update.effective_message.reply_text(t("help", await _client_lang(update, context)))
+
+
+async def on_info(update: Update, context: BotContext) -> None:
+    """The center's hours and phone."""
+    if update.effective_message:
+        await update.effective_message.reply_text(t("info", await _client_lang(update, context)))
+
+
+async def on_lang(update: Update, context: BotContext) -> None:
+    """Offer the two languages."""
+    lang = await _client_lang(update, context)
+    keyboard = InlineKeyboardMarkup(
+        [[InlineKeyboardButton("Русский", callback_data="L:ru"),
+          InlineKeyboardButton("English", callback_data="L:en")]]
+    )  # fmt: skip
+    if update.effective_message:
+        await update.effective_message.reply_text(t("lang_prompt", lang), reply_markup=keyboard)
+
+
+async def on_lang_button(update: Update, context: BotContext) -> None:
+    """Switch the client's language and redraw the current question."""
+    query = update.callback_query
+    user = update.effective_user
+    if query is None or user is None or query.data is None:
+        return
+    lang: Lang = "ru" if query.data.endswith("ru") else "en"
+    svc = context.services
+    async with svc.sessionmaker() as session, session.begin():
+        client = await get_or_create_client(
+            session=session, telegram_id=user.id, channel="telegram", language=lang
+        )
+        assert client.id is not None
+        await set_client_language(session=session, client_id=client.id, language=lang)
+    await _answer(query, t("lang_set", lang))
+    try:
+        await query.edit_message_reply_markup(reply_markup=None)
+    except Exception:  # noqa: BLE001 - the message may be gone; the switch still happened
+        logger.info("could not clear the language keyboard")
+    await drive(update, context, SetLang(lang))
+
+
+async def on_cancel(update: Update, context: BotContext) -> None:
+    """Stop the questionnaire: the answers are dropped (red flags stay on record)."""
+    lang = await _client_lang(update, context)
+    result = await drive_silently(update, context, Restart())
+    if result is not None and update.effective_message:
+        await update.effective_message.reply_text(t("cancelled", lang))
+
+
+async def drive_silently(update: Update, context: BotContext, inp: Input) -> StepResult | None:
+    """Step and commit without showing the engine's replies (for /cancel)."""
+    user = update.effective_user
+    if user is None:
+        return None
+    svc = context.services
+    async with svc.client_lock(user.id), svc.sessionmaker() as session, session.begin():
+        client = await get_or_create_client(
+            session=session,
+            telegram_id=user.id,
+            channel="telegram",
+            language=language_of(user, svc.settings.default_language),
+        )
+        assert client.id is not None
+        return await advance(
+            session=session,
+            flow=svc.flow,
+            client_id=client.id,
+            inp=inp,
+            lang=client.language,  # type: ignore[arg-type]
+            update_id=update.update_id,
+        )
+
+
+async def on_forget(update: Update, context: BotContext) -> None:
+    """Ask for confirmation before erasing the client's data."""
+    lang = await _client_lang(update, context)
+    keyboard = InlineKeyboardMarkup(
+        [[InlineKeyboardButton(t("forget_yes", lang), callback_data="F:yes"),
+          InlineKeyboardButton(t("forget_no", lang), callback_data="F:no")]]
+    )  # fmt: skip
+    if update.effective_message:
+        await update.effective_message.reply_text(t("forget_confirm", lang), reply_markup=keyboard)
+
+
+async def on_forget_button(update: Update, context: BotContext) -> None:
+    """Erase the client's personal data and answers from every table, or keep them."""
+    query = update.callback_query
+    user = update.effective_user
+    if query is None or user is None:
+        return
+    lang = await _client_lang(update, context)
+    svc = context.services
+    if query.data == "F:yes":
+        async with svc.client_lock(user.id), svc.sessionmaker() as session, session.begin():
+            client = await get_client(session=session, telegram_id=user.id)
+            if client is not None and client.id is not None:
+                await delete_client_data(session=session, client_id=client.id)
+        text = t("forget_done", lang)
+    else:
+        text = t("forget_kept", lang)
+    await _answer(query, None)
+    try:
+        await query.edit_message_text(text)
+    except Exception:  # noqa: BLE001 - fall back to a new message
+        if update.effective_chat:
+            await context.bot.send_message(update.effective_chat.id, text)
+
+
+async def on_unknown_command(update: Update, context: BotContext) -> None:
+    """An unknown /command: show help."""
+    await on_help(update, context)
+
+
+async def on_group_command(update: Update, context: BotContext) -> None:
+    """Clients write in private; in groups the bot only says so."""
+    if update.effective_message:
+        lang = language_of(update.effective_user, context.services.settings.default_language)
+        await update.effective_message.reply_text(t("private_only", lang))
+
+
+# --- messages and buttons -------------------------------------------------------
+
+
+async def on_button(update: Update, context: BotContext) -> None:
+    """A press on one of the dialogue's inline buttons."""
+    query = update.callback_query
+    if query is None:
+        return
+    inp = decode(query.data or "")
+    if inp is None:
+        lang = await _client_lang(update, context)
+        await _answer(query, t("inactive_button", lang))
+        return
+    await drive(update, context, inp, query=query)
+
+
+async def on_text(update: Update, context: BotContext) -> None:
+    """Typed text: an answer to a text or phone question, or a typed option label."""
+    message = update.effective_message
+    if message is None or message.text is None:
+        return
+    await drive(update, context, TextInput(message.text[:4096]))
+
+
+async def on_contact(update: Update, context: BotContext) -> None:
+    """A shared contact: only the sender's own number is accepted."""
+    message = update.effective_message
+    user = update.effective_user
+    if message is None or message.contact is None or user is None:
+        return
+    if message.contact.user_id != user.id:
+        lang = await _client_lang(update, context)
+        await drive(update, context, Begin(), notice=t("foreign_contact", lang))
+        return
+    await drive(update, context, TextInput(message.contact.phone_number))
+
+
+async def on_edited(update: Update, context: BotContext) -> None:
+    """Edits are not answers: say so, change nothing."""
+    lang = await _client_lang(update, context)
+    if update.effective_chat:
+        await context.bot.send_message(update.effective_chat.id, t("edited", lang))
+
+
+async def on_other(update: Update, context: BotContext) -> None:
+    """Stickers, photos, voice, locations…: a polite word and the question again."""
+    lang = await _client_lang(update, context)
+    await drive(update, context, Begin(), notice=t("not_text", lang))

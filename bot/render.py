@@ -1,0 +1,168 @@
+"""Engine replies to Telegram messages: keyboards, in-place checklist edits, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from telegram import (
+    Bot,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+)
+from telegram import Message as TgMessage
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+
+from bot.service import StepResult
+from bot.texts import t
+from flows import Alert, Flow, Lang, Message
+
+__all__ = ["ClientBlockedError", "Renderer", "keyboard"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ReplyMarkup = InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove
+
+
+class ClientBlockedError(Exception):
+    """The client blocked the bot: nothing can be sent (their state is already saved)."""
+
+
+def keyboard(message: Message) -> InlineKeyboardMarkup | None:
+    """The inline keyboard of an engine message."""
+    if not message.buttons:
+        return None
+    return InlineKeyboardMarkup(
+        [
+            [InlineKeyboardButton(b.label, callback_data=b.data) for b in row]
+            for row in message.buttons
+        ]
+    )
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], *, attempts: int = 4) -> T:
+    """Run a Bot API call, waiting out 429s and retrying timeouts and server errors."""
+    delay = 0.5
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except RetryAfter as exc:
+            if attempt == attempts:
+                raise
+            wait = exc.retry_after
+            seconds = wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait)
+            await asyncio.sleep(min(seconds, 30.0))
+        except (BadRequest, Forbidden):
+            raise
+        except NetworkError:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Renderer:
+    """Shows one step's replies in one chat."""
+
+    def __init__(self, bot: Bot, chat_id: int, lang: Lang) -> None:
+        self.bot = bot
+        self.chat_id = chat_id
+        self.lang = lang
+
+    async def say(self, text: str, reply_markup: ReplyMarkup | None = None) -> TgMessage:
+        """Send a message (HTML) with retries; raise ClientBlockedError if blocked."""
+        try:
+            return await with_retries(
+                lambda: self.bot.send_message(self.chat_id, text, reply_markup=reply_markup)
+            )
+        except Forbidden as exc:
+            raise ClientBlockedError(str(exc)) from exc
+
+    async def retire(self, message_id: int) -> None:
+        """Remove the keyboard of an answered question (best effort)."""
+        with contextlib.suppress(BadRequest):  # already without keyboard, or too old to edit
+            await with_retries(
+                lambda: self.bot.edit_message_reply_markup(
+                    self.chat_id, message_id, reply_markup=None
+                )
+            )
+
+    async def edit(self, message_id: int, message: Message) -> bool:
+        """Replace a message's text and keyboard in place (a checklist tick)."""
+        try:
+            await with_retries(
+                lambda: self.bot.edit_message_text(
+                    message.text, chat_id=self.chat_id, message_id=message_id,
+                    reply_markup=keyboard(message),
+                )
+            )  # fmt: skip
+        except BadRequest as exc:
+            return "not modified" in str(exc).lower()
+        return True
+
+    async def show(
+        self,
+        result: StepResult,
+        *,
+        flow: Flow,
+        query: CallbackQuery | None,
+        changed: bool,
+        prompt_id: int | None,
+        left_phone: bool,
+    ) -> int | None:
+        """Show ``result``; return the id of the message now carrying the live keyboard."""
+        alerts = [r.text for r in result.replies if isinstance(r, Alert)]
+        messages = [r for r in result.replies if isinstance(r, Message)]
+        try:
+            if query is not None:
+                await _answer(query, alerts[0] if alerts else None)
+                if not changed:
+                    return None  # a refused or stale press: the question is still on screen
+                edit = next((m for m in messages if m.edit), None)
+                pressed = query.message
+                if (
+                    edit is not None
+                    and pressed is not None
+                    and await self.edit(pressed.message_id, edit)
+                ):
+                    return pressed.message_id
+            else:
+                for text in alerts:
+                    await self.say(text)
+            if prompt_id is not None:
+                await self.retire(prompt_id)
+            if left_phone:
+                await self.say(t("phone_saved", self.lang), ReplyKeyboardRemove())
+            new_prompt = None
+            for message in messages:
+                sent = await self.say(message.text, keyboard(message))
+                if message.buttons:
+                    new_prompt = sent.message_id
+                if message.kind == "phone":
+                    share = KeyboardButton(t("share_contact", self.lang), request_contact=True)
+                    await self.say(
+                        t("share_hint", self.lang),
+                        ReplyKeyboardMarkup(
+                            [[share]], resize_keyboard=True, one_time_keyboard=True
+                        ),
+                    )
+            return new_prompt
+        except ClientBlockedError:
+            logger.warning("chat %s blocked the bot; its dialogue state is kept", self.chat_id)
+            return None
+
+
+async def _answer(query: CallbackQuery, text: str | None) -> None:
+    try:
+        await query.answer(text[:200] if text else None)
+    except (BadRequest, NetworkError):
+        logger.info("could not answer callback query %s", query.id)

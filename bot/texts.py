@@ -1,0 +1,127 @@
+"""The bot's own fixed strings (not the dialogue's, which live in the flow file), per language."""
+
+from __future__ import annotations
+
+from flows import Lang
+
+__all__ = ["COMMANDS", "t"]
+
+CENTER_PHONE = "+7 (495) 085-15-13"
+
+_TEXTS: dict[str, dict[Lang, str]] = {
+    "help": {
+        "ru": (
+            "Я помощник центра «Вероника Херба». Задам несколько вопросов о вашей спине или шее, "
+            "подскажу, подходит ли вам сейчас массаж, и передам заявку — наши сотрудники "
+            "перезвонят.\n\nЭто не диагноз: окончательное решение принимают специалист и врач.\n\n"
+            "/start — начать или продолжить\n/restart — начать заново\n/lang — сменить язык\n"
+            "/info — часы работы и телефон\n/cancel — прервать анкету\n"
+            "/forget — удалить мои данные"
+        ),
+        "en": (
+            "I am the assistant of the Veronika Herba center. I ask a few questions about your "
+            "back or neck, tell you whether a massage suits you now, and pass your request on: "
+            "our staff will call you back.\n\nThis is not a diagnosis: a specialist and a doctor "
+            "make the final decision.\n\n/start — begin or continue\n/restart — start over\n"
+            "/lang — change the language\n/info — opening hours and phone\n"
+            "/cancel — stop the questionnaire\n/forget — erase my data"
+        ),
+    },
+    "info": {
+        "ru": (
+            "<b>Центр красоты и здоровья «Вероника Херба»</b>, Москва\n"
+            f"Работаем с 9:00 до 21:00, без выходных.\nТелефон: {CENTER_PHONE}"
+        ),
+        "en": (
+            "<b>Veronika Herba beauty and health center</b>, Moscow\n"
+            f"Open 9:00 to 21:00, seven days a week.\nPhone: {CENTER_PHONE}"
+        ),
+    },
+    "lang_prompt": {"ru": "Выберите язык:", "en": "Choose a language:"},
+    "lang_set": {"ru": "Язык: русский.", "en": "Language: English."},
+    "forget_confirm": {
+        "ru": (
+            "Удалить все ваши данные: ответы, имя, телефон и заявки? Это нельзя отменить. "
+            "Если заявка уже передана, позвоните нам, чтобы её отменить."
+        ),
+        "en": (
+            "Erase all your data: answers, name, phone and requests? This cannot be undone. "
+            "If a request has already been passed on, call us to cancel it."
+        ),
+    },
+    "forget_yes": {"ru": "Да, удалить", "en": "Yes, erase"},
+    "forget_no": {"ru": "Нет, оставить", "en": "No, keep"},
+    "forget_done": {
+        "ru": "Готово: ваши данные удалены. Если захотите вернуться, нажмите /start.",
+        "en": "Done: your data has been erased. To come back, press /start.",
+    },
+    "forget_kept": {"ru": "Хорошо, ничего не удалено.", "en": "All right, nothing was erased."},
+    "cancelled": {
+        "ru": "Анкета прервана. Чтобы начать снова, нажмите /start.",
+        "en": "The questionnaire is stopped. To begin again, press /start.",
+    },
+    "not_text": {
+        "ru": "Я понимаю только текст и нажатия кнопок. Ответьте, пожалуйста, на вопрос ниже.",
+        "en": "I can only read text and button presses. Please answer the question below.",
+    },
+    "edited": {
+        "ru": "Исправленные сообщения я не читаю — отправьте, пожалуйста, новое.",
+        "en": "I do not read edited messages: please send a new one.",
+    },
+    "private_only": {
+        "ru": "Пожалуйста, напишите мне в личные сообщения.",
+        "en": "Please write to me in a private chat.",
+    },
+    "share_contact": {"ru": "📱 Отправить мой номер", "en": "📱 Share my number"},
+    "share_hint": {
+        "ru": "Можно нажать кнопку ниже, чтобы отправить свой номер, или написать его.",
+        "en": "You can press the button below to share your number, or type it.",
+    },
+    "foreign_contact": {
+        "ru": "Пожалуйста, отправьте свой собственный номер или напишите его.",
+        "en": "Please share your own number, or type it.",
+    },
+    "phone_saved": {"ru": "✔️ Номер получен.", "en": "✔️ Number received."},
+    "inactive_button": {
+        "ru": "Эта кнопка больше не действует.",
+        "en": "This button is no longer active.",
+    },
+    "flow_updated": {
+        "ru": "Анкета обновилась, поэтому начнём её заново.",
+        "en": "The questionnaire has been updated, so let us start it again.",
+    },
+    "sorry": {
+        "ru": (
+            "Извините, что-то пошло не так. Ваши ответы сохранены — нажмите /start, "
+            "чтобы продолжить."
+        ),
+        "en": "Sorry, something went wrong. Your answers are saved: press /start to continue.",
+    },
+}
+
+#: Commands shown in Telegram's menu, per language: (command, description).
+COMMANDS: dict[Lang, list[tuple[str, str]]] = {
+    "ru": [
+        ("start", "Начать или продолжить анкету"),
+        ("restart", "Начать заново"),
+        ("lang", "Сменить язык"),
+        ("info", "Часы работы и телефон"),
+        ("help", "Что умеет бот"),
+        ("cancel", "Прервать анкету"),
+        ("forget", "Удалить мои данные"),
+    ],
+    "en": [
+        ("start", "Begin or continue the questionnaire"),
+        ("restart", "Start over"),
+        ("lang", "Change the language"),
+        ("info", "Opening hours and phone"),
+        ("help", "What the bot does"),
+        ("cancel", "Stop the questionnaire"),
+        ("forget", "Erase my data"),
+    ],
+}
+
+
+def t(key: str, lang: Lang) -> str:
+    """Return the fixed bot string ``key`` in ``lang``."""
+    return _TEXTS[key][lang]

@@ -1,0 +1,83 @@
+"""Fixtures for the Telegram tests: the real Application, polling a local fake Bot API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from telegram.ext import Application
+
+from bot.app import ALLOWED_UPDATES, build_application
+from bot.settings import Settings
+from storage import make_engine, make_sessionmaker, upgrade
+from tests.factories import intake_flow
+from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi.fixtures import TEST_TOKEN, fake_bot_api  # noqa: F401 - a fixture
+
+
+def bot_settings(api: FakeBotAPI, database_url: str, **extra: Any) -> Settings:
+    """Settings pointing the bot at the fake API and a test database, ignoring any .env."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        telegram_token=TEST_TOKEN,
+        telegram_base_url=api.base_url,
+        telegram_base_file_url=api.base_file_url,
+        database_url=database_url,
+        **extra,
+    )
+
+
+class RunningBot:
+    """A started Application (long polling) and what it was built from."""
+
+    def __init__(self, app: Application, engine: AsyncEngine, url: str) -> None:  # type: ignore[type-arg]
+        self.app = app
+        self.engine = engine
+        self.url = url
+        self.sessionmaker = make_sessionmaker(engine)
+
+    async def stop(self) -> None:
+        if self.app.updater and self.app.updater.running:
+            await self.app.updater.stop()
+        if self.app.running:
+            await self.app.stop()
+        await self.app.shutdown()
+
+
+async def start_bot(api: FakeBotAPI, url: str, engine: AsyncEngine, **extra: Any) -> RunningBot:
+    """Build the project's Application with its own factory and start long polling."""
+    settings = bot_settings(api, url, **extra)
+    app = build_application(settings, flow=intake_flow(), sessionmaker=make_sessionmaker(engine))
+    await app.initialize()
+    await app.post_init(app)  # type: ignore[misc]
+    await app.start()
+    assert app.updater is not None
+    await app.updater.start_polling(poll_interval=0, timeout=1, allowed_updates=ALLOWED_UPDATES)
+    return RunningBot(app, engine, url)
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    engine = make_engine(url)
+    await upgrade(engine)
+    try:
+        yield url, engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def bot(
+    fake_bot_api: FakeBotAPI,  # noqa: F811
+    database: tuple[str, AsyncEngine],
+) -> AsyncIterator[RunningBot]:
+    url, engine = database
+    running = await start_bot(fake_bot_api, url, engine)
+    try:
+        yield running
+    finally:
+        await running.stop()

@@ -1,0 +1,541 @@
+"""The client dialogue in Telegram: the real Application against a local fake Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flows.texts import t as engine_t
+from storage import (
+    Client,
+    ConsultationRequest,
+    DialogueSession,
+    get_client,
+    get_dialogue,
+    list_requests,
+)
+from tests.bot.conftest import RunningBot, start_bot
+from tests.factories import DEFAULT_ANSWERS, intake_flow
+from tests.fakebotapi import FakeBotAPI
+
+Plan = dict[str, str | tuple[str, ...]]
+COMMON = ["welcome", "emergency", "conditions"]
+SCREEN = ["acute", "chronic", "fracture"]
+CONTACT = ["consent", "name", "phone", "call_time", "confirm"]
+
+
+class Person:
+    """A Telegram user talking to the bot through the fake API."""
+
+    def __init__(self, api: FakeBotAPI, user_id: int, lang: str = "en") -> None:
+        self.api = api
+        self.id = user_id
+        self.lang = lang
+
+    async def settle(self, mark: int | None = None) -> None:
+        """Wait until the bot has reacted (a call to this chat after ``mark``) and gone quiet."""
+        if mark is not None:
+
+            def reacted(call: Any) -> bool:
+                return call.params.get("chat_id") == self.id or call.method == "answerCallbackQuery"
+
+            deadline = asyncio.get_running_loop().time() + 10
+            while not any(reacted(c) for c in self.api.calls[mark:]):
+                assert asyncio.get_running_loop().time() < deadline, "the bot did not react"
+                await asyncio.sleep(0.01)
+        await self.api.wait_idle(quiet=0.1, timeout=10)
+
+    async def say(self, text: str) -> None:
+        mark = len(self.api.calls)
+        self.api.user_message(self.id, text, language_code=self.lang)
+        await self.settle(mark)
+
+    async def press(self, label: str) -> str:
+        message_id, data = self.api.find_button(self.id, label)
+        mark = len(self.api.calls)
+        query_id = self.api.user_callback(self.id, message_id, data, language_code=self.lang)
+        await self.settle(mark)
+        return query_id
+
+    async def send(self, update: dict[str, Any]) -> None:
+        mark = len(self.api.calls)
+        self.api.user_update(update)
+        await self.settle(mark)
+
+    @property
+    def texts(self) -> list[str]:
+        return [m.get("text", "") for m in self.api.messages(self.id)]
+
+    @property
+    def last(self) -> str:
+        message = self.api.last_message(self.id)
+        return message.get("text", "") if message else ""
+
+    def labels(self) -> list[str]:
+        """Labels of the inline buttons on the bot's latest message that has any."""
+        for message in reversed(self.api.messages(self.id)):
+            rows = (message.get("reply_markup") or {}).get("inline_keyboard") or []
+            if rows:
+                return [b["text"] for row in rows for b in row]
+        return []
+
+    async def answer(self, node_id: str, value: str | tuple[str, ...]) -> None:
+        flow = intake_flow()
+        node = flow.nodes[node_id]
+        lang = self.lang
+        if node.kind == "info":
+            await self.press(engine_t("continue", lang))  # type: ignore[arg-type]
+        elif node.kind == "confirm":
+            await self.press(engine_t("confirm", lang))  # type: ignore[arg-type]
+        elif node.kind == "checklist":
+            labels = {o.id: o.label.get(lang) for o in node.options}  # type: ignore[attr-defined,arg-type]
+            for tick in value if isinstance(value, tuple) else (value,):
+                await self.press(labels[tick])
+            await self.press(engine_t("done", lang))  # type: ignore[arg-type]
+        elif node.kind in ("choice", "yesno"):
+            labels = {o.id: o.label.get(lang) for o in node.options}  # type: ignore[attr-defined,arg-type]
+            await self.press(labels[str(value)])
+        else:
+            await self.say(str(value))
+
+    async def walk(self, plan: Plan, path: list[str]) -> None:
+        answers = {**DEFAULT_ANSWERS, **plan}
+        for node_id in path:
+            await self.answer(node_id, answers.get(node_id, ""))
+
+
+async def count(engine: AsyncEngine, model: Any) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def state_of(bot: RunningBot, user_id: int) -> dict[str, Any] | None:
+    async with bot.sessionmaker() as session:
+        client = await get_client(session=session, telegram_id=user_id)
+        if client is None or client.id is None:
+            return None
+        dialogue = await get_dialogue(session=session, client_id=client.id)
+        return dialogue.state if dialogue else None
+
+
+CASES: dict[str, tuple[Plan, list[str]]] = {
+    "OK": ({"conditions": ("osteochondrosis",), "osteo_region": "lumbosacral"},
+           [*COMMON, "osteo_region", *SCREEN, "oils", *CONTACT]),
+    "CLEAR": ({"fracture": "yes"}, [*COMMON, *SCREEN, "oils", *CONTACT]),
+    "LATER": ({"acute": ("intoxication",)}, [*COMMON, *SCREEN, "offer_call", *CONTACT]),
+    "STOP": ({"chronic": ("heart", "hiv")}, [*COMMON, *SCREEN, "offer_call", *CONTACT]),
+    "EMERGENCY": ({"emergency": ("bladder_bowel",)}, ["welcome", "emergency"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+@pytest.mark.parametrize("outcome", list(CASES))
+async def test_full_dialogue_to_each_outcome(
+    bot: RunningBot, fake_bot_api: FakeBotAPI, outcome: str, lang: str
+) -> None:
+    person = Person(fake_bot_api, 1001, lang)
+    await person.say("/start")
+    plan, path = CASES[outcome]
+    await person.walk(plan, path)
+    async with bot.sessionmaker() as session:
+        [request] = await list_requests(session=session)
+    assert request.outcome == outcome
+    assert request.language == lang
+    assert request.status == "new"
+    closing = person.last
+    if outcome == "EMERGENCY":
+        assert "112" in "\n".join(person.texts[-3:])
+        assert request.phone is None
+    else:
+        assert request.phone == "+79123456789"
+        assert ("9:00" in closing) and ("+7 (495) 085-15-13" in closing)
+    # every question showed its progress and Back / Start over
+    questions = [m for m in person.texts if ("Question " in m or "Вопрос " in m)]
+    assert len(questions) >= len(path) - 1
+
+
+async def test_commands_are_registered_in_both_languages(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    calls = fake_bot_api.calls_of("setMyCommands")
+    codes = {c.params.get("language_code") for c in calls}
+    assert {"ru", "en"} <= codes
+    for call in calls:
+        names = [c["command"] for c in call.params["commands"]]
+        assert names == ["start", "restart", "lang", "info", "help", "cancel", "forget"]
+
+
+async def test_checklist_ticks_edit_the_same_message(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 1002)
+    await person.say("/start")
+    await person.press("Start the questions")
+    before = len(fake_bot_api.messages(person.id))
+    await person.press("Chest pain")
+    await person.press("Severe pain after a fall")
+    await person.press("Chest pain")
+    assert len(fake_bot_api.messages(person.id)) == before, "ticks edit, they do not send"
+    edits = fake_bot_api.calls_of("editMessageText")
+    assert len(edits) == 3
+    labels = person.labels()
+    assert "✅ Severe pain after a fall or accident" in labels
+    assert "▫️ Chest pain or shortness of breath" in labels
+
+
+async def test_back_goes_to_the_previous_question(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 1003)
+    await person.say("/start")
+    await person.walk({}, ["welcome", "emergency"])
+    assert "What bothers you?" in person.last
+    await person.press("⬅️ Back")
+    assert "Safety first" in person.last
+    state = await state_of(bot, person.id)
+    assert state is not None and state["node"] == "emergency"
+
+
+async def test_an_answered_question_loses_its_keyboard_and_stale_presses_change_nothing(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 1004)
+    await person.say("/start")
+    welcome_id, data = fake_bot_api.find_button(person.id, "About massage types")
+    await person.press("Start the questions")
+    welcome = next(m for m in fake_bot_api.messages(person.id) if m["message_id"] == welcome_id)
+    assert not (welcome.get("reply_markup") or {}).get("inline_keyboard"), "keyboard removed"
+    before = await state_of(bot, person.id)
+    query = fake_bot_api.user_callback(person.id, welcome_id, data, check_button=False)
+    await person.settle()
+    assert await state_of(bot, person.id) == before
+    assert "earlier question" in fake_bot_api.callback_answers[query]["text"]
+
+
+async def test_a_foreign_button_is_explained_and_ignored(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 1005)
+    await person.say("/start")
+    message_id, _ = fake_bot_api.find_button(person.id, "Start the questions")
+    before = await state_of(bot, person.id)
+    query = fake_bot_api.user_callback(person.id, message_id, "forged:data", check_button=False)
+    await person.settle()
+    assert await state_of(bot, person.id) == before
+    assert fake_bot_api.callback_answers[query]["text"] == "This button is no longer active."
+
+
+def _message(user_id: int, **content: Any) -> dict[str, Any]:
+    return {
+        "message": {
+            "message_id": 9000 + len(content),
+            "date": 1_700_000_000,
+            "chat": {"id": user_id, "type": "private", "first_name": "T"},
+            "from": {"id": user_id, "is_bot": False, "first_name": "T", "language_code": "en"},
+            **content,
+        }
+    }
+
+
+BAD_INPUTS = {
+    "free text at a button question": None,
+    "sticker": {"sticker": {"file_id": "s1", "file_unique_id": "u1", "type": "regular",
+                            "width": 512, "height": 512, "is_animated": False,
+                            "is_video": False}},
+    "photo": {"photo": [{"file_id": "p1", "file_unique_id": "u2", "width": 90, "height": 90}]},
+    "voice": {"voice": {"file_id": "v1", "file_unique_id": "u3", "duration": 2}},
+    "location": {"location": {"latitude": 55.75, "longitude": 37.61}},
+    "very long text": {"text": "я" * 4096},
+    "emoji": {"text": "😀🙏💆‍♀️"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+async def test_bad_input_gets_a_polite_answer_and_changes_nothing(
+    bot: RunningBot, fake_bot_api: FakeBotAPI, kind: str
+) -> None:
+    person = Person(fake_bot_api, 1006)
+    await person.say("/start")
+    await person.walk({}, ["welcome"])
+    before = await state_of(bot, person.id)
+    sent = len(fake_bot_api.calls_of("sendMessage"))
+    content = BAD_INPUTS[kind]
+    if content is None:
+        await person.say("I have a bad back")
+    else:
+        await person.send(_message(person.id, **content))
+    after = await state_of(bot, person.id)
+    assert after is not None and before is not None
+    assert {k: v for k, v in after.items() if k != "seq"} == {
+        k: v for k, v in before.items() if k != "seq"
+    }
+    replies = [c.params["text"] for c in fake_bot_api.calls_of("sendMessage")[sent:]]
+    assert replies, "the client got an answer"
+    assert "Safety first" in replies[-1], "and the question again"
+
+
+async def test_edited_messages_and_group_messages_are_handled_politely(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 1007)
+    await person.say("/start")
+    before = await state_of(bot, person.id)
+    edited = _message(person.id, text="edited")
+    edited["edited_message"] = edited.pop("message")
+    edited["edited_message"]["edit_date"] = 1_700_000_100
+    await person.send(edited)
+    assert "edited messages" in person.last
+    assert await state_of(bot, person.id) == before
+    fake_bot_api.user_message(person.id, "/start", chat_id=-100500, chat_type="group")
+    await person.settle()
+    [reply] = [c for c in fake_bot_api.calls_of("sendMessage") if c.params["chat_id"] == -100500]
+    assert "private chat" in reply.params["text"]
+    fake_bot_api.user_message(person.id, "hello all", chat_id=-100500, chat_type="group")
+    await person.settle()
+    assert (
+        len([c for c in fake_bot_api.calls_of("sendMessage") if c.params["chat_id"] == -100500])
+        == 1
+    )
+
+
+async def _to_phone(person: Person) -> None:
+    await person.say("/start")
+    await person.walk({}, [*COMMON, *SCREEN, "oils", "consent", "name"])
+    assert "phone number" in person.texts[-2]
+
+
+async def test_the_phone_step_offers_contact_sharing_and_accepts_only_the_own_contact(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 1008)
+    await _to_phone(person)
+    keyboard = fake_bot_api.reply_keyboard(person.id)
+    assert keyboard is not None
+    assert keyboard["keyboard"][0][0]["request_contact"] is True
+    fake_bot_api.user_contact(person.id, "+79990001122", contact_user_id=4242)
+    await person.settle()
+    assert "your own number" in "\n".join(person.texts[-3:])
+    state = await state_of(bot, person.id)
+    assert state is not None and state["node"] == "phone"
+    fake_bot_api.user_contact(person.id, "79123456789")
+    await person.settle()
+    state = await state_of(bot, person.id)
+    assert state is not None and state["node"] == "call_time"
+    assert fake_bot_api.reply_keyboard(person.id) is None, "the share button is removed"
+    await person.walk({}, ["call_time", "confirm"])
+    async with bot.sessionmaker() as session:
+        [request] = await list_requests(session=session)
+    assert request.phone == "+79123456789"
+
+
+async def test_a_typed_invalid_phone_is_refused_with_a_clear_message(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 1009)
+    await _to_phone(person)
+    await person.say("call me maybe")
+    assert "valid phone number" in "\n".join(person.texts[-3:])
+    state = await state_of(bot, person.id)
+    assert state is not None and state["node"] == "phone"
+
+
+async def test_restart_resumes_every_client_at_the_same_question(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    url, engine = database
+    first = await start_bot(fake_bot_api, url, engine)
+    person = Person(fake_bot_api, 1010)
+    await person.say("/start")
+    await person.walk({"conditions": ("hernia",)}, ["welcome", "emergency", "conditions"])
+    state = await state_of(first, person.id)
+    assert state is not None and state["node"] == "hernia_stage"
+    await first.stop()
+
+    second = await start_bot(fake_bot_api, url, engine)
+    try:
+        await person.say("/start")
+        assert "hernia" in person.last.lower()
+        await person.walk(
+            {"hernia_stage": "pain_now"}, ["hernia_stage", *SCREEN, "offer_call", *CONTACT]
+        )
+        async with second.sessionmaker() as session:
+            [request] = await list_requests(session=session)
+        assert request.outcome == "LATER"
+    finally:
+        await second.stop()
+
+
+async def test_cancel_and_restart_commands(bot: RunningBot, fake_bot_api: FakeBotAPI) -> None:
+    person = Person(fake_bot_api, 1011)
+    await person.say("/start")
+    await person.walk({}, ["welcome", "emergency"])
+    await person.say("/cancel")
+    assert "stopped" in person.last
+    state = await state_of(bot, person.id)
+    assert state is not None and state["node"] == "welcome" and state["history"] == []
+    await person.say("/restart")
+    assert "Question 1" in person.last
+
+
+async def test_help_info_and_language_switch(bot: RunningBot, fake_bot_api: FakeBotAPI) -> None:
+    person = Person(fake_bot_api, 1012, lang="de")
+    await person.say("/start")
+    assert "Вопрос 1" in person.last, "an unknown language falls back to DEFAULT_LANGUAGE (ru)"
+    await person.say("/info")
+    assert "9:00" in person.last and "085-15-13" in person.last
+    await person.say("/lang")
+    await person.press("English")
+    assert "Question 1" in person.last
+    await person.say("/help")
+    assert "/forget" in person.last
+
+
+async def test_forget_erases_the_client_from_every_table(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    other = Person(fake_bot_api, 2000)
+    await other.say("/start")
+    person = Person(fake_bot_api, 1013)
+    await person.say("/start")
+    await person.walk({}, [*COMMON, *SCREEN, "oils", *CONTACT])
+    assert await count(bot.engine, ConsultationRequest) == 1
+    await person.say("/forget")
+    await person.press("No, keep")
+    assert await count(bot.engine, ConsultationRequest) == 1
+    await person.say("/forget")
+    await person.press("Yes, erase")
+    assert "erased" in person.last
+    assert await count(bot.engine, ConsultationRequest) == 0
+    async with bot.sessionmaker() as session:
+        assert await get_client(session=session, telegram_id=person.id) is None
+        assert await get_client(session=session, telegram_id=other.id) is not None
+    assert await count(bot.engine, DialogueSession) == 1
+    assert await count(bot.engine, Client) == 1
+
+
+async def test_429_and_5xx_from_the_api_are_retried_without_losing_anything(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 1014)
+    fake_bot_api.fail_next("sendMessage", status=429, retry_after=1)
+    await person.say("/start")
+    await fake_bot_api.wait_for("sendMessage", lambda c: c.ok, timeout=10)
+    assert "Question 1" in person.last
+    fake_bot_api.fail_next("sendMessage", status=502, times=2)
+    await person.press("Start the questions")
+    await fake_bot_api.wait_for("sendMessage", lambda c: c.ok and "Safety" in c.params["text"])
+    state = await state_of(bot, person.id)
+    assert state is not None and state["node"] == "emergency"
+
+
+async def test_a_client_who_blocked_the_bot_keeps_their_state(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 1015)
+    await person.say("/start")
+    fake_bot_api.block_chat(person.id)
+    await person.say("Start the questions")
+    state = await state_of(bot, person.id)
+    assert state is not None and state["node"] == "emergency", "the answer was saved first"
+    fake_bot_api.unblock_chat(person.id)
+    await person.say("/start")
+    assert "Safety first" in person.last
+
+
+async def test_the_same_update_delivered_twice_is_processed_once(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine], unused_tcp_port: int
+) -> None:
+    url, engine = database
+    running = await start_webhook_bot(fake_bot_api, url, engine, unused_tcp_port)
+    try:
+        person = Person(fake_bot_api, 1016)
+        start = fake_bot_api.user_message(person.id, "/start")
+        assert await fake_bot_api.push_webhook(start) == 200
+        await fake_bot_api.wait_for("sendMessage", lambda c: "Question 1" in c.params["text"])
+        # A typed answer carries no button sequence number: only the update id can tell
+        # that the second delivery is the same update.
+        update = fake_bot_api.user_message(person.id, "Start the questions")
+        sent_before = len(fake_bot_api.calls_of("sendMessage"))
+        assert await fake_bot_api.push_webhook(update) == 200
+        assert await fake_bot_api.push_webhook(update) == 200
+        await fake_bot_api.wait_for("sendMessage", lambda c: "Safety" in c.params["text"])
+        await asyncio.sleep(0.3)
+        await person.settle()
+        state = await state_of(running, person.id)
+        assert state is not None and state["seq"] == 1 and state["node"] == "emergency"
+        replies = [c.params["text"] for c in fake_bot_api.calls_of("sendMessage")[sent_before:]]
+        assert len(replies) == 1, replies  # the replay would have earned "Please choose…"
+    finally:
+        await running.stop()
+
+
+async def start_webhook_bot(
+    api: FakeBotAPI, url: str, engine: AsyncEngine, port: int, secret: str = "s3cr3t-Token"
+) -> RunningBot:
+    from bot.app import ALLOWED_UPDATES, build_application
+    from storage import make_sessionmaker
+    from tests.bot.conftest import bot_settings
+
+    settings = bot_settings(api, url, webhook_url=f"http://127.0.0.1:{port}/telegram",
+                            webhook_secret=secret)  # fmt: skip
+    app = build_application(settings, flow=intake_flow(), sessionmaker=make_sessionmaker(engine))
+    await app.initialize()
+    await app.start()
+    assert app.updater is not None
+    await app.updater.start_webhook(
+        listen="127.0.0.1",
+        port=port,
+        url_path="telegram",
+        webhook_url=f"http://127.0.0.1:{port}/telegram",
+        secret_token=secret,
+        allowed_updates=ALLOWED_UPDATES,
+    )
+    return RunningBot(app, engine, url)
+
+
+async def test_webhook_requires_the_secret_token(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine], unused_tcp_port: int
+) -> None:
+    url, engine = database
+    running = await start_webhook_bot(fake_bot_api, url, engine, unused_tcp_port)
+    try:
+        assert fake_bot_api.webhook_url == f"http://127.0.0.1:{unused_tcp_port}/telegram"
+        update = fake_bot_api.user_message(1017, "/start")
+        assert await fake_bot_api.push_webhook(update, secret_token=None) == 403
+        assert await fake_bot_api.push_webhook(update, secret_token="wrong") == 403
+        await asyncio.sleep(0.2)
+        assert not fake_bot_api.calls_of("sendMessage")
+        assert await fake_bot_api.push_webhook(update) == 200
+        await fake_bot_api.wait_for("sendMessage")
+    finally:
+        await running.stop()
+
+
+def test_run_without_a_token_names_the_setting_and_points_to_chat(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TELEGRAM_TOKEN"}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'x.db'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "run"], capture_output=True, text=True, env=env,
+        cwd=tmp_path, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "TELEGRAM_TOKEN" in result.stderr and "intake-bot chat" in result.stderr
+
+
+def test_run_refuses_a_webhook_without_a_secret(tmp_path: Path) -> None:
+    env = {**os.environ, "TELEGRAM_TOKEN": "123:abc", "WEBHOOK_URL": "https://example.org/t"}
+    env.pop("WEBHOOK_SECRET", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "run"], capture_output=True, text=True, env=env,
+        cwd=tmp_path, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "WEBHOOK_SECRET" in result.stderr
