@@ -96,6 +96,17 @@ def chat(
 
 
 @app.command()
+def start() -> None:
+    """Run the Telegram bot if TELEGRAM_TOKEN is set, otherwise the terminal chat."""
+    if _settings().telegram_token is None:
+        typer.echo("TELEGRAM_TOKEN is not set, so starting the terminal chat instead of the bot.")
+        typer.echo("(Put the token into .env to run the Telegram bot; see .env.example.)\n")
+        chat(lang=None)
+    else:
+        run()
+
+
+@app.command()
 def run() -> None:
     """Run the Telegram bot: long polling, or a webhook server when WEBHOOK_URL is set."""
     settings = _settings()

@@ -1,0 +1,3 @@
+"""Handlers by audience: ``client`` (private chats); staff and admin handlers come next."""
+
+__all__ = ["client"]
