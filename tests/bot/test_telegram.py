@@ -41,17 +41,23 @@ class Person:
         self.lang = lang
 
     async def settle(self, mark: int | None = None) -> None:
-        """Wait until the bot has reacted (a call to this chat after ``mark``) and gone quiet."""
+        """Wait until the bot has shown its reaction (after ``mark``) and gone quiet.
+
+        A reaction is a message sent to or edited in this chat, or a callback answer with
+        a text (a refused press); a bare callback answer comes before the real reaction.
+        """
         if mark is not None:
 
             def reacted(call: Any) -> bool:
-                return call.params.get("chat_id") == self.id or call.method == "answerCallbackQuery"
+                if call.method in ("sendMessage", "editMessageText"):
+                    return bool(call.params.get("chat_id") == self.id)
+                return call.method == "answerCallbackQuery" and bool(call.params.get("text"))
 
             deadline = asyncio.get_running_loop().time() + 10
             while not any(reacted(c) for c in self.api.calls[mark:]):
                 assert asyncio.get_running_loop().time() < deadline, "the bot did not react"
                 await asyncio.sleep(0.01)
-        await self.api.wait_idle(quiet=0.1, timeout=10)
+        await self.api.wait_idle(quiet=0.15, timeout=10)
 
     async def say(self, text: str) -> None:
         mark = len(self.api.calls)
@@ -214,8 +220,9 @@ async def test_an_answered_question_loses_its_keyboard_and_stale_presses_change_
     welcome = next(m for m in fake_bot_api.messages(person.id) if m["message_id"] == welcome_id)
     assert not (welcome.get("reply_markup") or {}).get("inline_keyboard"), "keyboard removed"
     before = await state_of(bot, person.id)
+    mark = len(fake_bot_api.calls)
     query = fake_bot_api.user_callback(person.id, welcome_id, data, check_button=False)
-    await person.settle()
+    await person.settle(mark)
     assert await state_of(bot, person.id) == before
     assert "earlier question" in fake_bot_api.callback_answers[query]["text"]
 
@@ -227,8 +234,9 @@ async def test_a_foreign_button_is_explained_and_ignored(
     await person.say("/start")
     message_id, _ = fake_bot_api.find_button(person.id, "Start the questions")
     before = await state_of(bot, person.id)
+    mark = len(fake_bot_api.calls)
     query = fake_bot_api.user_callback(person.id, message_id, "forged:data", check_button=False)
-    await person.settle()
+    await person.settle(mark)
     assert await state_of(bot, person.id) == before
     assert fake_bot_api.callback_answers[query]["text"] == "This button is no longer active."
 
@@ -295,6 +303,7 @@ async def test_edited_messages_and_group_messages_are_handled_politely(
     assert "edited messages" in person.last
     assert await state_of(bot, person.id) == before
     fake_bot_api.user_message(person.id, "/start", chat_id=-100500, chat_type="group")
+    await fake_bot_api.wait_for("sendMessage", lambda c: c.params["chat_id"] == -100500)
     await person.settle()
     [reply] = [c for c in fake_bot_api.calls_of("sendMessage") if c.params["chat_id"] == -100500]
     assert "private chat" in reply.params["text"]
@@ -320,13 +329,15 @@ async def test_the_phone_step_offers_contact_sharing_and_accepts_only_the_own_co
     keyboard = fake_bot_api.reply_keyboard(person.id)
     assert keyboard is not None
     assert keyboard["keyboard"][0][0]["request_contact"] is True
+    mark = len(fake_bot_api.calls)
     fake_bot_api.user_contact(person.id, "+79990001122", contact_user_id=4242)
-    await person.settle()
+    await person.settle(mark)
     assert "your own number" in "\n".join(person.texts[-3:])
     state = await state_of(bot, person.id)
     assert state is not None and state["node"] == "phone"
+    mark = len(fake_bot_api.calls)
     fake_bot_api.user_contact(person.id, "79123456789")
-    await person.settle()
+    await person.settle(mark)
     state = await state_of(bot, person.id)
     assert state is not None and state["node"] == "call_time"
     assert fake_bot_api.reply_keyboard(person.id) is None, "the share button is removed"
