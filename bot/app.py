@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -20,13 +23,14 @@ from telegram.ext import (
 )
 
 from bot.context import BotContext, Services
-from bot.handlers import client
+from bot.handlers import client, staff
 from bot.settings import Settings
+from bot.staff import announce_overdue, redeliver
 from bot.texts import COMMANDS, t
 from flows import Flow
-from storage import AsyncSession
+from storage import AsyncSession, utcnow
 
-__all__ = ["ALLOWED_UPDATES", "build_application"]
+__all__ = ["ALLOWED_UPDATES", "build_application", "run_housekeeping"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,8 @@ def build_application(
     sessionmaker: async_sessionmaker[AsyncSession],
     rate_limit: bool = True,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    housekeeping: bool = True,
 ) -> Application:  # type: ignore[type-arg]
     """Build the bot: handlers by audience, HTML defaults, one error handler, menu commands.
 
@@ -62,7 +68,8 @@ def build_application(
         # Different clients are served concurrently; one client's updates are serialised
         # by Services.client_lock.
         .concurrent_updates(64)
-        .post_init(_post_init)
+        .post_init(_post_init if housekeeping else _register_commands)
+        .post_stop(_post_stop)
     )
     if rate_limit:
         # AIORateLimiter is generic over its per-call arguments; PTB's stubs leave it unbound.
@@ -76,13 +83,50 @@ def build_application(
         builder = builder.post_shutdown(_post_shutdown)
     app = builder.build()
     services: Services = app.bot_data
-    services.configure(flow=flow, sessionmaker=sessionmaker, settings=settings)
+    services.configure(flow=flow, sessionmaker=sessionmaker, settings=settings, clock=clock)
+    staff.register(app)
     client.register(app)
     app.add_error_handler(on_error)
     return app
 
 
 async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
+    """Register the command menu and start the housekeeping loop."""
+    await _register_commands(app)
+    services: Services = app.bot_data
+    services.housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
+
+
+async def _post_stop(app: Application) -> None:  # type: ignore[type-arg]
+    services: Services = app.bot_data
+    if services.housekeeping is not None:
+        services.housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await services.housekeeping
+
+
+async def _housekeeping(app: Application) -> None:  # type: ignore[type-arg]
+    """Every few seconds: re-deliver cards that failed to post, announce overdue requests."""
+    services: Services = app.bot_data
+    while True:
+        await asyncio.sleep(services.settings.housekeeping_seconds)
+        await run_housekeeping(app)
+
+
+async def run_housekeeping(app: Application) -> tuple[int, int]:  # type: ignore[type-arg]
+    """One round of housekeeping; returns (cards delivered, requests announced)."""
+    services: Services = app.bot_data
+    now = services.clock()
+    try:
+        delivered, _ = await redeliver(app.bot, services.sessionmaker, services.settings, now)
+        announced = await announce_overdue(app.bot, services.sessionmaker, services.settings, now)
+    except Exception:  # noqa: BLE001 - the loop must survive a bad round; it is logged
+        logger.exception("housekeeping round failed")
+        return 0, 0
+    return delivered, announced
+
+
+async def _register_commands(app: Application) -> None:  # type: ignore[type-arg]
     """Register the command menu in Russian and English (and the default)."""
     for lang, code in (("ru", "ru"), ("en", "en"), ("ru", None)):
         commands = [BotCommand(c, d) for c, d in COMMANDS[lang]]  # type: ignore[index]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -12,7 +13,7 @@ from telegram.ext import CallbackContext, ExtBot
 
 from bot.settings import Settings
 from flows import Flow
-from storage import AsyncSession
+from storage import AsyncSession, utcnow
 
 __all__ = ["BotContext", "Services"]
 
@@ -23,10 +24,13 @@ class Services:
     flow: Flow
     sessionmaker: async_sessionmaker[AsyncSession]
     settings: Settings
+    #: The time now (UTC); tests pass a controllable clock.
+    clock: Callable[[], datetime]
 
     def __init__(self) -> None:
         self._locks: dict[int, asyncio.Lock] = {}
         self._users: dict[int, int] = {}
+        self.housekeeping: asyncio.Task[None] | None = None
 
     def configure(
         self,
@@ -34,11 +38,13 @@ class Services:
         flow: Flow,
         sessionmaker: async_sessionmaker[AsyncSession],
         settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         """Fill in the services (PTB creates ``bot_data`` without arguments)."""
         self.flow = flow
         self.sessionmaker = sessionmaker
         self.settings = settings
+        self.clock = clock
 
     @asynccontextmanager
     async def client_lock(self, user_id: int) -> AsyncIterator[None]:

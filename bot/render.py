@@ -24,7 +24,7 @@ from bot.service import StepResult
 from bot.texts import t
 from flows import Alert, Flow, Lang, Message
 
-__all__ = ["ClientBlockedError", "Renderer", "keyboard"]
+__all__ = ["ASK", "ClientBlockedError", "Renderer", "keyboard"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,16 +36,21 @@ class ClientBlockedError(Exception):
     """The client blocked the bot: nothing can be sent (their state is already saved)."""
 
 
-def keyboard(message: Message) -> InlineKeyboardMarkup | None:
-    """The inline keyboard of an engine message."""
+#: Callback data of the "Ask a question" button the bot adds under every question.
+ASK = "A"
+
+
+def keyboard(message: Message, ask_label: str | None = None) -> InlineKeyboardMarkup | None:
+    """The inline keyboard of an engine message, with "Ask a question" under questions."""
     if not message.buttons:
         return None
-    return InlineKeyboardMarkup(
-        [
-            [InlineKeyboardButton(b.label, callback_data=b.data) for b in row]
-            for row in message.buttons
-        ]
-    )
+    rows = [
+        [InlineKeyboardButton(b.label, callback_data=b.data) for b in row]
+        for row in message.buttons
+    ]
+    if ask_label and message.kind not in ("end", "summary", "outcome"):
+        rows.append([InlineKeyboardButton(ask_label, callback_data=ASK)])
+    return InlineKeyboardMarkup(rows)
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], *, attempts: int = 4) -> T:
@@ -102,7 +107,7 @@ class Renderer:
             await with_retries(
                 lambda: self.bot.edit_message_text(
                     message.text, chat_id=self.chat_id, message_id=message_id,
-                    reply_markup=keyboard(message),
+                    reply_markup=keyboard(message, t("ask_button", self.lang)),
                 )
             )  # fmt: skip
         except BadRequest as exc:
@@ -144,7 +149,7 @@ class Renderer:
                 await self.say(t("phone_saved", self.lang), ReplyKeyboardRemove())
             new_prompt = None
             for message in messages:
-                sent = await self.say(message.text, keyboard(message))
+                sent = await self.say(message.text, keyboard(message, t("ask_button", self.lang)))
                 if message.buttons:
                     new_prompt = sent.message_id
                 if message.kind == "phone":

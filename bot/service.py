@@ -47,7 +47,9 @@ async def load_state(
     return state, stored.last_update_id, False
 
 
-async def store_request(*, session: AsyncSession, client_id: int, draft: RequestDraft) -> int:
+async def store_request(
+    *, session: AsyncSession, client_id: int, draft: RequestDraft, source: str | None = None
+) -> int:
     """Insert the consultation request a finished dialogue produced; return its id."""
     if draft.outcome is None:  # the checker proves every saving path has an outcome
         raise ValueError(f"flow {draft.flow} saved a request without an outcome")
@@ -69,6 +71,7 @@ async def store_request(*, session: AsyncSession, client_id: int, draft: Request
         preferred_time=draft.fields.get("call_time"),
         red_flag_changed=draft.red_flag_changed,
         withdrawn_red_flags=draft.withdrawn_red_flags,
+        source=source,
     )
     assert request.id is not None
     return request.id
@@ -82,6 +85,7 @@ async def advance(
     inp: EngineInput,
     lang: Lang,
     update_id: int | None = None,
+    source: str | None = None,
 ) -> StepResult:
     """Step a client's dialogue and persist the result in the caller's open transaction.
 

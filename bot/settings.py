@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from storage import DEFAULT_DATABASE_URL
 
@@ -38,6 +39,45 @@ class Settings(BaseSettings):
     #: Required with WEBHOOK_URL; Telegram sends it back on every request.
     webhook_secret: SecretStr | None = None
 
+    #: The staff group where request cards are posted (a negative id such as -1001234567890).
+    staff_chat_id: int | None = None
+    #: Telegram user ids of phone staff and of admins (comma-separated).
+    staff_user_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    admin_user_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    #: Language of cards and replies in the staff group.
+    staff_language: Literal["ru", "en"] = "ru"
+    #: A request still new after this many minutes (within opening hours) is announced again.
+    reannounce_after_minutes: int = Field(default=30, ge=1)
+    #: The center's time zone and opening hours (whole hours, local time).
+    center_timezone: str = "Europe/Moscow"
+    opening_hour: int = Field(default=9, ge=0, le=23)
+    closing_hour: int = Field(default=21, ge=1, le=24)
+    #: How often the bot re-delivers failed cards and looks for overdue requests.
+    housekeeping_seconds: int = Field(default=60, ge=1)
+
+    @field_validator("staff_user_ids", "admin_user_ids", mode="before")
+    @classmethod
+    def _id_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(part) for part in value.replace(";", ",").split(",") if part.strip()]
+        if isinstance(value, int):
+            return [value]
+        return value
+
+    @field_validator("center_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use e.g. Europe/Moscow)") from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The center's time zone."""
+        return ZoneInfo(self.center_timezone)
+
     @field_validator("telegram_token", "webhook_secret")
     @classmethod
     def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
@@ -49,7 +89,7 @@ class Settings(BaseSettings):
                 raise ValueError("is still a placeholder: put the real value in .env")
         return value
 
-    @field_validator("webhook_url", "flow_file", mode="before")
+    @field_validator("webhook_url", "flow_file", "staff_chat_id", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -15,7 +15,8 @@ _TEXTS: dict[str, dict[Lang, str]] = {
             "подскажу, подходит ли вам сейчас массаж, и передам заявку — наши сотрудники "
             "перезвонят.\n\nЭто не диагноз: окончательное решение принимают специалист и врач.\n\n"
             "/start — начать или продолжить\n/restart — начать заново\n/lang — сменить язык\n"
-            "/info — часы работы и телефон\n/cancel — прервать анкету\n"
+            "/info — часы работы и телефон\n/status — состояние заявки\n"
+            "/ask — задать вопрос сотруднику\n/cancel — прервать анкету\n"
             "/forget — удалить мои данные"
         ),
         "en": (
@@ -24,6 +25,7 @@ _TEXTS: dict[str, dict[Lang, str]] = {
             "our staff will call you back.\n\nThis is not a diagnosis: a specialist and a doctor "
             "make the final decision.\n\n/start — begin or continue\n/restart — start over\n"
             "/lang — change the language\n/info — opening hours and phone\n"
+            "/status — the state of your request\n/ask — ask our staff a question\n"
             "/cancel — stop the questionnaire\n/forget — erase my data"
         ),
     },
@@ -90,6 +92,46 @@ _TEXTS: dict[str, dict[Lang, str]] = {
         "ru": "Анкета обновилась, поэтому начнём её заново.",
         "en": "The questionnaire has been updated, so let us start it again.",
     },
+    "ask_button": {"ru": "❓ Задать вопрос", "en": "❓ Ask a question"},
+    "ask_prompt": {
+        "ru": (
+            "Напишите ваш вопрос одним сообщением — его прочитают наши сотрудники, "
+            "ответ придёт сюда. Чтобы вернуться к анкете, нажмите кнопку ниже."
+        ),
+        "en": (
+            "Write your question in one message: our staff will read it and the answer will "
+            "come here. To go back to the questionnaire, press the button below."
+        ),
+    },
+    "ask_back": {"ru": "↩️ Вернуться к анкете", "en": "↩️ Back to the questionnaire"},
+    "ask_sent": {
+        "ru": "Передали ваш вопрос сотрудникам. Ответ придёт сюда.",
+        "en": "Your question has been passed to our staff. The answer will come here.",
+    },
+    "ask_unavailable": {
+        "ru": "Сейчас не получается передать вопрос. Позвоните нам: +7 (495) 085-15-13.",
+        "en": "We cannot pass your question on right now. Please call us: +7 (495) 085-15-13.",
+    },
+    "status_none": {
+        "ru": "У вас пока нет заявки. Нажмите /start, чтобы пройти анкету.",
+        "en": "You have no request yet. Press /start to go through the questionnaire.",
+    },
+    "status": {"ru": "Ваша заявка №{id}: {state}.", "en": "Your request #{id}: {state}."},
+    "state_new": {
+        "ru": "получена, мы позвоним в часы работы (9:00–21:00)",
+        "en": "received; we will call you during opening hours (9:00–21:00)",
+    },
+    "state_taken": {
+        "ru": "сотрудник уже занимается ею и скоро позвонит",
+        "en": "a staff member is on it and will call you soon",
+    },
+    "state_no_answer": {
+        "ru": "мы не смогли до вас дозвониться и попробуем ещё раз",
+        "en": "we could not reach you and will try again",
+    },
+    "state_booked": {"ru": "вы записаны", "en": "you are booked"},
+    "state_declined": {"ru": "закрыта после звонка", "en": "closed after our call"},
+    "state_closed": {"ru": "закрыта", "en": "closed"},
     "sorry": {
         "ru": (
             "Извините, что-то пошло не так. Ваши ответы сохранены — нажмите /start, "
@@ -107,6 +149,8 @@ COMMANDS: dict[Lang, list[tuple[str, str]]] = {
         ("lang", "Сменить язык"),
         ("info", "Часы работы и телефон"),
         ("help", "Что умеет бот"),
+        ("status", "Состояние моей заявки"),
+        ("ask", "Задать вопрос сотруднику"),
         ("cancel", "Прервать анкету"),
         ("forget", "Удалить мои данные"),
     ],
@@ -116,6 +160,8 @@ COMMANDS: dict[Lang, list[tuple[str, str]]] = {
         ("lang", "Change the language"),
         ("info", "Opening hours and phone"),
         ("help", "What the bot does"),
+        ("status", "The state of my request"),
+        ("ask", "Ask our staff a question"),
         ("cancel", "Stop the questionnaire"),
         ("forget", "Erase my data"),
     ],

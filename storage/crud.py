@@ -20,7 +20,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import DuplicateClientError
-from storage.models import Client, ConsultationRequest, DialogueSession
+from storage.models import (
+    Client,
+    ConsultationRequest,
+    DialogueSession,
+    Relay,
+    RequestEvent,
+    StepEvent,
+)
 from storage.sqltypes import utcnow
 
 __all__ = [
@@ -196,6 +203,7 @@ async def create_request(
     preferred_time: str | None,
     red_flag_changed: bool,
     withdrawn_red_flags: Sequence[str],
+    source: str | None = None,
 ) -> ConsultationRequest:
     """Insert a consultation request with status ``new``.
 
@@ -216,6 +224,7 @@ async def create_request(
         preferred_time=preferred_time,
         red_flag_changed=red_flag_changed,
         withdrawn_red_flags=_strings(withdrawn_red_flags, "withdrawn_red_flags"),
+        source=source,
     )
     session.add(request)
     await session.flush()
@@ -249,9 +258,13 @@ async def delete_client_data(*, session: AsyncSession, client_id: int) -> None:
     Deletes explicitly rather than relying on ON DELETE CASCADE, so it also holds on a SQLite
     connection without foreign keys, and objects already loaded leave the session.
     """
+    requests = select(ConsultationRequest.id).where(col(ConsultationRequest.client_id) == client_id)
+    await session.exec(delete(RequestEvent).where(col(RequestEvent.request_id).in_(requests)))
     await session.exec(
         delete(ConsultationRequest).where(col(ConsultationRequest.client_id) == client_id)
     )
+    await session.exec(delete(StepEvent).where(col(StepEvent.client_id) == client_id))
+    await session.exec(delete(Relay).where(col(Relay.client_id) == client_id))
     await session.exec(delete(DialogueSession).where(col(DialogueSession.client_id) == client_id))
     await session.exec(delete(Client).where(col(Client.id) == client_id))
 

@@ -16,7 +16,14 @@ from sqlmodel import Field, SQLModel
 
 from storage.sqltypes import AwareDateTime, utcnow
 
-__all__ = ["Client", "ConsultationRequest", "DialogueSession"]
+__all__ = [
+    "Client",
+    "ConsultationRequest",
+    "DialogueSession",
+    "Relay",
+    "RequestEvent",
+    "StepEvent",
+]
 
 # Deterministic constraint names: the same on SQLite and PostgreSQL, and needed by alembic's
 # batch mode to drop or alter constraints on SQLite in later migrations.
@@ -50,6 +57,8 @@ class Client(SQLModel, table=True):
     channel: str  # "telegram" | "terminal"
     language: str  # "ru" | "en"
     source: str | None = None  # where the client came from, e.g. a deep-link tag
+    # True while the client is asking staff a question (the dialogue waits meanwhile).
+    asking: bool = False
     created_at: datetime = _created_at()
     updated_at: datetime = _updated_at()
 
@@ -93,5 +102,59 @@ class ConsultationRequest(SQLModel, table=True):
     red_flag_changed: bool = False
     withdrawn_red_flags: list[str] = Field(default_factory=list, sa_type=JSON)
     status: str = Field(default="new", index=True)
+    source: str | None = None  # the client's source when the request was made
+    # Who works on it, and how it went (kept in step with the audit trail, RequestEvent).
+    taken_by: int | None = Field(default=None, sa_type=BigInteger)
+    taken_by_name: str | None = None
+    taken_at: datetime | None = Field(default=None, sa_type=AwareDateTime())
+    first_call_at: datetime | None = Field(default=None, sa_type=AwareDateTime())
+    attempts: int = 0
+    retry_at: datetime | None = Field(default=None, sa_type=AwareDateTime())
+    closed_at: datetime | None = Field(default=None, sa_type=AwareDateTime())
+    # The card in the staff group; None until it was posted (then it is re-delivered).
+    card_chat_id: int | None = Field(default=None, sa_type=BigInteger)
+    card_message_id: int | None = Field(default=None, sa_type=BigInteger)
+    delivery_error: str | None = None
+    announced_at: datetime | None = Field(default=None, sa_type=AwareDateTime())
     created_at: datetime = _created_at()
     updated_at: datetime = _updated_at()
+
+
+class RequestEvent(SQLModel, table=True):
+    """The audit trail of a request: every status change and note, never edited."""
+
+    __tablename__ = "request_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="consultation_requests.id", ondelete="CASCADE", index=True)
+    actor_id: int | None = Field(default=None, sa_type=BigInteger)
+    actor_name: str
+    action: str  # "status" | "note" | "follow_up" | "delivered"
+    from_status: str | None = None
+    to_status: str | None = None
+    note: str | None = None
+    at: datetime = _created_at()
+
+
+class StepEvent(SQLModel, table=True):
+    """One dialogue step a client reached (the funnel in /stats)."""
+
+    __tablename__ = "step_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="clients.id", ondelete="CASCADE", index=True)
+    flow_version: str
+    node: str
+    at: datetime = Field(default_factory=utcnow, sa_type=AwareDateTime(), index=True)
+
+
+class Relay(SQLModel, table=True):
+    """A client's question forwarded to the staff group, so a reply can find its way back."""
+
+    __tablename__ = "relays"
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="clients.id", ondelete="CASCADE", index=True)
+    staff_chat_id: int = Field(sa_type=BigInteger)
+    staff_message_id: int = Field(sa_type=BigInteger, index=True)
+    at: datetime = _created_at()

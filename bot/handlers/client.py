@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 
@@ -12,6 +13,7 @@ from telegram import (
     Update,
     User,
 )
+from telegram.error import TelegramError
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -21,15 +23,20 @@ from telegram.ext import (
 )
 
 from bot.context import BotContext
-from bot.render import Renderer
+from bot.render import ASK, Renderer, with_retries
 from bot.service import StepResult, advance
+from bot.staff import post_card
 from bot.texts import t
 from flows import Begin, Input, Lang, Restart, SetLang, TextInput, decode
 from storage import (
+    add_relay,
     delete_client_data,
     get_client,
     get_dialogue,
     get_or_create_client,
+    latest_request_of_client,
+    record_step,
+    set_client_asking,
     set_client_language,
     set_prompt_message_id,
 )
@@ -61,6 +68,10 @@ def register(app: Application) -> None:  # type: ignore[type-arg]
     app.add_handler(CommandHandler("info", on_info, filters=PRIVATE))
     app.add_handler(CommandHandler("cancel", on_cancel, filters=PRIVATE))
     app.add_handler(CommandHandler("forget", on_forget, filters=PRIVATE))
+    app.add_handler(CommandHandler("status", on_status, filters=PRIVATE))
+    app.add_handler(CommandHandler("ask", on_ask, filters=PRIVATE))
+    app.add_handler(CallbackQueryHandler(on_ask, pattern=f"^{ASK}$"))
+    app.add_handler(CallbackQueryHandler(on_back_to_questions, pattern=r"^Q$"))
     app.add_handler(CallbackQueryHandler(on_lang_button, pattern=r"^L:(ru|en)$"))
     app.add_handler(CallbackQueryHandler(on_forget_button, pattern=r"^F:(yes|no)$"))
     app.add_handler(CallbackQueryHandler(on_button))
@@ -109,8 +120,23 @@ async def drive(
                 inp=inp,
                 lang=client.language,  # type: ignore[arg-type]
                 update_id=update.update_id,
+                source=client.source,
             )
             client_id = client.id
+            if client.asking:
+                await set_client_asking(session=session, client_id=client.id, asking=False)
+            if not result.duplicate and (result.state.node != old_node or old_node is None):
+                await record_step(
+                    session=session,
+                    client_id=client.id,
+                    node=result.state.node,
+                    flow_version=result.state.version,
+                    at=svc.clock(),
+                )
+        if result.request_id is not None:
+            await post_card(
+                context.bot, svc.sessionmaker, svc.settings, result.request_id, svc.clock()
+            )
         if result.duplicate:
             return result  # handled when it first came; its query was answered then
         changed = result.state.seq != old_seq or result.state.node != old_node
@@ -338,11 +364,100 @@ async def on_button(update: Update, context: BotContext) -> None:
 
 
 async def on_text(update: Update, context: BotContext) -> None:
-    """Typed text: an answer to a text or phone question, or a typed option label."""
+    """Typed text: a question for staff (while asking), else an answer for the dialogue."""
     message = update.effective_message
     if message is None or message.text is None:
         return
+    if await _relay_question(update, context, message.text):
+        return
     await drive(update, context, TextInput(message.text[:4096]))
+
+
+async def _relay_question(update: Update, context: BotContext, text: str) -> bool:
+    """While the client is asking, forward their text to the staff group; True if it was."""
+    user = update.effective_user
+    chat = update.effective_chat
+    if user is None or chat is None:
+        return False
+    svc = context.services
+    async with svc.sessionmaker() as session, session.begin():
+        client = await get_client(session=session, telegram_id=user.id)
+        if client is None or client.id is None or not client.asking:
+            return False
+        lang: Lang = client.language  # type: ignore[assignment]
+        if svc.settings.staff_chat_id is None:
+            await context.bot.send_message(chat.id, t("ask_unavailable", lang))
+            return True
+        request = await latest_request_of_client(session=session, client_id=client.id)
+        ref = f" · #{request.id}" if request else ""
+        who = html.escape(request.name) if request and request.name else f"client {client.id}"
+        forwarded = f"❓ <b>{who}</b>{ref} ({lang})\n\n{html.escape(text[:3500])}"
+        try:
+            sent = await with_retries(
+                lambda: context.bot.send_message(svc.settings.staff_chat_id, forwarded)  # type: ignore[arg-type]
+            )
+        except TelegramError:
+            await context.bot.send_message(chat.id, t("ask_unavailable", lang))
+            return True
+        await add_relay(
+            session=session,
+            client_id=client.id,
+            staff_chat_id=sent.chat_id,
+            staff_message_id=sent.message_id,
+        )
+    back = InlineKeyboardMarkup([[InlineKeyboardButton(t("ask_back", lang), callback_data="Q")]])
+    await context.bot.send_message(chat.id, t("ask_sent", lang), reply_markup=back)
+    return True
+
+
+async def on_ask(update: Update, context: BotContext) -> None:
+    """/ask or the "Ask a question" button: the client's next messages go to staff."""
+    user = update.effective_user
+    chat = update.effective_chat
+    if user is None or chat is None:
+        return
+    svc = context.services
+    if update.callback_query is not None:
+        await _answer(update.callback_query, None)
+    async with svc.sessionmaker() as session, session.begin():
+        client = await get_or_create_client(
+            session=session,
+            telegram_id=user.id,
+            channel="telegram",
+            language=language_of(user, svc.settings.default_language),
+        )
+        assert client.id is not None
+        await set_client_asking(session=session, client_id=client.id, asking=True)
+        lang: Lang = client.language  # type: ignore[assignment]
+    back = InlineKeyboardMarkup([[InlineKeyboardButton(t("ask_back", lang), callback_data="Q")]])
+    await context.bot.send_message(chat.id, t("ask_prompt", lang), reply_markup=back)
+
+
+async def on_back_to_questions(update: Update, context: BotContext) -> None:
+    """Leave "asking" mode and show the current question again."""
+    if update.callback_query is not None:
+        await _answer(update.callback_query, None)
+    await drive(update, context, Begin())
+
+
+async def on_status(update: Update, context: BotContext) -> None:
+    """The client's own request and its state, in their words."""
+    user = update.effective_user
+    message = update.effective_message
+    if user is None or message is None:
+        return
+    svc = context.services
+    async with svc.sessionmaker() as session:
+        client = await get_client(session=session, telegram_id=user.id)
+        request = None
+        if client is not None and client.id is not None:
+            request = await latest_request_of_client(session=session, client_id=client.id)
+    lang = await _client_lang(update, context)
+    if request is None:
+        await message.reply_text(t("status_none", lang))
+        return
+    state = t(f"state_{request.status}", lang)
+    await message.reply_text(t("status", lang).format(id=request.id, state=state))
 
 
 async def on_contact(update: Update, context: BotContext) -> None:
@@ -368,4 +483,17 @@ async def on_edited(update: Update, context: BotContext) -> None:
 async def on_other(update: Update, context: BotContext) -> None:
     """Stickers, photos, voice, locations…: a polite word and the question again."""
     lang = await _client_lang(update, context)
+    if await _is_asking(update, context):
+        if update.effective_chat:
+            await context.bot.send_message(update.effective_chat.id, t("not_text", lang))
+        return
     await drive(update, context, Begin(), notice=t("not_text", lang))
+
+
+async def _is_asking(update: Update, context: BotContext) -> bool:
+    user = update.effective_user
+    if user is None:
+        return False
+    async with context.services.sessionmaker() as session:
+        client = await get_client(session=session, telegram_id=user.id)
+    return bool(client and client.asking)

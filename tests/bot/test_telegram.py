@@ -176,7 +176,9 @@ async def test_commands_are_registered_in_both_languages(
     assert {"ru", "en"} <= codes
     for call in calls:
         names = [c["command"] for c in call.params["commands"]]
-        assert names == ["start", "restart", "lang", "info", "help", "cancel", "forget"]
+        assert names == [
+            "start", "restart", "lang", "info", "help", "status", "ask", "cancel", "forget"
+        ]  # fmt: skip
 
 
 async def test_checklist_ticks_edit_the_same_message(

@@ -38,7 +38,7 @@ def test_alembic_command_line_upgrades_and_finds_nothing_to_generate(database_ur
     assert checked.returncode == 0, checked.stderr
     assert "No new upgrade operations detected" in checked.stdout + checked.stderr
     current = _alembic(plain, "current")
-    assert "0001 (head)" in current.stdout
+    assert "(head)" in current.stdout
 
 
 def test_alembic_offline_mode_prints_sql(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Column, String, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -27,11 +28,21 @@ from storage import (
     save_dialogue,
     upgrade,
 )
-from storage.db import migrate
+from storage.db import MIGRATIONS_DIR, migrate
 from tests.dbs import fresh_database
 from tests.storage.factories import request_fields
 
-TABLES = {"clients", "dialogue_sessions", "consultation_requests"}
+TABLES = {
+    "clients",
+    "dialogue_sessions",
+    "consultation_requests",
+    "request_events",
+    "step_events",
+    "relays",
+}
+
+
+HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
 @pytest.mark.parametrize(
@@ -119,7 +130,7 @@ async def test_pending_changes_sees_an_unmigrated_database(engine: AsyncEngine) 
 async def test_upgrade_creates_the_tables_and_matches_the_models(engine: AsyncEngine) -> None:
     await upgrade(engine)
     assert await _table_names(engine) == TABLES | {"alembic_version"}
-    assert await _version(engine) == "0001"
+    assert await _version(engine) == HEAD
     assert await pending_changes(engine) == []
 
 
@@ -130,7 +141,7 @@ async def test_upgrade_twice_is_harmless(engine: AsyncEngine) -> None:
             session=session, telegram_id=1, channel="telegram", language="ru"
         )
     await upgrade(engine)
-    assert await _version(engine) == "0001"
+    assert await _version(engine) == HEAD
     assert await pending_changes(engine) == []
     async with make_sessionmaker(engine)() as session:
         assert (await session.get(Client, client.id)) is not None
@@ -210,7 +221,7 @@ async def test_concurrent_upgrades_on_postgres_wait_for_each_other(tmp_path: Pat
             await asyncio.wait_for(
                 asyncio.gather(*(upgrade(engine) for engine in engines)), timeout=60
             )
-            assert await _version(engines[0]) == "0001"
+            assert await _version(engines[0]) == HEAD
             assert await pending_changes(engines[0]) == []
         finally:
             for engine in engines:

@@ -1,0 +1,627 @@
+"""Load benchmark: N simulated clients walk the whole intake dialogue against the real bot.
+
+Usage::
+
+    .venv/bin/python -m bench.dialogue --clients 50 --mode polling|webhook|both \\
+        [--db sqlite|postgresql] [--rate-limit] [--timeout 300] [--step-timeout 60] \\
+        [--retries 3] [--tracemalloc] [--push-webhook] [--verbose]
+
+Each run starts a FakeBotAPI (tests/fakebotapi) and the project's own Application from
+``build_application`` on a fresh database: a SQLite file in a temporary directory, or
+``CREATE DATABASE bench_<hex>`` on postgresql://postgres@127.0.0.1:5432/test, dropped
+afterwards. Everything listens on and talks to 127.0.0.1 only. ``both`` runs polling, then
+webhook, each on its own database.
+
+Every client sends /start and answers the shipped flow the simplest way to a consultation
+request (17 updates: no emergency signs, no diagnosis, no acute or chronic disease, no
+fracture, no oils, consent, a typed name and phone, any call time, confirm). A client sends
+its next update only when the bot has finished reacting to the previous one: the ticked
+checklist has been edited, or the next question has arrived (for the phone question, with
+its share-contact hint). When the bot answers "sorry" instead (its error handler), the
+client sends the same update again, up to ``--retries`` times, then gives up; a client that
+gets no complete reaction within ``--step-timeout`` seconds gives up too.
+
+Latency of an update: from the moment it is injected (polling: queued for getUpdates;
+webhook: handed to the HTTP client that POSTs it to the bot, which, like Telegram, opens at
+most the ``max_connections`` the bot asked for in setWebhook) to the first Bot API call the
+bot makes for that chat (answerCallbackQuery for a button press, else a send or edit),
+time-stamped when the fake server records it. Updates/s is the number of updates the bot
+reacted to divided by the wall time from the first update to the last client's end.
+Errors are the failures clients saw (a "sorry", no reaction, a refused webhook POST) plus
+Bot API calls the fake refused; the bot's own ERROR log lines are listed below the table.
+The consultation requests in the database are counted at the end: each client that
+completed should have exactly one.
+
+The fake server, the simulated clients and the bot share one process and one event loop,
+so the figures are a lower bound for the bot alone; CPU % is the process's CPU time over
+the wall time (100 = one core busy). Webhook updates are POSTed with one shared HTTP
+client: ``FakeBotAPI.push_webhook`` builds a new httpx client (and TLS context) per update,
+about 18 ms of CPU each, which would dominate; ``--push-webhook`` uses it anyway.
+``--rate-limit`` keeps PTB's AIORateLimiter (30 calls/s like Telegram) in the bot.
+``--timeout`` bounds each mode's run: the clients still walking are then stopped and the
+run reports what it has. Peak RSS is that of the whole process so far (in ``both`` mode the
+webhook row includes the polling run); ``--tracemalloc`` adds the Python heap peak per run,
+at some cost in speed. Nothing here asserts timings: it is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import logging
+import math
+import re
+import resource
+import secrets
+import socket
+import tempfile
+import time
+import tracemalloc
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from telegram.ext import Application
+
+from bot.app import ALLOWED_UPDATES, build_application
+from bot.settings import Settings
+from bot.texts import t as bot_t
+from flows import Flow, load_flow, shipped_flow_path
+from flows.texts import t
+from storage import Client, ConsultationRequest, make_engine, make_sessionmaker, upgrade
+from tests.fakebotapi import Call, FakeBotAPI
+
+TOKEN = "123456:BENCH-TOKEN"
+#: What the bot's error handler tells the client when an update failed.
+SORRY = html.escape(bot_t("sorry", "en"))
+WEBHOOK_SECRET = "bench-secret"
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+LANG = "en"
+FIRST_USER_ID = 10_000
+
+#: The simplest complete path through the shipped flow: node id -> answer (option ids or text).
+ANSWERS: dict[str, str | tuple[str, ...]] = {
+    "welcome": "start",
+    "emergency": ("none",),
+    "conditions": ("none",),
+    "acute": ("none",),
+    "chronic": ("none",),
+    "fracture": "no",
+    "oils": "no",
+    "consent": "agree",
+    "name": "Bench",
+    "phone": "+79123456789",
+    "call_time": "any",
+    "confirm": "",
+}
+
+
+# --- the scripted client ---------------------------------------------------------------
+
+
+def _markup(call: Call) -> dict[str, Any]:
+    markup = call.params.get("reply_markup")
+    return markup if isinstance(markup, dict) else {}
+
+
+def edited(call: Call) -> bool:
+    """A checklist tick ends with the question edited in place."""
+    return call.method == "editMessageText"
+
+
+def asked(call: Call) -> bool:
+    """A step ends with a new message carrying an inline keyboard (the next question)."""
+    return call.method == "sendMessage" and bool(_markup(call).get("inline_keyboard"))
+
+
+def offered_contact(call: Call) -> bool:
+    """The phone question is followed by the hint with the share-contact reply keyboard."""
+    return call.method == "sendMessage" and "keyboard" in _markup(call)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One update a client sends: typed ``text`` or a press on ``label``; ``until`` the end."""
+
+    text: str | None
+    label: str | None
+    until: Callable[[Call], bool]
+
+
+def dialogue(flow: Flow, answers: dict[str, str | tuple[str, ...]], lang: str) -> list[Step]:
+    """The updates that walk ``answers`` through ``flow``, labels read from the flow."""
+    steps = [Step("/start", None, asked)]
+    nodes = list(answers)
+    for index, node_id in enumerate(nodes):
+        node = flow.nodes[node_id]
+        answer = answers[node_id]
+        following = flow.nodes[nodes[index + 1]] if index + 1 < len(nodes) else None
+        until = offered_contact if following is not None and following.kind == "phone" else asked
+        labels = {o.id: o.label.get(lang) for o in getattr(node, "options", ())}
+        if node.kind == "checklist":
+            ticks = answer if isinstance(answer, tuple) else (answer,)
+            steps += [Step(None, labels[tick], edited) for tick in ticks]
+            steps.append(Step(None, t("done", lang), until))  # type: ignore[arg-type]
+        elif node.kind in ("choice", "yesno"):
+            steps.append(Step(None, labels[str(answer)], until))
+        elif node.kind == "info":
+            steps.append(Step(None, t("continue", lang), until))  # type: ignore[arg-type]
+        elif node.kind == "confirm":
+            steps.append(Step(None, t("confirm", lang), until))  # type: ignore[arg-type]
+        else:
+            steps.append(Step(str(answer), None, until))
+    return steps
+
+
+# --- timing the bot's reactions ----------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    """One update waiting for the bot's reaction in its chat."""
+
+    sent_at: float
+    until: Callable[[Call], bool]
+    #: True when the reaction is complete, False when the bot apologised for an error.
+    finished: asyncio.Future[bool]
+    first_at: float | None = None
+
+
+class Tracker:
+    """Routes every time-stamped API call to the probe of its chat; keeps the figures."""
+
+    def __init__(self) -> None:
+        self.probes: dict[int, Probe] = {}
+        self.queries: dict[str, int] = {}
+        self.latencies: list[float] = []
+        self.api_errors: Counter[str] = Counter()
+        self.client_errors: Counter[str] = Counter()
+
+    def on_call(self, call: Call, at: float) -> None:
+        if call.method == "getUpdates":
+            return
+        if not call.ok:
+            self.api_errors[f"{call.method}: {call.status} {call.error}"] += 1
+        if call.method == "answerCallbackQuery":
+            chat = self.queries.pop(str(call.params.get("callback_query_id")), None)
+        else:
+            try:
+                chat = int(call.params.get("chat_id"))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                return
+        probe = self.probes.get(chat) if chat is not None else None
+        if probe is None:
+            return
+        if probe.first_at is None:
+            probe.first_at = at
+            self.latencies.append(at - probe.sent_at)
+        if probe.finished.done() or not call.ok:
+            return
+        if call.method == "sendMessage" and call.params.get("text") == SORRY:
+            probe.finished.set_result(False)
+        elif probe.until(call):
+            probe.finished.set_result(True)
+
+
+class BenchBotAPI(FakeBotAPI):
+    """The fake Bot API with two hooks for the benchmark, on the fake's internal methods.
+
+    Every recorded call goes to the tracker with the time it was recorded, and the last
+    queued update is kept so that webhook mode can POST it; an update delivered that way
+    is taken off the getUpdates queue, as ``push_webhook`` does.
+    """
+
+    def __init__(self, tracker: Tracker, *, webhook: bool) -> None:
+        super().__init__(token=TOKEN)
+        self.tracker = tracker
+        self.by_webhook = webhook
+        self.last_update: dict[str, Any] = {}
+
+    def _record(self, call: Call) -> None:
+        super()._record(call)
+        self.tracker.on_call(call, time.perf_counter())
+
+    def _queue(self, update: dict[str, Any]) -> dict[str, Any]:
+        update = super()._queue(update)
+        if self.by_webhook:
+            self._pending.pop()
+        self.last_update = update
+        return update
+
+
+class Clients:
+    """N simulated clients walking the dialogue, each waiting for the bot between updates."""
+
+    def __init__(
+        self,
+        api: BenchBotAPI,
+        tracker: Tracker,
+        steps: list[Step],
+        post: Callable[[dict[str, Any]], Any] | None,
+        step_timeout: float,
+        retries: int,
+    ) -> None:
+        self.api = api
+        self.tracker = tracker
+        self.steps = steps
+        self.post = post
+        self.step_timeout = step_timeout
+        self.retries = retries
+        self.sent = 0
+        self.completed = 0
+
+    async def walk(self, user_id: int) -> None:
+        for number, step in enumerate(self.steps, 1):
+            try:
+                for attempt in range(self.retries + 1):
+                    if await self.send(user_id, step):
+                        break
+                    self.tracker.client_errors[f"step {number}: the bot said sorry"] += 1
+                    if attempt == self.retries:
+                        return
+            except LookupError:
+                self.tracker.client_errors[f"step {number}: no button {step.label!r}"] += 1
+                return
+            except TimeoutError:
+                self.tracker.client_errors[f"step {number}: no complete reaction"] += 1
+                return
+            except Exception as exc:  # noqa: BLE001 - one client's failure is a figure
+                self.tracker.client_errors[f"step {number}: {type(exc).__name__}"] += 1
+                return
+        self.completed += 1
+
+    async def send(self, user_id: int, step: Step) -> bool:
+        """Send the step's update; True once the reaction is complete, False on "sorry"."""
+        api = self.api
+        if step.label is not None:
+            message_id, data = api.find_button(user_id, step.label)
+            query_id = api.user_callback(user_id, message_id, data, language_code=LANG)
+            self.tracker.queries[query_id] = user_id
+        else:
+            api.user_message(user_id, step.text or "", language_code=LANG)
+        update = api.last_update
+        finished = asyncio.get_running_loop().create_future()
+        self.tracker.probes[user_id] = Probe(time.perf_counter(), step.until, finished)
+        self.sent += 1
+        try:
+            if self.post is not None:
+                status = await self.post(update)
+                if status != 200:
+                    raise RuntimeError(f"webhook answered {status}")
+            return await asyncio.wait_for(finished, self.step_timeout)
+        finally:
+            del self.tracker.probes[user_id]
+
+
+# --- one run -----------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """The figures of one run."""
+
+    mode: str
+    db: str
+    rate_limit: bool
+    clients: int
+    completed: int = 0
+    sent: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    timed_out: bool = False
+    requests: int = 0
+    clients_with_one_request: int = 0
+    api_errors: Counter[str] = field(default_factory=Counter)
+    client_errors: Counter[str] = field(default_factory=Counter)
+    bot_errors: Counter[str] = field(default_factory=Counter)
+    cpu_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    heap_peak_mb: float | None = None
+
+    @property
+    def errors(self) -> int:
+        """Failures a client saw, plus Bot API calls refused (the bot's log is a detail)."""
+        return sum(self.client_errors.values()) + sum(self.api_errors.values())
+
+
+class ErrorLog(logging.Handler):
+    """Counts the ERROR records (the bot's error handler logs one per failed update)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: Counter[str] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        first_line = record.getMessage().splitlines()[0][:160]
+        self.seen[re.sub(r"\d+", "N", first_line)] += 1
+
+
+@asynccontextmanager
+async def fresh_database(kind: str) -> AsyncIterator[str]:
+    """Yield the URL of an empty database used by this run only."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            yield f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        return
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    name = f"bench_{secrets.token_hex(6)}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def start_bot(app: Application, mode: str) -> None:  # type: ignore[type-arg]
+    """Start the Application the way ``intake-bot run`` does, fetching updates by ``mode``."""
+    await app.initialize()
+    await app.post_init(app)  # type: ignore[misc]
+    await app.start()
+    assert app.updater is not None
+    if mode == "polling":
+        await app.updater.start_polling(poll_interval=0, timeout=1, allowed_updates=ALLOWED_UPDATES)
+        return
+    port = free_port()
+    await app.updater.start_webhook(
+        listen="127.0.0.1",
+        port=port,
+        url_path="telegram",
+        webhook_url=f"http://127.0.0.1:{port}/telegram",
+        secret_token=WEBHOOK_SECRET,
+        allowed_updates=ALLOWED_UPDATES,
+    )
+
+
+async def stop_bot(app: Application) -> None:  # type: ignore[type-arg]
+    if app.updater is not None and app.updater.running:
+        await app.updater.stop()
+    if app.running:
+        await app.stop()
+    await app.shutdown()
+
+
+async def count_requests(engine: AsyncEngine, user_ids: Iterable[int]) -> tuple[int, int]:
+    """Return (requests in the database, clients of this run with exactly one)."""
+    statement = (
+        select(Client.telegram_id, func.count(ConsultationRequest.id))  # type: ignore[arg-type]
+        .join(ConsultationRequest, ConsultationRequest.client_id == Client.id)  # type: ignore[arg-type]
+        .group_by(Client.telegram_id)
+    )
+    async with engine.connect() as conn:
+        per_client = {user: n for user, n in (await conn.execute(statement)).all()}
+    wanted = set(user_ids)
+    exactly_one = sum(1 for user, n in per_client.items() if user in wanted and n == 1)
+    return sum(per_client.values()), exactly_one
+
+
+@asynccontextmanager
+async def webhook_poster(
+    api: FakeBotAPI, mode: str, *, shared: bool
+) -> AsyncIterator[Callable[[dict[str, Any]], Any] | None]:
+    """In webhook mode, a coroutine function that POSTs an update and returns the status."""
+    if mode != "webhook":
+        yield None
+        return
+    if not shared:
+        yield api.push_webhook
+        return
+    set_webhook = api.calls_of("setWebhook")[-1].params
+    limits = httpx.Limits(max_connections=int(set_webhook.get("max_connections") or 40))
+    headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
+    url = api.webhook_url
+    assert url is not None and url.startswith("http://127.0.0.1:")
+    async with httpx.AsyncClient(trust_env=False, timeout=60, limits=limits) as http:
+
+        async def post(update: dict[str, Any]) -> int:
+            response = await http.post(url, json=update, headers=headers)
+            return response.status_code
+
+        yield post
+
+
+async def walk_all(clients: Clients, user_ids: range, limit: float, result: Result) -> None:
+    """Run every client at once; after ``limit`` seconds stop those still walking."""
+    started, cpu = time.perf_counter(), time.process_time()
+    tasks = [asyncio.create_task(clients.walk(user)) for user in user_ids]
+    _, pending = await asyncio.wait(tasks, timeout=limit)
+    result.seconds = time.perf_counter() - started
+    result.cpu_seconds = time.process_time() - cpu
+    result.timed_out = bool(pending)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def run(mode: str, args: argparse.Namespace, flow: Flow) -> Result:
+    """One benchmark run: fresh database, fake API and bot; N clients; the figures."""
+    result = Result(mode, args.db, args.rate_limit, args.clients)
+    tracker = Tracker()
+    errors = ErrorLog()
+    if args.tracemalloc:
+        tracemalloc.reset_peak()
+    user_ids = range(FIRST_USER_ID, FIRST_USER_ID + args.clients)
+    logging.getLogger().addHandler(errors)
+    try:
+        async with (
+            fresh_database(args.db) as url,
+            BenchBotAPI(tracker, webhook=mode == "webhook") as api,
+        ):
+            engine = make_engine(url)
+            await upgrade(engine)
+            settings = Settings(
+                _env_file=None,  # type: ignore[call-arg]
+                telegram_token=TOKEN,
+                telegram_base_url=api.base_url,
+                telegram_base_file_url=api.base_file_url,
+                database_url=url,
+            )
+            app = build_application(
+                settings,
+                flow=flow,
+                sessionmaker=make_sessionmaker(engine),
+                rate_limit=args.rate_limit,
+            )
+            await start_bot(app, mode)
+            try:
+                async with webhook_poster(api, mode, shared=not args.push_webhook) as post:
+                    steps = dialogue(flow, ANSWERS, LANG)
+                    clients = Clients(api, tracker, steps, post, args.step_timeout, args.retries)
+                    await walk_all(clients, user_ids, args.timeout, result)
+            finally:
+                await stop_bot(app)
+            result.requests, result.clients_with_one_request = await count_requests(
+                engine, user_ids
+            )
+            await engine.dispose()
+    finally:
+        logging.getLogger().removeHandler(errors)
+    result.completed = clients.completed
+    result.sent = clients.sent
+    result.latencies = sorted(tracker.latencies)
+    result.api_errors = tracker.api_errors
+    result.client_errors = tracker.client_errors
+    result.bot_errors = errors.seen
+    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.tracemalloc:
+        result.heap_peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    return result
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list, in milliseconds (nan if empty)."""
+    if not ordered:
+        return math.nan
+    return 1000 * ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def table(results: list[Result]) -> str:
+    columns = [
+        "mode", "db", "rate limit", "clients", "completed", "updates", "seconds", "updates/s",
+        "p50 ms", "p95 ms", "p99 ms", "max ms", "errors", "requests in DB", "CPU %", "peak RSS MB",
+    ]  # fmt: skip
+    if any(r.heap_peak_mb is not None for r in results):
+        columns.append("heap peak MB")
+    rows = []
+    for r in results:
+        n = len(r.latencies)
+        row = [
+            r.mode + (" (timed out)" if r.timed_out else ""),
+            r.db,
+            "yes" if r.rate_limit else "no",
+            str(r.clients),
+            str(r.completed),
+            str(n),
+            f"{r.seconds:.1f}",
+            f"{n / r.seconds:.0f}" if r.seconds else "-",
+            *(f"{percentile(r.latencies, q):.0f}" for q in (50, 95, 99, 100)),
+            str(r.errors),
+            f"{r.requests} ({r.clients_with_one_request} clients with exactly one)",
+            f"{100 * r.cpu_seconds / r.seconds:.0f}" if r.seconds else "-",
+            f"{r.peak_rss_mb:.0f}",
+        ]
+        if r.heap_peak_mb is not None:
+            row.append(f"{r.heap_peak_mb:.0f}")
+        rows.append(row)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def details(result: Result) -> list[str]:
+    lines = []
+    for title, errors in (
+        ("client", result.client_errors),
+        ("Bot API", result.api_errors),
+        ("bot log", result.bot_errors),
+    ):
+        for text, n in errors.most_common(5):
+            lines.append(f"  {result.mode}: {n} x {title} error: {text}")
+    if result.sent != len(result.latencies):
+        lines.append(f"  {result.mode}: {result.sent - len(result.latencies)} update(s) unanswered")
+    return lines
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.dialogue",
+        description="N simulated clients walk the intake dialogue against the real bot.",
+    )
+    parser.add_argument("--clients", type=int, default=50, help="concurrent clients (50)")
+    parser.add_argument("--mode", choices=["polling", "webhook", "both"], default="both")
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--rate-limit", action="store_true", help="keep PTB's AIORateLimiter (30 calls/s)"
+    )
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per mode (300)")
+    parser.add_argument(
+        "--step-timeout", type=float, default=60, help="seconds a client waits for a reaction"
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="times a client sends an update again after the bot said sorry (3)",
+    )
+    parser.add_argument("--tracemalloc", action="store_true", help="also trace the heap peak")
+    parser.add_argument(
+        "--push-webhook",
+        action="store_true",
+        help="POST with FakeBotAPI.push_webhook (a new HTTP client per update)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="show the bot's warnings")
+    args = parser.parse_args(argv)
+    if args.clients < 1:
+        parser.error("--clients must be at least 1")
+    return args
+
+
+async def main_async(args: argparse.Namespace) -> list[Result]:
+    flow = load_flow(shipped_flow_path())
+    modes = ["polling", "webhook"] if args.mode == "both" else [args.mode]
+    results = []
+    for mode in modes:
+        print(f"running {mode}: {args.clients} clients on {args.db} ...", flush=True)
+        results.append(await run(mode, args, flow))
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    if args.verbose:
+        root.addHandler(logging.StreamHandler())
+    else:
+        root.addHandler(logging.NullHandler())
+    if args.tracemalloc:
+        tracemalloc.start()
+    results = asyncio.run(main_async(args))
+    print()
+    print(table(results))
+    notes = [line for result in results for line in details(result)]
+    if notes:
+        print("\n".join(["", "errors:", *notes]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,384 @@
+"""Staff handlers: card buttons, /queue, /request, /note, /stats, replies to clients."""
+
+from __future__ import annotations
+
+import html
+import logging
+from datetime import datetime, timedelta
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
+
+from bot.context import BotContext
+from bot.render import with_retries
+from bot.staff import card_keyboard, card_text, is_staff, refresh_card, st
+from storage import (
+    Client,
+    add_request_event,
+    change_status,
+    count_open_requests,
+    find_relay,
+    funnel,
+    get_request,
+    list_events,
+    list_open_requests,
+    stats,
+)
+
+__all__ = ["register"]
+
+logger = logging.getLogger(__name__)
+
+PAGE = 10
+_ACTIONS = {
+    "take": "taken",
+    "booked": "booked",
+    "declined": "declined",
+    "noans": "no_answer",
+    "close": "closed",
+}
+
+_TEXTS: dict[str, dict[str, str]] = {
+    "refused": {
+        "ru": "Это доступно только сотрудникам центра.",
+        "en": "This is for the center's staff only.",
+    },
+    "empty": {
+        "ru": "Открытых заявок нет.",
+        "en": "No open requests.",
+    },
+    "queue": {
+        "ru": "Открытые заявки",
+        "en": "Open requests",
+    },
+    "not_found": {
+        "ru": "Заявки с таким номером нет.",
+        "en": "There is no request with that number.",
+    },
+    "usage_request": {
+        "ru": "Так: /request 12",
+        "en": "Usage: /request 12",
+    },
+    "usage_note": {
+        "ru": "Так: /note 12 текст заметки",
+        "en": "Usage: /note 12 the note",
+    },
+    "noted": {
+        "ru": "Заметка добавлена к заявке",
+        "en": "Note added to request",
+    },
+    "history": {
+        "ru": "История",
+        "en": "History",
+    },
+    "delivered": {
+        "ru": "✔️ Ответ отправлен клиенту.",
+        "en": "✔️ The answer was sent to the client.",
+    },
+    "gone": {
+        "ru": "Клиент удалил свои данные или заблокировал бота.",
+        "en": "The client erased their data or blocked the bot.",
+    },
+    "answer": {
+        "ru": "💬 Ответ центра «Вероника Херба»:",
+        "en": "💬 Answer from the Veronika Herba center:",
+    },
+    "follow_up": {
+        "ru": (
+            "Спасибо, что обратились в центр «Вероника Херба». Если появятся "
+            "вопросы, звоните: +7 (495) 085-15-13 (9:00–21:00, без выходных) или "
+            "нажмите /start."
+        ),
+        "en": (
+            "Thank you for contacting the Veronika Herba center. If you have "
+            "questions, call us: +7 (495) 085-15-13 (9:00–21:00, seven days a "
+            "week), or press /start."
+        ),
+    },
+    "followed": {
+        "ru": "Клиенту отправлено сообщение.",
+        "en": "The client was sent a follow-up.",
+    },
+    "today": {
+        "ru": "Сегодня",
+        "en": "Today",
+    },
+    "week": {
+        "ru": "За 7 дней",
+        "en": "Last 7 days",
+    },
+    "funnel": {
+        "ru": "Воронка (7 дней): дошли / остановились",
+        "en": "Funnel (7 days): reached / stopped",
+    },
+}
+
+
+def _t(key: str, lang: str) -> str:
+    return _TEXTS[key]["ru" if lang == "ru" else "en"]
+
+
+def register(app: Application) -> None:  # type: ignore[type-arg]
+    """Add the staff handlers (each checks that the user is staff)."""
+    app.add_handler(CommandHandler("queue", on_queue))
+    app.add_handler(CommandHandler("request", on_request))
+    app.add_handler(CommandHandler("note", on_note))
+    app.add_handler(CommandHandler("stats", on_stats))
+    app.add_handler(CallbackQueryHandler(on_card_button, pattern=r"^S:[a-z0-9]+:\d+$"))
+    app.add_handler(
+        MessageHandler(
+            filters.ChatType.GROUPS & filters.REPLY & filters.TEXT & ~filters.COMMAND, on_reply
+        )
+    )
+
+
+async def _allowed(update: Update, context: BotContext) -> bool:
+    """True for staff; anyone else is refused and shown nothing."""
+    user = update.effective_user
+    svc = context.services
+    if user is not None and await is_staff(context.bot, svc.settings, user.id):
+        return True
+    lang = svc.settings.staff_language
+    if update.callback_query is not None:
+        await update.callback_query.answer(_t("refused", lang))
+    elif update.effective_message is not None:
+        await update.effective_message.reply_text(_t("refused", lang))
+    return False
+
+
+def _actor(update: Update) -> tuple[int | None, str]:
+    user = update.effective_user
+    if user is None:
+        return None, "?"
+    return user.id, user.full_name + (f" (@{user.username})" if user.username else "")
+
+
+async def on_card_button(update: Update, context: BotContext) -> None:
+    """Take / Called: booked / declined / No answer (+ retry time) / Close / follow-up."""
+    query = update.callback_query
+    if query is None or query.data is None or not await _allowed(update, context):
+        return
+    _, action, raw_id = query.data.split(":")
+    svc = context.services
+    now = svc.clock()
+    lang = svc.settings.staff_language
+    actor_id, actor_name = _actor(update)
+    if action == "queue":
+        await query.answer()
+        await _send_queue(update, context, int(raw_id))
+        return
+    async with svc.sessionmaker() as session, session.begin():
+        request = await get_request(session=session, request_id=int(raw_id))
+        if request is None or request.id is None:
+            await query.answer(_t("not_found", lang))
+            return
+        if action in _ACTIONS:
+            await change_status(
+                session=session, request=request, to_status=_ACTIONS[action],
+                actor_id=actor_id, actor_name=actor_name, at=now,
+            )  # fmt: skip
+        elif action in ("r1", "r3", "rt"):
+            retry = _retry_time(action, now, svc.settings.zone, svc.settings.opening_hour)
+            request.retry_at = retry
+            session.add(request)
+            await add_request_event(
+                session=session, request_id=request.id, actor_id=actor_id, actor_name=actor_name,
+                action="retry", note=retry.isoformat(), at=now,
+            )  # fmt: skip
+        elif action == "follow" and request.status == "closed":
+            client = await session.get(Client, request.client_id)
+            if client is None or client.telegram_id is None:
+                await query.answer(_t("gone", lang))
+                return
+            follow = _t("follow_up", client.language)
+            try:
+                await with_retries(lambda: context.bot.send_message(client.telegram_id, follow))  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - the client may have blocked the bot
+                await query.answer(_t("gone", lang))
+                return
+            await add_request_event(
+                session=session, request_id=request.id, actor_id=actor_id, actor_name=actor_name,
+                action="follow_up", note=follow, at=now,
+            )  # fmt: skip
+        await session.flush()
+        await query.answer(_t("followed", lang) if action == "follow" else None)
+        await refresh_card(context.bot, session, svc.settings, request, now)
+
+
+def _retry_time(action: str, now: datetime, zone: object, opening_hour: int) -> datetime:
+    if action == "r1":
+        return now + timedelta(hours=1)
+    if action == "r3":
+        return now + timedelta(hours=3)
+    local = now.astimezone(zone) + timedelta(days=1)  # type: ignore[arg-type]
+    return local.replace(hour=max(opening_hour, 10), minute=0, second=0, microsecond=0)
+
+
+async def on_queue(update: Update, context: BotContext) -> None:
+    """Open requests: those needing a doctor's word or changed after a red flag first."""
+    if not await _allowed(update, context):
+        return
+    page = int(context.args[0]) if context.args and context.args[0].isdigit() else 1
+    await _send_queue(update, context, max(page, 1))
+
+
+async def _send_queue(update: Update, context: BotContext, page: int) -> None:
+    svc = context.services
+    lang = svc.settings.staff_language
+    now = svc.clock()
+    async with svc.sessionmaker() as session:
+        total = await count_open_requests(session=session)
+        items = await list_open_requests(session=session, offset=(page - 1) * PAGE, limit=PAGE)
+    chat = update.effective_chat
+    if chat is None:
+        return
+    if not items:
+        await context.bot.send_message(chat.id, _t("empty", lang))
+        return
+    pages = (total + PAGE - 1) // PAGE
+    lines = [f"<b>{_t('queue', lang)}</b> ({page}/{pages}, {total})"]
+    for r in items:
+        flag = "⚠️ " if (r.outcome == "CLEAR" or r.red_flag_changed) else ""
+        minutes = int((now - r.created_at).total_seconds() // 60)
+        lines.append(
+            f"{flag}#{r.id} · {st(r.status, lang)} · {html.escape(r.outcome)} · "
+            f"{html.escape(r.name or '—')} · {minutes} {st('minutes', lang)}"
+        )
+    nav = []
+    if page > 1:
+        nav.append(InlineKeyboardButton("◀", callback_data=f"S:queue:{page - 1}"))
+    if page < pages:
+        nav.append(InlineKeyboardButton("▶", callback_data=f"S:queue:{page + 1}"))
+    await context.bot.send_message(
+        chat.id, "\n".join(lines), reply_markup=InlineKeyboardMarkup([nav]) if nav else None
+    )
+
+
+async def on_request(update: Update, context: BotContext) -> None:
+    """/request N: the card with its history."""
+    if not await _allowed(update, context) or update.effective_message is None:
+        return
+    svc = context.services
+    lang = svc.settings.staff_language
+    if not context.args or not context.args[0].lstrip("#").isdigit():
+        await update.effective_message.reply_text(_t("usage_request", lang))
+        return
+    async with svc.sessionmaker() as session:
+        request = await get_request(session=session, request_id=int(context.args[0].lstrip("#")))
+        if request is None or request.id is None:
+            await update.effective_message.reply_text(_t("not_found", lang))
+            return
+        events = await list_events(session=session, request_id=request.id)
+    history = [
+        f"• {e.at.astimezone(svc.settings.zone):%d.%m %H:%M} {html.escape(e.actor_name)}: "
+        + (f"{e.from_status} → {e.to_status}" if e.action == "status" else e.action)
+        + (f" — {html.escape(e.note)}" if e.note and e.action == "note" else "")
+        for e in events
+    ]
+    text = card_text(request, svc.settings, svc.clock())
+    if history:
+        text += f"\n\n<b>{_t('history', lang)}</b>\n" + "\n".join(history[-20:])
+    await update.effective_message.reply_text(
+        text[:4000], reply_markup=card_keyboard(request, svc.settings)
+    )
+
+
+async def on_note(update: Update, context: BotContext) -> None:
+    """/note N text: add a note to the request's audit trail."""
+    if not await _allowed(update, context) or update.effective_message is None:
+        return
+    svc = context.services
+    lang = svc.settings.staff_language
+    args = context.args or []
+    if len(args) < 2 or not args[0].lstrip("#").isdigit():
+        await update.effective_message.reply_text(_t("usage_note", lang))
+        return
+    note = " ".join(args[1:])[:1000]
+    actor_id, actor_name = _actor(update)
+    async with svc.sessionmaker() as session, session.begin():
+        request = await get_request(session=session, request_id=int(args[0].lstrip("#")))
+        if request is None or request.id is None:
+            await update.effective_message.reply_text(_t("not_found", lang))
+            return
+        await add_request_event(
+            session=session, request_id=request.id, actor_id=actor_id, actor_name=actor_name,
+            action="note", note=note, at=svc.clock(),
+        )  # fmt: skip
+    await update.effective_message.reply_text(f"{_t('noted', lang)} #{request.id}.")
+
+
+async def on_stats(update: Update, context: BotContext) -> None:
+    """/stats: today and the last 7 days, by outcome and source, and the funnel."""
+    if not await _allowed(update, context) or update.effective_message is None:
+        return
+    svc = context.services
+    lang = svc.settings.staff_language
+    now = svc.clock()
+    local = now.astimezone(svc.settings.zone)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    lines: list[str] = []
+    async with svc.sessionmaker() as session:
+        for key, since in (("today", midnight), ("week", midnight - timedelta(days=6))):
+            s = await stats(session=session, since=since, until=now + timedelta(seconds=1))
+            median = (
+                f"{s.median_first_call_minutes:.0f}"
+                if s.median_first_call_minutes is not None
+                else "—"
+            )
+            lines.append(f"<b>{_t(key, lang)}</b>")
+            lines.append(
+                f"new {s.new} · taken {s.taken} · booked {s.booked} · declined {s.declined} · "
+                f"no answer {s.no_answer} · closed {s.closed}"
+            )
+            lines.append(f"median to first call: {median} {st('minutes', lang)}")
+            lines.append(
+                "by outcome: "
+                + (", ".join(f"{k} {v}" for k, v in sorted(s.by_outcome.items())) or "—")
+            )
+            lines.append(
+                "by source: "
+                + (
+                    ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(s.by_source.items()))
+                    or "—"
+                )
+            )
+        steps = await funnel(session=session, since=midnight - timedelta(days=6))
+    lines.append(f"\n<b>{_t('funnel', lang)}</b>")
+    lines += [f"{html.escape(node)}: {reached} / {stopped}" for node, reached, stopped in steps]
+    await update.effective_message.reply_text("\n".join(lines)[:4000])
+
+
+async def on_reply(update: Update, context: BotContext) -> None:
+    """A staff reply to a client's forwarded question goes to the client."""
+    message = update.effective_message
+    svc = context.services
+    if (
+        message is None
+        or message.reply_to_message is None
+        or message.text is None
+        or update.effective_chat is None
+        or update.effective_chat.id != svc.settings.staff_chat_id
+    ):
+        return
+    async with svc.sessionmaker() as session:
+        relay = await find_relay(
+            session=session,
+            staff_chat_id=update.effective_chat.id,
+            staff_message_id=message.reply_to_message.message_id,
+        )
+        client = await session.get(Client, relay.client_id) if relay else None
+    if relay is None:
+        return
+    if not await _allowed(update, context):
+        return
+    lang = svc.settings.staff_language
+    if client is None or client.telegram_id is None:
+        await message.reply_text(_t("gone", lang))
+        return
+    text = f"{_t('answer', client.language)}\n\n{html.escape(message.text)}"
+    try:
+        await with_retries(lambda: context.bot.send_message(client.telegram_id, text))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - blocked or gone: tell staff
+        await message.reply_text(_t("gone", lang))
+        return
+    await message.reply_text(_t("delivered", lang))
