@@ -1,26 +1,49 @@
-"""The ``intake-bot`` command line: run, chat, flows check, db upgrade."""
+"""The ``intake-bot`` command line: run, chat, requests, flows check, db upgrade."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import getpass
+import io
+import json
 import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated, TypeVar
 from urllib.parse import urlparse
 
 import typer
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
+from telegram import Bot
 
 from bot.app import ALLOWED_UPDATES, build_application
 from bot.chat import run_chat
 from bot.flowsource import FlowRefusedError, load_checked_flow
 from bot.settings import Settings
+from bot.staff import redeliver
 from flows import Flow, Lang, check_file, shipped_flow_path
-from storage import make_engine, make_sessionmaker, normalize_url, upgrade
+from storage import (
+    STATUSES,
+    AsyncSession,
+    ConsultationRequest,
+    change_status,
+    get_request,
+    list_events,
+    make_engine,
+    make_sessionmaker,
+    normalize_url,
+    search_requests,
+    upgrade,
+    utcnow,
+)
 
 __all__ = ["app", "main"]
+
+T = TypeVar("T")
 
 
 class LangChoice(StrEnum):
@@ -33,8 +56,211 @@ class LangChoice(StrEnum):
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 flows_app = typer.Typer(no_args_is_help=True, help="Check dialogue flow files.")
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
+requests_app = typer.Typer(no_args_is_help=True, help="Work the consultation requests queue.")
 app.add_typer(flows_app, name="flows")
 app.add_typer(db_app, name="db")
+app.add_typer(requests_app, name="requests")
+
+
+class OutputFormat(StrEnum):
+    """How ``requests list`` prints."""
+
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+EXPORT_COLUMNS = [
+    "id", "created_at", "status", "outcome", "rule_ids", "reasons", "name", "phone",
+    "preferred_time", "language", "source", "red_flag_changed", "withdrawn_red_flags",
+    "taken_by_name", "taken_at", "first_call_at", "attempts", "closed_at",
+    "flow_name", "flow_version", "answers",
+]  # fmt: skip
+
+
+def _row(request: ConsultationRequest) -> dict[str, object]:
+    """A request as plain JSON-able values (lists stay lists)."""
+    data = request.model_dump()
+    out: dict[str, object] = {}
+    for key in EXPORT_COLUMNS:
+        value = data.get(key)
+        out[key] = value.isoformat() if isinstance(value, datetime) else value
+    out["facts"] = data.get("facts")
+    return out
+
+
+def _flat(value: object) -> str:
+    if isinstance(value, list):
+        if value and isinstance(value[0], dict):
+            return "; ".join(f"{a.get('question')}: {a.get('answer')}" for a in value)
+        return "; ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    settings = _settings()
+
+    async def go() -> T:
+        engine = make_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+            async with make_sessionmaker(engine)() as session, session.begin():
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+@requests_app.command("list")
+def requests_list(
+    status: Annotated[str | None, typer.Option(help=f"One of: {', '.join(STATUSES)}.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only requests made since this date (YYYY-MM-DD).")
+    ] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", help="Output format.")
+    ] = OutputFormat.table,
+) -> None:
+    """List requests, oldest first."""
+    if status is not None and status not in STATUSES:
+        typer.echo(f"Unknown status {status!r}; use one of: {', '.join(STATUSES)}", err=True)
+        raise typer.Exit(2)
+    moment = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+
+    async def work(session: AsyncSession) -> list[ConsultationRequest]:
+        return await search_requests(session=session, status=status, since=moment)
+
+    rows = [_row(r) for r in _with_session(work)]
+    if output == OutputFormat.json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+    elif output == OutputFormat.csv:
+        buffer = io.StringIO()
+        _write_csv(buffer, rows)
+        typer.echo(buffer.getvalue(), nl=False)
+    else:
+        typer.echo(
+            f"{'id':>5}  {'created (UTC)':16}  {'status':9}  {'outcome':9}  {'phone':14}  name"
+        )
+        for r in rows:
+            created = str(r["created_at"])[:16].replace("T", " ")
+            typer.echo(
+                f"{r['id']:>5}  {created:16}  {r['status']!s:9}  {r['outcome']!s:9}  "
+                f"{_flat(r['phone']):14}  {_flat(r['name'])}"
+            )
+        typer.echo(f"{len(rows)} request(s).")
+
+
+def _write_csv(stream: IO[str], rows: list[dict[str, object]]) -> None:
+    writer = csv.writer(stream)
+    writer.writerow(EXPORT_COLUMNS)
+    for r in rows:
+        writer.writerow([_flat(r[c]) for c in EXPORT_COLUMNS])
+
+
+@requests_app.command("show")
+def requests_show(request_id: int) -> None:
+    """Show one request with its audit trail."""
+
+    async def work(session: AsyncSession) -> tuple[dict[str, object], list[str]] | None:
+        request = await get_request(session=session, request_id=request_id)
+        if request is None:
+            return None
+        events = await list_events(session=session, request_id=request_id)
+        trail = [
+            f"{e.at.isoformat()}  {e.actor_name}: "
+            + (f"{e.from_status} -> {e.to_status}" if e.action == "status" else e.action)
+            + (f"  ({e.note})" if e.note else "")
+            for e in events
+        ]
+        return _row(request), trail
+
+    found = _with_session(work)
+    if found is None:
+        typer.echo(f"No request #{request_id}.", err=True)
+        raise typer.Exit(1)
+    row, trail = found
+    for key, value in row.items():
+        typer.echo(f"{key:>20}: {_flat(value)}")
+    typer.echo("\nHistory:" if trail else "\nHistory: none")
+    for line in trail:
+        typer.echo(f"  {line}")
+
+
+@requests_app.command("set-status")
+def requests_set_status(
+    request_id: int,
+    status: str,
+    note: Annotated[str | None, typer.Option(help="A note for the audit trail.")] = None,
+) -> None:
+    """Change a request's status (recorded in its audit trail as done from the command line)."""
+    if status not in STATUSES:
+        typer.echo(f"Unknown status {status!r}; use one of: {', '.join(STATUSES)}", err=True)
+        raise typer.Exit(2)
+    actor = f"command line ({getpass.getuser()})"
+
+    async def work(session: AsyncSession) -> str | None:
+        request = await get_request(session=session, request_id=request_id)
+        if request is None:
+            return None
+        before = request.status
+        await change_status(
+            session=session, request=request, to_status=status, actor_id=None,
+            actor_name=actor, at=utcnow(), note=note,
+        )  # fmt: skip
+        return before
+
+    before = _with_session(work)
+    if before is None:
+        typer.echo(f"No request #{request_id}.", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"Request #{request_id}: {before} -> {status}.")
+
+
+@requests_app.command("export")
+def requests_export(
+    file: Annotated[Path, typer.Argument(help="CSV file to write (UTF-8 with BOM).")],
+) -> None:
+    """Export every request as CSV that spreadsheet programs open with Cyrillic intact."""
+
+    async def work(session: AsyncSession) -> list[ConsultationRequest]:
+        return await search_requests(session=session)
+
+    rows = [_row(r) for r in _with_session(work)]
+    with file.open("w", encoding="utf-8-sig", newline="") as stream:
+        _write_csv(stream, rows)
+    typer.echo(f"Exported {len(rows)} request(s) to {file}.")
+
+
+@requests_app.command("redeliver")
+def requests_redeliver() -> None:
+    """Post to the staff group every request card that could not be posted before."""
+    settings = _settings()
+    if settings.telegram_token is None or settings.staff_chat_id is None:
+        typer.echo(
+            "Set TELEGRAM_TOKEN and STAFF_CHAT_ID to post cards to the staff group.", err=True
+        )
+        raise typer.Exit(2)
+    token = settings.telegram_token.get_secret_value()
+
+    async def go() -> tuple[int, int]:
+        engine = make_engine(settings.database_url)
+        bot = Bot(
+            token,
+            base_url=settings.telegram_base_url,
+            base_file_url=settings.telegram_base_file_url,
+        )
+        try:
+            await upgrade(engine)
+            async with bot:
+                return await redeliver(bot, make_sessionmaker(engine), settings, utcnow())
+        finally:
+            await engine.dispose()
+
+    delivered, failing = asyncio.run(go())
+    typer.echo(f"Delivered {delivered} card(s); {failing} still failing.")
+    if failing:
+        raise typer.Exit(1)
 
 
 def _settings() -> Settings:

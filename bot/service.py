@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from flows import (
     Flow,
@@ -48,7 +49,12 @@ async def load_state(
 
 
 async def store_request(
-    *, session: AsyncSession, client_id: int, draft: RequestDraft, source: str | None = None
+    *,
+    session: AsyncSession,
+    client_id: int,
+    draft: RequestDraft,
+    source: str | None = None,
+    at: datetime | None = None,
 ) -> int:
     """Insert the consultation request a finished dialogue produced; return its id."""
     if draft.outcome is None:  # the checker proves every saving path has an outcome
@@ -72,6 +78,7 @@ async def store_request(
         red_flag_changed=draft.red_flag_changed,
         withdrawn_red_flags=draft.withdrawn_red_flags,
         source=source,
+        created_at=at,
     )
     assert request.id is not None
     return request.id
@@ -86,6 +93,7 @@ async def advance(
     lang: Lang,
     update_id: int | None = None,
     source: str | None = None,
+    at: datetime | None = None,
 ) -> StepResult:
     """Step a client's dialogue and persist the result in the caller's open transaction.
 
@@ -102,7 +110,7 @@ async def advance(
     for reply in replies:
         if isinstance(reply, SaveRequest):
             request_id = await store_request(
-                session=session, client_id=client_id, draft=reply.request
+                session=session, client_id=client_id, draft=reply.request, source=source, at=at
             )
     await save_dialogue(
         session=session,

@@ -87,7 +87,7 @@ def _cond(cond: Condition, *, nested: bool) -> str:
 def render_next(next_: str | tuple[Transition, ...] | None) -> str:
     """Return where a question goes next: ``'acute'`` or ``if … → 'x'; otherwise → 'y'``."""
     if next_ is None:
-        return "nowhere"
+        return "not set"
     if isinstance(next_, str):
         return f"'{next_}'"
     return "; ".join(_branch_text(c, t, i) for i, (c, t) in enumerate(_branches(next_)))
@@ -335,11 +335,11 @@ def _next(
     for i, (cond, target) in enumerate(a):
         if target not in cond_b:
             out.append(f"branch removed: {_branch_text(cond, target, i)}")
-    for cond, target in b:
+    index_a = {t: i for i, t in enumerate(targets_a)}
+    for i, (cond, target) in enumerate(b):
         if target in cond_a and cond_a[target] != cond:
-            out.append(
-                f"branch to '{target}' now taken {_when(cond)} (before: {_when(cond_a[target])})"
-            )
+            before = _when(cond_a[target], index_a[target])
+            out.append(f"branch to '{target}' now taken {_when(cond, i)} (before: {before})")
     kept_a = [t for t in targets_a if t in cond_b]
     kept_b = [t for t in targets_b if t in cond_a]
     if kept_a != kept_b:
@@ -347,14 +347,14 @@ def _next(
     return out
 
 
-def _when(cond: str | None) -> str:
-    return f"if {cond}" if cond else "otherwise"
+def _when(cond: str | None, index: int) -> str:
+    if cond is None:
+        return "otherwise" if index else "always"
+    return f"if {cond}"
 
 
 def _branch_text(cond: str | None, target: str, index: int) -> str:
-    if cond is None:
-        return f"{'otherwise' if index else 'always'} → '{target}'"
-    return f"if {cond} → '{target}'"
+    return f"{_when(cond, index)} → '{target}'"
 
 
 # --- rules --------------------------------------------------------------------

@@ -340,11 +340,8 @@ def _check(flow: Flow, script: Script) -> None:
         where = _where(script.origin, a.line)
         node = flow.nodes.get(a.question)
         if node is None:
-            raise ScriptError(
-                f"{where}: unknown question '{a.question}' (the flow has: "
-                + ", ".join(flow.nodes)
-                + ")"
-            )
+            names = ", ".join(flow.nodes)
+            raise ScriptError(f"{where}: unknown question '{a.question}' (the flow has: {names})")
         if isinstance(node, ChecklistNode):
             ids = a.value if isinstance(a.value, tuple) else (a.value,)
         elif isinstance(node, ChoiceNode | YesNoNode):
@@ -443,15 +440,11 @@ class _Run:
     def tick(self, options: tuple[str, ...], note: str = "") -> None:
         """Leave exactly ``options`` ticked, then press Done (one transcript line)."""
         node = self.state.node
-        for o in self.state.pending:
-            if o not in options:
-                self.state, replies = step(self.flow, self.state, Toggle(o, node, self.state.seq))
-                self._record(replies)
-        for o in options:
-            if o not in self.state.pending:
-                self.state, replies = step(self.flow, self.state, Toggle(o, node, self.state.seq))
-                self._record(replies)
-        labels = ", ".join(self.label(o) for o in options)
+        untick = [o for o in self.state.pending if o not in options]
+        for o in untick + [o for o in options if o not in self.state.pending]:
+            self.send(Toggle(o, node, self.state.seq), None)
+        # what is ticked now (an exclusive answer such as "none" unticks the others)
+        labels = ", ".join(self.label(o) for o in self.state.pending)
         self.send(Done(node, self.state.seq), f"{labels} + {self.button(Done, 'Done')}{note}")
 
     def text(self, value: str, note: str = "") -> None:

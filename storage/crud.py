@@ -11,6 +11,7 @@ produced it are stored together or not at all::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, update
@@ -204,6 +205,7 @@ async def create_request(
     red_flag_changed: bool,
     withdrawn_red_flags: Sequence[str],
     source: str | None = None,
+    created_at: datetime | None = None,
 ) -> ConsultationRequest:
     """Insert a consultation request with status ``new``.
 
@@ -226,6 +228,8 @@ async def create_request(
         withdrawn_red_flags=_strings(withdrawn_red_flags, "withdrawn_red_flags"),
         source=source,
     )
+    if created_at is not None:
+        request.created_at = request.updated_at = created_at
     session.add(request)
     await session.flush()
     return request

@@ -121,6 +121,7 @@ async def drive(
                 lang=client.language,  # type: ignore[arg-type]
                 update_id=update.update_id,
                 source=client.source,
+                at=svc.clock(),
             )
             client_id = client.id
             if client.asking:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from telegram.ext import Application
 
 from bot.app import ALLOWED_UPDATES, build_application
 from bot.settings import Settings
-from storage import make_engine, make_sessionmaker, upgrade
+from storage import make_engine, make_sessionmaker, upgrade, utcnow
 from tests.factories import intake_flow
 from tests.fakebotapi import FakeBotAPI
 from tests.fakebotapi.fixtures import TEST_TOKEN, fake_bot_api  # noqa: F401 - a fixture
@@ -47,10 +48,27 @@ class RunningBot:
         await self.app.shutdown()
 
 
-async def start_bot(api: FakeBotAPI, url: str, engine: AsyncEngine, **extra: Any) -> RunningBot:
-    """Build the project's Application with its own factory and start long polling."""
+async def start_bot(
+    api: FakeBotAPI,
+    url: str,
+    engine: AsyncEngine,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    **extra: Any,
+) -> RunningBot:
+    """Build the project's Application with its own factory and start long polling.
+
+    Housekeeping (re-delivery, re-announcement) does not run by itself in tests; they call
+    ``bot.app.run_housekeeping`` at the moments they choose, with their own clock.
+    """
     settings = bot_settings(api, url, **extra)
-    app = build_application(settings, flow=intake_flow(), sessionmaker=make_sessionmaker(engine))
+    app = build_application(
+        settings,
+        flow=intake_flow(),
+        sessionmaker=make_sessionmaker(engine),
+        clock=clock,
+        housekeeping=False,
+    )
     await app.initialize()
     await app.post_init(app)  # type: ignore[misc]
     await app.start()

@@ -214,6 +214,7 @@ class FakeBotAPI:
 
         self._next_update_id = 1
         self._pending: list[dict[str, Any]] = []
+        self._members: dict[tuple[int, int], str] = {}
         self._delivered: set[int] = set()
         self._allowed_updates: frozenset[str] = DEFAULT_UPDATE_TYPES
         self._poll_superseded: asyncio.Future[str] | None = None
@@ -258,6 +259,7 @@ class FakeBotAPI:
             "sendDocument": self._send_document,
             "sendPhoto": self._send_photo,
             "getFile": self._get_file,
+            "getChatMember": self._get_chat_member,
         }
         # getUpdates is async and handled by _dispatch itself.
         self._method_names = {name.lower(): name for name in [*self._methods, "getUpdates"]}
@@ -471,6 +473,10 @@ class FakeBotAPI:
             chat["username"] = username
         self._chats[chat_id] = chat
         return copy.deepcopy(chat)
+
+    def add_chat_member(self, chat_id: int, user_id: int, status: str = "member") -> None:
+        """Make ``user_id`` a member of a group (what getChatMember reports)."""
+        self._members[(chat_id, user_id)] = status
 
     def block_chat(self, chat_id: int) -> None:
         """Make every send to the chat fail with 403 (bot blocked / kicked)."""
@@ -1069,6 +1075,24 @@ class FakeBotAPI:
             raise bad_request("wrong parameter action in request")
         self._check_blocked(chat_id)
         return True
+
+    def _get_chat_member(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._chat_id(params)
+        user_id = int(params.get("user_id") or 0)
+        if not user_id:
+            raise bad_request("user_id is empty")
+        status = self._members.get((chat_id, user_id), "left")
+        user = self._users.get(user_id, {"id": user_id, "is_bot": False, "first_name": "Test"})
+        member: dict[str, Any] = {"status": status, "user": dict(user)}
+        if status == "administrator":
+            member.update(can_be_edited=False, is_anonymous=False, can_manage_chat=True,
+                          can_delete_messages=True, can_manage_video_chats=True,
+                          can_restrict_members=True, can_promote_members=False,
+                          can_change_info=True, can_invite_users=True, can_post_stories=False,
+                          can_edit_stories=False, can_delete_stories=False)  # fmt: skip
+        if status == "creator":
+            member["is_anonymous"] = False
+        return member
 
     def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:
         stored = self._files.get(str(params.get("file_id") or ""))

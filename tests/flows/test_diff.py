@@ -233,3 +233,69 @@ def test_excerpts_keep_short_texts_whole_and_cut_long_ones_near_the_change() -> 
     assert before.startswith("…") and before.endswith("end")
     assert after.startswith("…") and after.endswith("finish")
     assert len(before) <= 62 and len(after) <= 62
+
+
+def test_settings_rules_and_outcomes_changes_are_named(tmp_path: Path) -> None:
+    def edit(d: Any) -> None:
+        d["name"] = "intake2"
+        d["title"]["en"] = "Back massage"
+        d["emergency_node"] = "goodbye"
+        d["source_document"] = "other.txt"
+        d["nodes"]["name"]["max_length"] = 60
+        d["nodes"]["name"]["field"] = "client_name"
+        d["nodes"]["phone"]["region"] = "KZ"
+        d["nodes"]["consent"].pop("field")
+        d["nodes"]["oils"]["field"] = "oils"
+        chronic = d["nodes"]["chronic"]["options"]
+        chronic.remove(next(o for o in chronic if o["id"] == "hiv"))
+        chronic[-1]["exclusive"] = False
+        d["nodes"]["offer_call"]["options"][1].pop("goto")
+        d["nodes"]["offer_call"]["next"] = "goodbye"
+        d["nodes"]["oil_scent"].pop("summary")
+        d["nodes"]["after_massage"]["summary"] = {"ru": "После массажа", "en": "After a massage"}
+        d["nodes"]["fracture"]["next"] = [{"when": {"fact": "caution"}, "to": "triage"}]
+        heart = rule(d, "c_heart")
+        heart["when"] = {
+            "any": [
+                {"fact": "contraindication", "in": ["heart"]},
+                {"fact": "caution", "in": ["heart_attack"]},
+            ]
+        }
+        heart["reason"]["en"] = "You reported heart disease"
+        heart["basis"] = "precaution"
+        rule(d, "ok_neck").pop("advice")
+        rule(d, "ok_neck")["level"] = "CLEAR"
+        d["default_rule"]["id"] = "nothing_fits"
+        d["default_rule"]["basis"] = "article"
+        d["outcomes"]["LATER"]["text"]["ru"] = "Не сейчас."
+
+    assert diff_flows(intake_flow(), changed(tmp_path, edit)) == [
+        "Flow name changed from 'intake' to 'intake2'",
+        'Flow title (en) changed: "Veronika Herba: back and neck massage" → "Back massage"',
+        "Emergency stop (emergency_node) changed from 'emergency_stop' to 'goodbye'",
+        "Source document changed from massage-article.txt to other.txt",
+        "Question 'after_massage': summary added: \"After a massage\"",
+        "Question 'chronic': answer 'hiv' removed: \"HIV infection or AIDS\"",
+        "Question 'chronic': answer 'none' is no longer exclusive",
+        "Question 'fracture': branch to 'triage' now taken if caution is set (before: always)",
+        "Question 'offer_call': answer 'no' now goes to the question's next (before: 'goodbye')",
+        "Question 'offer_call': next changed: 'goodbye' (before: not set)",
+        "Question 'oils': the answer is now stored as 'oils'",
+        "Question 'oil_scent': summary removed (was \"Scent\")",
+        "Question 'consent': the answer is no longer stored as 'consent'",
+        "Question 'name': the answer is now stored as 'client_name' (before: 'name')",
+        "Question 'name': longest answer changed from 100 to 60 characters",
+        "Question 'phone': phone numbers are now read for region KZ (before: RU)",
+        "Rule 'c_heart': condition changed: contraindication is heart → "
+        "contraindication is heart or caution is heart_attack",
+        "Rule 'c_heart': reason (en) changed: "
+        '"You reported a severe heart or blood vessel disease" → "You reported heart disease"',
+        "Rule 'c_heart': basis changed from article to precaution",
+        "Rule 'ok_neck': level changed from OK to CLEAR",
+        "Rule 'ok_neck': advice removed "
+        '(was "Massage of the neck and collar area. The therapist works the…")',
+        "Default rule (when no rule fits): id changed from 'no_rule' to 'nothing_fits'",
+        "Default rule (when no rule fits): basis changed from precaution to article",
+        'Outcome LATER: text (ru) changed: "Во время острого состояния, обострения или '
+        'опьянения массаж…" → "Не сейчас."',
+    ]

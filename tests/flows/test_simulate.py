@@ -261,3 +261,10 @@ def test_revising_an_answer_from_the_summary() -> None:
     )
     assert t.finished and t.request is not None
     assert t.request.fields["name"] == "Maria" and t.outcome == "OK"
+
+
+def test_the_transcript_shows_what_was_really_ticked() -> None:
+    # "none" is exclusive: ticking scoliosis after it unticks it, as in Telegram
+    t = run("defaults: true\nanswers: {conditions: [none, scoliosis], scoliosis_degree: d2}")
+    assert "> Scoliosis (curved spine) + ✔️ Done" in t.lines
+    assert t.outcome == "OK" and t.rules == ("ok_scoliosis",)
