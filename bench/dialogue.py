@@ -58,7 +58,7 @@ import socket
 import tempfile
 import time
 import tracemalloc
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -168,6 +168,7 @@ def dialogue(flow: Flow, answers: dict[str, str | tuple[str, ...]], lang: str) -
 class Probe:
     """One update waiting for the bot's reaction in its chat."""
 
+    step: int
     sent_at: float
     until: Callable[[Call], bool]
     #: True when the reaction is complete, False when the bot apologised for an error.
@@ -182,6 +183,7 @@ class Tracker:
         self.probes: dict[int, Probe] = {}
         self.queries: dict[str, int] = {}
         self.latencies: list[float] = []
+        self.by_step: dict[int, list[float]] = defaultdict(list)
         self.api_errors: Counter[str] = Counter()
         self.client_errors: Counter[str] = Counter()
 
@@ -203,6 +205,7 @@ class Tracker:
         if probe.first_at is None:
             probe.first_at = at
             self.latencies.append(at - probe.sent_at)
+            self.by_step[probe.step].append(at - probe.sent_at)
         if probe.finished.done() or not call.ok:
             return
         if call.method == "sendMessage" and call.params.get("text") == SORRY:
@@ -394,7 +397,11 @@ async def stop_bot(app: Application) -> None:  # type: ignore[type-arg]
         await app.updater.stop()
     if app.running:
         await app.stop()
+        if app.post_stop is not None:
+            await app.post_stop(app)  # as run_polling does: ends the housekeeping loop
     await app.shutdown()
+    if app.post_shutdown is not None:
+        await app.post_shutdown(app)
 
 
 async def count_requests(engine: AsyncEngine, user_ids: Iterable[int]) -> tuple[int, int]:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
+from telegram.constants import ParseMode
 from telegram.error import TelegramError
 
 from bot.render import with_retries
@@ -187,6 +188,7 @@ async def post_card(
                     settings.staff_chat_id,  # type: ignore[arg-type]
                     card_text(request, settings, now),
                     reply_markup=card_keyboard(request, settings),
+                    parse_mode=ParseMode.HTML,
                 )
             )
         except TelegramError as exc:
@@ -216,6 +218,7 @@ async def refresh_card(
                 chat_id=request.card_chat_id,
                 message_id=request.card_message_id,
                 reply_markup=card_keyboard(request, settings, followed_up=followed),
+                parse_mode=ParseMode.HTML,
             )
         )
     except TelegramError as exc:
@@ -262,6 +265,7 @@ async def announce_overdue(
                         reply_markup=card_keyboard(r, settings),
                         reply_to_message_id=r.card_message_id,
                         allow_sending_without_reply=True,
+                        parse_mode=ParseMode.HTML,
                     )
                 )
             except TelegramError:
