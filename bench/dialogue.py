@@ -85,6 +85,8 @@ SORRY = html.escape(bot_t("sorry", "en"))
 WEBHOOK_SECRET = "bench-secret"
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 LANG = "en"
+#: The staff group where the bot posts a card for every request, as configured in production.
+STAFF_CHAT_ID = -1001000000001
 FIRST_USER_ID = 10_000
 
 #: The simplest complete path through the shipped flow: node id -> answer (option ids or text).
@@ -131,6 +133,7 @@ def offered_contact(call: Call) -> bool:
 class Step:
     """One update a client sends: typed ``text`` or a press on ``label``; ``until`` the end."""
 
+    name: str
     text: str | None
     label: str | None
     until: Callable[[Call], bool]
@@ -138,7 +141,7 @@ class Step:
 
 def dialogue(flow: Flow, answers: dict[str, str | tuple[str, ...]], lang: str) -> list[Step]:
     """The updates that walk ``answers`` through ``flow``, labels read from the flow."""
-    steps = [Step("/start", None, asked)]
+    steps = [Step("/start", "/start", None, asked)]
     nodes = list(answers)
     for index, node_id in enumerate(nodes):
         node = flow.nodes[node_id]
@@ -148,16 +151,16 @@ def dialogue(flow: Flow, answers: dict[str, str | tuple[str, ...]], lang: str) -
         labels = {o.id: o.label.get(lang) for o in getattr(node, "options", ())}
         if node.kind == "checklist":
             ticks = answer if isinstance(answer, tuple) else (answer,)
-            steps += [Step(None, labels[tick], edited) for tick in ticks]
-            steps.append(Step(None, t("done", lang), until))  # type: ignore[arg-type]
+            steps += [Step(f"{node_id}: tick {tick}", None, labels[tick], edited) for tick in ticks]
+            steps.append(Step(f"{node_id}: done", None, t("done", lang), until))  # type: ignore[arg-type]
         elif node.kind in ("choice", "yesno"):
-            steps.append(Step(None, labels[str(answer)], until))
+            steps.append(Step(f"{node_id}: {answer}", None, labels[str(answer)], until))
         elif node.kind == "info":
-            steps.append(Step(None, t("continue", lang), until))  # type: ignore[arg-type]
+            steps.append(Step(f"{node_id}: continue", None, t("continue", lang), until))  # type: ignore[arg-type]
         elif node.kind == "confirm":
-            steps.append(Step(None, t("confirm", lang), until))  # type: ignore[arg-type]
+            steps.append(Step(f"{node_id}: confirm", None, t("confirm", lang), until))  # type: ignore[arg-type]
         else:
-            steps.append(Step(str(answer), None, until))
+            steps.append(Step(f"{node_id}: typed", str(answer), None, until))
     return steps
 
 
@@ -265,7 +268,7 @@ class Clients:
         for number, step in enumerate(self.steps, 1):
             try:
                 for attempt in range(self.retries + 1):
-                    if await self.send(user_id, step):
+                    if await self.send(user_id, number, step):
                         break
                     self.tracker.client_errors[f"step {number}: the bot said sorry"] += 1
                     if attempt == self.retries:
@@ -281,7 +284,7 @@ class Clients:
                 return
         self.completed += 1
 
-    async def send(self, user_id: int, step: Step) -> bool:
+    async def send(self, user_id: int, number: int, step: Step) -> bool:
         """Send the step's update; True once the reaction is complete, False on "sorry"."""
         api = self.api
         if step.label is not None:
@@ -292,7 +295,7 @@ class Clients:
             api.user_message(user_id, step.text or "", language_code=LANG)
         update = api.last_update
         finished = asyncio.get_running_loop().create_future()
-        self.tracker.probes[user_id] = Probe(time.perf_counter(), step.until, finished)
+        self.tracker.probes[user_id] = Probe(number, time.perf_counter(), step.until, finished)
         self.sent += 1
         try:
             if self.post is not None:
@@ -319,6 +322,8 @@ class Result:
     sent: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    by_step: dict[int, list[float]] = field(default_factory=dict)
+    step_names: list[str] = field(default_factory=list)
     timed_out: bool = False
     requests: int = 0
     clients_with_one_request: int = 0
@@ -470,6 +475,7 @@ async def run(mode: str, args: argparse.Namespace, flow: Flow) -> Result:
             fresh_database(args.db) as url,
             BenchBotAPI(tracker, webhook=mode == "webhook") as api,
         ):
+            api.add_chat(STAFF_CHAT_ID, chat_type="supergroup", title="Staff")
             engine = make_engine(url)
             await upgrade(engine)
             settings = Settings(
@@ -478,6 +484,7 @@ async def run(mode: str, args: argparse.Namespace, flow: Flow) -> Result:
                 telegram_base_url=api.base_url,
                 telegram_base_file_url=api.base_file_url,
                 database_url=url,
+                staff_chat_id=STAFF_CHAT_ID,
             )
             app = build_application(
                 settings,
@@ -489,6 +496,7 @@ async def run(mode: str, args: argparse.Namespace, flow: Flow) -> Result:
             try:
                 async with webhook_poster(api, mode, shared=not args.push_webhook) as post:
                     steps = dialogue(flow, ANSWERS, LANG)
+                    result.step_names = [step.name for step in steps]
                     clients = Clients(api, tracker, steps, post, args.step_timeout, args.retries)
                     await walk_all(clients, user_ids, args.timeout, result)
             finally:
@@ -502,6 +510,7 @@ async def run(mode: str, args: argparse.Namespace, flow: Flow) -> Result:
     result.completed = clients.completed
     result.sent = clients.sent
     result.latencies = sorted(tracker.latencies)
+    result.by_step = {n: sorted(values) for n, values in sorted(tracker.by_step.items())}
     result.api_errors = tracker.api_errors
     result.client_errors = tracker.client_errors
     result.bot_errors = errors.seen
@@ -568,6 +577,16 @@ def details(result: Result) -> list[str]:
     return lines
 
 
+def per_step(result: Result) -> list[str]:
+    lines = [f"{result.mode}: latency by step (ms)", "| step | updates | p50 | p95 | max |"]
+    lines.append("|---|---|---|---|---|")
+    for number, values in result.by_step.items():
+        name = result.step_names[number - 1]
+        figures = " | ".join(f"{percentile(values, q):.0f}" for q in (50, 95, 100))
+        lines.append(f"| {number} {name} | {len(values)} | {figures} |")
+    return lines
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.dialogue",
@@ -594,6 +613,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--push-webhook",
         action="store_true",
         help="POST with FakeBotAPI.push_webhook (a new HTTP client per update)",
+    )
+    parser.add_argument(
+        "--per-step", action="store_true", help="also print the latency of each step"
     )
     parser.add_argument("--verbose", action="store_true", help="show the bot's warnings")
     args = parser.parse_args(argv)
@@ -625,6 +647,9 @@ def main(argv: list[str] | None = None) -> None:
     results = asyncio.run(main_async(args))
     print()
     print(table(results))
+    if args.per_step:
+        for result in results:
+            print("\n".join(["", *per_step(result)]))
     notes = [line for result in results for line in details(result)]
     if notes:
         print("\n".join(["", "errors:", *notes]))
