@@ -69,12 +69,13 @@ import asyncpg
 import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
 from telegram.ext import Application
 
 from bot.app import ALLOWED_UPDATES, build_application
 from bot.settings import Settings
 from bot.texts import t as bot_t
-from flows import Flow, load_flow, shipped_flow_path
+from flows import Flow, Lang, load_flow, shipped_flow_path
 from flows.texts import t
 from storage import Client, ConsultationRequest, make_engine, make_sessionmaker, upgrade
 from tests.fakebotapi import Call, FakeBotAPI
@@ -84,7 +85,7 @@ TOKEN = "123456:BENCH-TOKEN"
 SORRY = html.escape(bot_t("sorry", "en"))
 WEBHOOK_SECRET = "bench-secret"
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-LANG = "en"
+LANG: Lang = "en"
 #: The staff group where the bot posts a card for every request, as configured in production.
 STAFF_CHAT_ID = -1001000000001
 FIRST_USER_ID = 10_000
@@ -139,7 +140,7 @@ class Step:
     until: Callable[[Call], bool]
 
 
-def dialogue(flow: Flow, answers: dict[str, str | tuple[str, ...]], lang: str) -> list[Step]:
+def dialogue(flow: Flow, answers: dict[str, str | tuple[str, ...]], lang: Lang) -> list[Step]:
     """The updates that walk ``answers`` through ``flow``, labels read from the flow."""
     steps = [Step("/start", "/start", None, asked)]
     nodes = list(answers)
@@ -151,14 +152,13 @@ def dialogue(flow: Flow, answers: dict[str, str | tuple[str, ...]], lang: str) -
         labels = {o.id: o.label.get(lang) for o in getattr(node, "options", ())}
         if node.kind == "checklist":
             ticks = answer if isinstance(answer, tuple) else (answer,)
-            steps += [Step(f"{node_id}: tick {tick}", None, labels[tick], edited) for tick in ticks]
-            steps.append(Step(f"{node_id}: done", None, t("done", lang), until))  # type: ignore[arg-type]
+            steps += [Step(f"{node_id}: tick {o}", None, labels[o], edited) for o in ticks]
+            steps.append(Step(f"{node_id}: done", None, t("done", lang), until))
         elif node.kind in ("choice", "yesno"):
             steps.append(Step(f"{node_id}: {answer}", None, labels[str(answer)], until))
-        elif node.kind == "info":
-            steps.append(Step(f"{node_id}: continue", None, t("continue", lang), until))  # type: ignore[arg-type]
-        elif node.kind == "confirm":
-            steps.append(Step(f"{node_id}: confirm", None, t("confirm", lang), until))  # type: ignore[arg-type]
+        elif node.kind in ("info", "confirm"):
+            key = "continue" if node.kind == "info" else "confirm"
+            steps.append(Step(f"{node_id}: {key}", None, t(key, lang), until))
         else:
             steps.append(Step(f"{node_id}: typed", str(answer), None, until))
     return steps
@@ -249,14 +249,13 @@ class Clients:
     def __init__(
         self,
         api: BenchBotAPI,
-        tracker: Tracker,
         steps: list[Step],
         post: Callable[[dict[str, Any]], Any] | None,
         step_timeout: float,
         retries: int,
     ) -> None:
         self.api = api
-        self.tracker = tracker
+        self.tracker = api.tracker
         self.steps = steps
         self.post = post
         self.step_timeout = step_timeout
@@ -412,9 +411,9 @@ async def stop_bot(app: Application) -> None:  # type: ignore[type-arg]
 async def count_requests(engine: AsyncEngine, user_ids: Iterable[int]) -> tuple[int, int]:
     """Return (requests in the database, clients of this run with exactly one)."""
     statement = (
-        select(Client.telegram_id, func.count(ConsultationRequest.id))  # type: ignore[arg-type]
-        .join(ConsultationRequest, ConsultationRequest.client_id == Client.id)  # type: ignore[arg-type]
-        .group_by(Client.telegram_id)
+        select(col(Client.telegram_id), func.count(col(ConsultationRequest.id)))
+        .join(ConsultationRequest, col(ConsultationRequest.client_id) == col(Client.id))
+        .group_by(col(Client.telegram_id))
     )
     async with engine.connect() as conn:
         per_client = {user: n for user, n in (await conn.execute(statement)).all()}
@@ -468,47 +467,14 @@ async def run(mode: str, args: argparse.Namespace, flow: Flow) -> Result:
     errors = ErrorLog()
     if args.tracemalloc:
         tracemalloc.reset_peak()
-    user_ids = range(FIRST_USER_ID, FIRST_USER_ID + args.clients)
     logging.getLogger().addHandler(errors)
     try:
-        async with (
-            fresh_database(args.db) as url,
-            BenchBotAPI(tracker, webhook=mode == "webhook") as api,
-        ):
-            api.add_chat(STAFF_CHAT_ID, chat_type="supergroup", title="Staff")
-            engine = make_engine(url)
-            await upgrade(engine)
-            settings = Settings(
-                _env_file=None,  # type: ignore[call-arg]
-                telegram_token=TOKEN,
-                telegram_base_url=api.base_url,
-                telegram_base_file_url=api.base_file_url,
-                database_url=url,
-                staff_chat_id=STAFF_CHAT_ID,
-            )
-            app = build_application(
-                settings,
-                flow=flow,
-                sessionmaker=make_sessionmaker(engine),
-                rate_limit=args.rate_limit,
-            )
-            await start_bot(app, mode)
-            try:
-                async with webhook_poster(api, mode, shared=not args.push_webhook) as post:
-                    steps = dialogue(flow, ANSWERS, LANG)
-                    result.step_names = [step.name for step in steps]
-                    clients = Clients(api, tracker, steps, post, args.step_timeout, args.retries)
-                    await walk_all(clients, user_ids, args.timeout, result)
-            finally:
-                await stop_bot(app)
-            result.requests, result.clients_with_one_request = await count_requests(
-                engine, user_ids
-            )
-            await engine.dispose()
+        async with fresh_database(args.db) as url:
+            api = BenchBotAPI(tracker, webhook=mode == "webhook")
+            async with api:
+                await run_bot(api, url, mode, args, flow, result)
     finally:
         logging.getLogger().removeHandler(errors)
-    result.completed = clients.completed
-    result.sent = clients.sent
     result.latencies = sorted(tracker.latencies)
     result.by_step = {n: sorted(values) for n, values in sorted(tracker.by_step.items())}
     result.api_errors = tracker.api_errors
@@ -518,6 +484,46 @@ async def run(mode: str, args: argparse.Namespace, flow: Flow) -> Result:
     if args.tracemalloc:
         result.heap_peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
     return result
+
+
+async def run_bot(
+    api: BenchBotAPI,
+    url: str,
+    mode: str,
+    args: argparse.Namespace,
+    flow: Flow,
+    result: Result,
+) -> None:
+    """Start the bot on ``api`` and ``url``, let the clients walk, stop, count the requests."""
+    api.add_chat(STAFF_CHAT_ID, chat_type="supergroup", title="Staff")
+    engine = make_engine(url)
+    await upgrade(engine)
+    settings = Settings(
+        _env_file=None,
+        telegram_token=TOKEN,
+        telegram_base_url=api.base_url,
+        telegram_base_file_url=api.base_file_url,
+        database_url=url,
+        staff_chat_id=STAFF_CHAT_ID,
+    )
+    app = build_application(
+        settings, flow=flow, sessionmaker=make_sessionmaker(engine), rate_limit=args.rate_limit
+    )
+    steps = dialogue(flow, ANSWERS, LANG)
+    result.step_names = [step.name for step in steps]
+    user_ids = range(FIRST_USER_ID, FIRST_USER_ID + args.clients)
+    try:
+        await start_bot(app, mode)
+        async with webhook_poster(api, mode, shared=not args.push_webhook) as post:
+            clients = Clients(api, steps, post, args.step_timeout, args.retries)
+            await walk_all(clients, user_ids, args.timeout, result)
+        result.completed, result.sent = clients.completed, clients.sent
+    finally:
+        await stop_bot(app)
+    try:
+        result.requests, result.clients_with_one_request = await count_requests(engine, user_ids)
+    finally:
+        await engine.dispose()
 
 
 # --- report ------------------------------------------------------------------------------

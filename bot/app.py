@@ -23,11 +23,11 @@ from telegram.ext import (
 )
 
 from bot.context import BotContext, Services
+from bot.flowsource import FlowRegistry
 from bot.handlers import client, staff
 from bot.settings import Settings
 from bot.staff import announce_overdue, redeliver
 from bot.texts import COMMANDS, t
-from flows import Flow
 from storage import AsyncSession, utcnow
 
 __all__ = ["ALLOWED_UPDATES", "build_application", "run_housekeeping"]
@@ -40,7 +40,7 @@ ALLOWED_UPDATES = [Update.MESSAGE, Update.EDITED_MESSAGE, Update.CALLBACK_QUERY]
 def build_application(
     settings: Settings,
     *,
-    flow: Flow,
+    registry: FlowRegistry,
     sessionmaker: async_sessionmaker[AsyncSession],
     rate_limit: bool = True,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
@@ -83,7 +83,7 @@ def build_application(
         builder = builder.post_shutdown(_post_shutdown)
     app = builder.build()
     services: Services = app.bot_data
-    services.configure(flow=flow, sessionmaker=sessionmaker, settings=settings, clock=clock)
+    services.configure(registry=registry, sessionmaker=sessionmaker, settings=settings, clock=clock)
     staff.register(app)
     client.register(app)
     app.add_error_handler(on_error)

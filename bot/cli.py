@@ -18,21 +18,43 @@ from urllib.parse import urlparse
 import typer
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import Bot
 
 from bot.app import ALLOWED_UPDATES, build_application
 from bot.chat import run_chat
-from bot.flowsource import FlowRefusedError, load_checked_flow
+from bot.flowsource import FlowRefusedError, FlowRegistry
 from bot.settings import Settings
 from bot.staff import redeliver
-from flows import Flow, Lang, check_file, shipped_flow_path
+from flows import (
+    Flow,
+    FlowError,
+    Lang,
+    ScriptError,
+    check_file,
+    check_text,
+    diff_flows,
+    load_flow_text,
+    load_script,
+    shipped_flow_path,
+    simulate,
+    to_mermaid,
+    to_png,
+    to_svg,
+)
 from storage import (
     STATUSES,
     AsyncSession,
     ConsultationRequest,
+    FlowVersion,
+    activate_flow_version,
+    add_flow_version,
     change_status,
+    get_active_flow_version,
+    get_flow_version,
     get_request,
     list_events,
+    list_flow_versions,
     make_engine,
     make_sessionmaker,
     normalize_url,
@@ -54,7 +76,9 @@ class LangChoice(StrEnum):
 
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-flows_app = typer.Typer(no_args_is_help=True, help="Check dialogue flow files.")
+flows_app = typer.Typer(
+    no_args_is_help=True, help="Check, compare, draw, publish and roll back dialogue flows."
+)
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 requests_app = typer.Typer(no_args_is_help=True, help="Work the consultation requests queue.")
 app.add_typer(flows_app, name="flows")
@@ -281,9 +305,9 @@ def _setup_logging(settings: Settings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _flow_or_exit(settings: Settings) -> Flow:
+def _registry_or_exit(settings: Settings) -> FlowRegistry:
     try:
-        return load_checked_flow(settings.flow_file)
+        return FlowRegistry(settings.flow_file)
     except FlowRefusedError as exc:
         typer.echo("The dialogue flow failed its check; refusing to start.\n", err=True)
         typer.echo(exc.report.render(), err=True)
@@ -300,7 +324,7 @@ def chat(
     """Talk through the client intake in the terminal; requests go to the real database."""
     settings = _settings()
     logging.basicConfig(level=logging.WARNING)
-    flow = _flow_or_exit(settings)
+    registry = _registry_or_exit(settings)
     wanted = lang.value if lang is not None else settings.default_language
     chosen: Lang = "en" if wanted == "en" else "ru"
 
@@ -308,7 +332,9 @@ def chat(
         engine = make_engine(settings.database_url)
         try:
             await upgrade(engine)
-            return await run_chat(sessionmaker=make_sessionmaker(engine), flow=flow, lang=chosen)
+            sessionmaker = make_sessionmaker(engine)
+            flow = await _active_or_exit(registry, sessionmaker)
+            return await run_chat(sessionmaker=sessionmaker, flow=flow, lang=chosen)
         finally:
             await engine.dispose()
 
@@ -352,11 +378,14 @@ def run() -> None:
             err=True,
         )
         raise typer.Exit(2)
-    flow = _flow_or_exit(settings)
-    asyncio.run(_migrate(settings.database_url))
+    registry = _registry_or_exit(settings)
+    flow = asyncio.run(_prepare(settings.database_url, registry))
     engine = make_engine(settings.database_url)
     application = build_application(
-        settings, flow=flow, sessionmaker=make_sessionmaker(engine), on_shutdown=engine.dispose
+        settings,
+        registry=registry,
+        sessionmaker=make_sessionmaker(engine),
+        on_shutdown=engine.dispose,
     )
     logging.getLogger(__name__).info(
         "flow %s version %s; database %s", flow.name, flow.version, _safe(settings.database_url)
@@ -372,6 +401,29 @@ def run() -> None:
         )
     else:
         application.run_polling(allowed_updates=ALLOWED_UPDATES)
+
+
+async def _active_or_exit(
+    registry: FlowRegistry, sessionmaker: async_sessionmaker[AsyncSession]
+) -> Flow:
+    """The active flow version (version 1 from the file on first start), checked."""
+    try:
+        async with sessionmaker() as session, session.begin():
+            return await registry.bootstrap(session)
+    except FlowRefusedError as exc:
+        typer.echo("The active dialogue flow failed its check; refusing to start.\n", err=True)
+        typer.echo(exc.report.render(), err=True)
+        raise typer.Exit(1) from exc
+
+
+async def _prepare(url: str, registry: FlowRegistry) -> Flow:
+    """Apply migrations and make sure an active, checked flow version exists."""
+    engine = make_engine(url)
+    try:
+        await upgrade(engine)
+        return await _active_or_exit(registry, make_sessionmaker(engine))
+    finally:
+        await engine.dispose()
 
 
 async def _migrate(url: str) -> None:
@@ -398,6 +450,207 @@ def flows_check(
     typer.echo(report.render())
     if not report.ok:
         raise typer.Exit(1)
+
+
+class GraphFormat(StrEnum):
+    """Picture formats of ``flows graph``."""
+
+    mermaid = "mermaid"
+    svg = "svg"
+    png = "png"
+
+
+def _read_flow_file(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"Cannot read {file}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+async def _active_version(session: AsyncSession, registry: FlowRegistry) -> FlowVersion:
+    await registry.bootstrap(session)
+    row = await get_active_flow_version(session=session, flow_name=registry.name)
+    assert row is not None
+    return row
+
+
+@flows_app.command("diff")
+def flows_diff(
+    file: Annotated[Path, typer.Argument(help="The edited flow YAML file.")],
+    lang: Annotated[LangChoice, typer.Option(help="Language of quoted texts.")] = LangChoice.en,
+) -> None:
+    """What FILE changes against the active version, in plain words."""
+    settings = _settings()
+    registry = _registry_or_exit(settings)
+    text = _read_flow_file(file)
+    try:
+        new = load_flow_text(text, origin=str(file))
+    except FlowError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+
+    async def work(session: AsyncSession) -> tuple[int, Flow]:
+        row = await _active_version(session, registry)
+        return row.number, registry.check(row.yaml, f"version {row.number}")
+
+    number, active = _with_session(work)
+    lines = diff_flows(active, new, lang=lang.value)
+    typer.echo(f"Changes from the active version {number} to {file}:")
+    typer.echo("\n".join(f"  - {line}" for line in lines) if lines else "  (no changes)")
+
+
+@flows_app.command("graph")
+def flows_graph(
+    file: Annotated[
+        Path | None, typer.Argument(help="Flow YAML (default: the active version).")
+    ] = None,
+    output_format: Annotated[GraphFormat, typer.Option("--format")] = GraphFormat.mermaid,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write it.")
+    ] = None,
+    lang: Annotated[LangChoice, typer.Option(help="Language of the labels.")] = LangChoice.en,
+) -> None:
+    """A picture of the dialogue: questions, branches and outcomes coloured by kind."""
+    if file is not None:
+        try:
+            flow = load_flow_text(_read_flow_file(file), origin=str(file))
+        except FlowError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from exc
+    else:
+        registry = _registry_or_exit(_settings())
+
+        async def work(session: AsyncSession) -> Flow:
+            return await registry.active(session)
+
+        flow = _with_session(work)
+    if output_format == GraphFormat.mermaid:
+        text = to_mermaid(flow, lang=lang.value)
+        if output is None:
+            typer.echo(text)
+            return
+        output.write_text(text, encoding="utf-8")
+    else:
+        output = output or Path(f"{flow.name}.{output_format.value}")
+        if output_format == GraphFormat.svg:
+            output.write_text(to_svg(flow, lang=lang.value), encoding="utf-8")
+        else:
+            output.write_bytes(to_png(flow, lang=lang.value))
+    typer.echo(f"Wrote {output}.")
+
+
+@flows_app.command("publish")
+def flows_publish(
+    file: Annotated[Path, typer.Argument(help="The flow YAML file to make active.")],
+    note: Annotated[str, typer.Option(help="Why: shown in the history.")],
+    author: Annotated[str | None, typer.Option(help="Who publishes (default: your login).")] = None,
+) -> None:
+    """Check FILE and, if it passes, make it the active version (no restart needed)."""
+    settings = _settings()
+    registry = _registry_or_exit(settings)
+    text = _read_flow_file(file)
+    report = check_text(text, origin=str(file), documents=file.parent)
+    if not report.ok or report.flow is None:
+        typer.echo("Not published: the flow failed its check.\n", err=True)
+        typer.echo(report.render(), err=True)
+        raise typer.Exit(1)
+    if report.flow.name != registry.name:
+        typer.echo(
+            f"Not published: this is flow '{report.flow.name}', not '{registry.name}'.", err=True
+        )
+        raise typer.Exit(1)
+    flow = report.flow
+
+    async def work(session: AsyncSession) -> int:
+        await registry.bootstrap(session)
+        version = await add_flow_version(
+            session=session, flow_name=flow.name, yaml=text, checksum=flow.version,
+            author=author or getpass.getuser(), note=note,
+        )  # fmt: skip
+        return version.number
+
+    number = _with_session(work)
+    typer.echo(report.render())
+    typer.echo(f"Published version {number} of '{flow.name}'; new dialogues use it from now on.")
+
+
+@flows_app.command("history")
+def flows_history() -> None:
+    """Every published version, newest first; * marks the active one."""
+    registry = _registry_or_exit(_settings())
+
+    async def work(session: AsyncSession) -> list[FlowVersion]:
+        await registry.bootstrap(session)
+        return await list_flow_versions(session=session, flow_name=registry.name)
+
+    for v in _with_session(work):
+        mark = "*" if v.active else " "
+        typer.echo(
+            f"{mark} {v.number:>3}  {v.created_at:%Y-%m-%d %H:%M} UTC  {v.checksum}  "
+            f"{v.author}: {v.note}"
+        )
+
+
+@flows_app.command("rollback")
+def flows_rollback(
+    version: Annotated[int, typer.Argument(help="The version number to make active.")],
+) -> None:
+    """Make an earlier version active again (it is checked again first)."""
+    registry = _registry_or_exit(_settings())
+
+    async def work(session: AsyncSession) -> str | None:
+        await registry.bootstrap(session)
+        row = await get_flow_version(session=session, flow_name=registry.name, number=version)
+        if row is None:
+            return None
+        registry.check(row.yaml, f"version {row.number}")
+        await activate_flow_version(session=session, version=row)
+        return row.checksum
+
+    try:
+        found = _with_session(work)
+    except FlowRefusedError as exc:
+        typer.echo(f"Version {version} no longer passes the check; not activated.\n", err=True)
+        typer.echo(exc.report.render(), err=True)
+        raise typer.Exit(1) from exc
+    if found is None:
+        typer.echo(f"There is no version {version}; see `intake-bot flows history`.", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"Version {version} is active again.")
+
+
+@flows_app.command("export")
+def flows_export(
+    file: Annotated[Path | None, typer.Argument(help="Where to write (default: print).")] = None,
+) -> None:
+    """The active version's YAML, to edit and publish again."""
+    registry = _registry_or_exit(_settings())
+
+    async def work(session: AsyncSession) -> str:
+        return (await _active_version(session, registry)).yaml
+
+    text = _with_session(work)
+    if file is None:
+        typer.echo(text, nl=False)
+    else:
+        file.write_text(text, encoding="utf-8")
+        typer.echo(f"Wrote {file}.")
+
+
+@flows_app.command("simulate")
+def flows_simulate(
+    file: Annotated[Path, typer.Argument(help="The flow YAML file to try.")],
+    script: Annotated[Path, typer.Option(help="The answers, as YAML (see the README).")],
+) -> None:
+    """Run a scripted dialogue against FILE and print the transcript and the outcome."""
+    try:
+        flow = load_flow_text(_read_flow_file(file), origin=str(file))
+        transcript = simulate(flow, load_script(_read_flow_file(script), origin=str(script)))
+    except (FlowError, ScriptError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(transcript.render())
 
 
 @db_app.command("upgrade")

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram.ext import CallbackContext, ExtBot
 
+from bot.flowsource import FlowRegistry
 from bot.settings import Settings
-from flows import Flow
 from storage import AsyncSession, utcnow
 
 __all__ = ["BotContext", "Services"]
@@ -21,7 +21,7 @@ __all__ = ["BotContext", "Services"]
 class Services:
     """What every handler needs; one instance per Application (its ``bot_data``)."""
 
-    flow: Flow
+    registry: FlowRegistry
     sessionmaker: async_sessionmaker[AsyncSession]
     settings: Settings
     #: The time now (UTC); tests pass a controllable clock.
@@ -35,13 +35,13 @@ class Services:
     def configure(
         self,
         *,
-        flow: Flow,
+        registry: FlowRegistry,
         sessionmaker: async_sessionmaker[AsyncSession],
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         """Fill in the services (PTB creates ``bot_data`` without arguments)."""
-        self.flow = flow
+        self.registry = registry
         self.sessionmaker = sessionmaker
         self.settings = settings
         self.clock = clock

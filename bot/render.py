@@ -22,7 +22,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from bot.service import StepResult
 from bot.texts import t
-from flows import Alert, Flow, Lang, Message
+from flows import Alert, Lang, Message
 
 __all__ = ["ASK", "ClientBlockedError", "Renderer", "keyboard"]
 
@@ -118,7 +118,6 @@ class Renderer:
         self,
         result: StepResult,
         *,
-        flow: Flow,
         query: CallbackQuery | None,
         changed: bool,
         prompt_id: int | None,

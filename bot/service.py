@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,6 +11,7 @@ from flows import (
     Lang,
     Reply,
     RequestDraft,
+    Restart,
     SaveRequest,
     State,
     new_state,
@@ -18,7 +20,7 @@ from flows import (
 from flows import Input as EngineInput
 from storage import AsyncSession, create_request, get_dialogue, save_dialogue
 
-__all__ = ["StepResult", "advance", "load_state", "store_request"]
+__all__ = ["Pinned", "StepResult", "advance", "load_state", "store_request"]
 
 
 @dataclass(frozen=True)
@@ -28,24 +30,39 @@ class StepResult:
     state: State
     replies: tuple[Reply, ...]
     request_id: int | None = None
+    #: The flow version the step ran on (the dialogue's own, which may not be the active one).
+    flow: Flow | None = None
     duplicate: bool = False
     restarted: bool = False
 
 
-async def load_state(
-    *, session: AsyncSession, flow: Flow, client_id: int, lang: Lang
-) -> tuple[State, int | None, bool]:
-    """Return (state, last update id, restarted) for a client; a new state if none is stored.
+Pinned = Callable[[str], Awaitable[Flow | None]]
 
-    A stored dialogue that runs on another flow version starts over, keeping its red flags.
+
+async def load_state(
+    *,
+    session: AsyncSession,
+    flow: Flow,
+    client_id: int,
+    lang: Lang,
+    pinned: Pinned | None = None,
+) -> tuple[State, Flow, int | None, bool]:
+    """Return (state, the flow it runs on, last update id, restarted) for a client.
+
+    A dialogue under way stays on the flow version it started with (``pinned`` finds it);
+    one whose version is unknown starts over on ``flow``, keeping its red flags.
     """
     stored = await get_dialogue(session=session, client_id=client_id)
     if stored is None:
-        return new_state(flow, lang), None, False
+        return new_state(flow, lang), flow, None, False
     state = State.model_validate(stored.state)
-    if state.flow != flow.name or state.version != flow.version:
-        return new_state(flow, state.lang, red_flags=state.red_flags), stored.last_update_id, True
-    return state, stored.last_update_id, False
+    if state.flow == flow.name and state.version == flow.version:
+        return state, flow, stored.last_update_id, False
+    older = await pinned(state.version) if pinned is not None else None
+    if older is not None and older.name == state.flow:
+        return state, older, stored.last_update_id, False
+    fresh = new_state(flow, state.lang, red_flags=state.red_flags)
+    return fresh, flow, stored.last_update_id, True
 
 
 async def store_request(
@@ -94,18 +111,22 @@ async def advance(
     update_id: int | None = None,
     source: str | None = None,
     at: datetime | None = None,
+    pinned: Pinned | None = None,
 ) -> StepResult:
     """Step a client's dialogue and persist the result in the caller's open transaction.
 
     With ``update_id``, an update already processed (id not above the stored one) changes
     nothing and is reported as a duplicate.
     """
-    state, last_update_id, restarted = await load_state(
-        session=session, flow=flow, client_id=client_id, lang=lang
+    state, runs_on, last_update_id, restarted = await load_state(
+        session=session, flow=flow, client_id=client_id, lang=lang, pinned=pinned
     )
     if update_id is not None and last_update_id is not None and update_id <= last_update_id:
-        return StepResult(state, (), duplicate=True)
-    state, replies = step(flow, state, inp)
+        return StepResult(state, (), flow=runs_on, duplicate=True)
+    if runs_on is not flow and (isinstance(inp, Restart) or state.finished):
+        # A new dialogue always starts on the active version.
+        state, runs_on = new_state(flow, state.lang, red_flags=state.red_flags), flow
+    state, replies = step(runs_on, state, inp)
     request_id = None
     for reply in replies:
         if isinstance(reply, SaveRequest):
@@ -120,4 +141,4 @@ async def advance(
         state=state.model_dump(mode="json"),
         last_update_id=update_id,
     )
-    return StepResult(state, replies, request_id, restarted=restarted)
+    return StepResult(state, replies, request_id, flow=runs_on, restarted=restarted)

@@ -3,7 +3,8 @@
 Nothing here does I/O beyond reading flow files; ``bot`` drives it through this surface.
 """
 
-from flows.checker import CheckReport, check_file, check_flow
+from flows.checker import CheckReport, check_file, check_flow, check_text
+from flows.diff import diff_flows
 from flows.engine import (
     Alert,
     AnswerRecord,
@@ -30,12 +31,24 @@ from flows.engine import (
     step,
 )
 from flows.errors import FlowError, FlowMismatchError, Problem
+from flows.graph import to_mermaid, to_png, to_svg
 from flows.loader import checksum, load_flow, load_flow_text, shipped_flow_path
 from flows.markup import plain_text
 from flows.policy import POLICY, SafetyPolicy
 from flows.schema import LANGS, LEVELS, Flow, Lang, Level
+from flows.simulate import Script, ScriptError, Transcript, load_script, simulate
 
 __all__ = [
+    "simulate",
+    "load_script",
+    "Transcript",
+    "ScriptError",
+    "Script",
+    "to_svg",
+    "to_png",
+    "to_mermaid",
+    "diff_flows",
+    "check_text",
     "LANGS",
     "LEVELS",
     "POLICY",

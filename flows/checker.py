@@ -38,7 +38,7 @@ from flows.engine import (
     next_node,
 )
 from flows.errors import FlowError, Problem
-from flows.loader import load_flow
+from flows.loader import load_flow_text, shipped_flow_path
 from flows.markup import html_problem
 from flows.policy import POLICY, PolicyItem, SafetyPolicy
 from flows.schema import (
@@ -63,7 +63,7 @@ from flows.schema import (
     level_rank,
 )
 
-__all__ = ["CheckReport", "check_file", "check_flow"]
+__all__ = ["CheckReport", "check_file", "check_flow", "check_text"]
 
 CALLBACK_LIMIT = 64
 #: The widest sequence number a button can carry (see engine.decode).
@@ -116,21 +116,42 @@ def check_file(path: str | Path, *, policy: SafetyPolicy = POLICY) -> CheckRepor
     """Load the flow file at ``path`` and check it; never raises on a bad file."""
     path = Path(path)
     try:
-        flow = load_flow(path)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return CheckReport(origin=str(path), problems=[Problem(f"cannot read the file: {exc}")])
+    return check_text(text, origin=str(path), documents=path.parent, policy=policy)
+
+
+def check_text(
+    text: str,
+    *,
+    origin: str = "flow",
+    documents: Path | None = None,
+    policy: SafetyPolicy = POLICY,
+) -> CheckReport:
+    """Check flow YAML ``text``; its source document is looked up in ``documents``.
+
+    By default that is the folder of the shipped flows, which holds the clinical source.
+    """
+    documents = documents or shipped_flow_path().parent
+    try:
+        flow = load_flow_text(text, origin=origin)
     except FlowError as exc:
-        return CheckReport(origin=str(path), problems=exc.problems)
+        return CheckReport(origin=origin, problems=exc.problems)
     source = None
     if flow.source_document:
-        src = path.parent / flow.source_document
+        src = documents / flow.source_document
+        if not src.exists():
+            src = shipped_flow_path().parent / flow.source_document
         try:
             source = src.read_text(encoding="utf-8")
         except OSError:
-            report = CheckReport(str(path), flow.name, flow.version, flow=flow)
+            report = CheckReport(origin, flow.name, flow.version, flow=flow)
             report.problems.append(
-                Problem(f"the source document {flow.source_document} cannot be read", str(path))
+                Problem(f"the source document {flow.source_document} cannot be read", origin)
             )
             return report
-    return check_flow(flow, origin=str(path), source_text=source, policy=policy)
+    return check_flow(flow, origin=origin, source_text=source, policy=policy)
 
 
 def check_flow(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger
+from sqlalchemy import JSON, BigInteger, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from storage.sqltypes import AwareDateTime, utcnow
@@ -20,6 +20,7 @@ __all__ = [
     "Client",
     "ConsultationRequest",
     "DialogueSession",
+    "FlowVersion",
     "Relay",
     "RequestEvent",
     "StepEvent",
@@ -158,3 +159,20 @@ class Relay(SQLModel, table=True):
     staff_chat_id: int = Field(sa_type=BigInteger)
     staff_message_id: int = Field(sa_type=BigInteger, index=True)
     at: datetime = _created_at()
+
+
+class FlowVersion(SQLModel, table=True):
+    """A published version of a dialogue flow: its full YAML, who published it and why."""
+
+    __tablename__ = "flow_versions"
+    __table_args__ = (UniqueConstraint("flow_name", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    flow_name: str = Field(index=True)
+    number: int
+    checksum: str = Field(index=True)
+    yaml: str = Field(sa_type=Text)
+    author: str
+    note: str = ""
+    active: bool = False
+    created_at: datetime = _created_at()

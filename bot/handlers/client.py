@@ -27,7 +27,7 @@ from bot.render import ASK, Renderer, with_retries
 from bot.service import StepResult, advance
 from bot.staff import post_card
 from bot.texts import t
-from flows import Begin, Input, Lang, Restart, SetLang, TextInput, decode
+from flows import Begin, Flow, Input, Lang, Restart, SetLang, TextInput, decode
 from storage import (
     add_relay,
     delete_client_data,
@@ -113,15 +113,21 @@ async def drive(
             prompt_id = before.prompt_message_id if before else None
             old_node = before.state.get("node") if before else None
             old_seq = before.state.get("seq") if before else None
+            active = await svc.registry.active(session)
+
+            async def pinned(version: str) -> Flow | None:
+                return await svc.registry.pinned(session, version)
+
             result = await advance(
                 session=session,
-                flow=svc.flow,
+                flow=active,
                 client_id=client.id,
                 inp=inp,
                 lang=client.language,  # type: ignore[arg-type]
                 update_id=update.update_id,
                 source=client.source,
                 at=svc.clock(),
+                pinned=pinned,
             )
             client_id = client.id
             if client.asking:
@@ -148,29 +154,25 @@ async def drive(
             await renderer.say(t("flow_updated", result.state.lang))
         new_prompt = await renderer.show(
             result,
-            flow=svc.flow,
             query=query,
             changed=changed,
             prompt_id=prompt_id,
-            left_phone=old_node != result.state.node and _is_phone(svc, old_node),
+            left_phone=old_node != result.state.node and _is_phone(result.flow, old_node),
         )
         if new_prompt is not None and new_prompt != prompt_id:
+            # Which message carries the live keyboard, so the next answer can retire it.
             async with svc.sessionmaker() as session, session.begin():
-                await set_prompt_message(session, client_id, new_prompt)
+                await set_prompt_message_id(
+                    session=session, client_id=client_id, message_id=new_prompt
+                )
     return result
 
 
-def _is_phone(svc: object, node: object) -> bool:
-    flow = getattr(svc, "flow", None)
-    return bool(
-        flow and isinstance(node, str) and node in flow.nodes and flow.nodes[node].kind == "phone"
-    )
-
-
-async def set_prompt_message(session: object, client_id: int, message_id: int) -> None:
-    """Remember which message carries the client's live keyboard."""
-
-    await set_prompt_message_id(session=session, client_id=client_id, message_id=message_id)  # type: ignore[arg-type]
+def _is_phone(flow: Flow | None, node: object) -> bool:
+    """Whether ``node`` is the phone question (its share-contact keyboard must go)."""
+    if flow is None or not isinstance(node, str) or node not in flow.nodes:
+        return False
+    return flow.nodes[node].kind == "phone"
 
 
 async def _answer(query: CallbackQuery, text: str | None) -> None:
@@ -293,7 +295,7 @@ async def drive_silently(update: Update, context: BotContext, inp: Input) -> Ste
         assert client.id is not None
         return await advance(
             session=session,
-            flow=svc.flow,
+            flow=await svc.registry.active(session),
             client_id=client.id,
             inp=inp,
             lang=client.language,  # type: ignore[arg-type]

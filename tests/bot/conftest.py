@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram.ext import Application
 
 from bot.app import ALLOWED_UPDATES, build_application
+from bot.flowsource import FlowRegistry
 from bot.settings import Settings
 from storage import make_engine, make_sessionmaker, upgrade, utcnow
-from tests.factories import intake_flow
 from tests.fakebotapi import FakeBotAPI
 from tests.fakebotapi.fixtures import TEST_TOKEN, fake_bot_api  # noqa: F401 - a fixture
 
@@ -64,7 +64,7 @@ async def start_bot(
     settings = bot_settings(api, url, **extra)
     app = build_application(
         settings,
-        flow=intake_flow(),
+        registry=FlowRegistry(),
         sessionmaker=make_sessionmaker(engine),
         clock=clock,
         housekeeping=False,

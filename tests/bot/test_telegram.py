@@ -13,6 +13,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.app import ALLOWED_UPDATES, build_application
+from bot.flowsource import FlowRegistry
 from storage import (
     Client,
     ConsultationRequest,
@@ -20,10 +22,10 @@ from storage import (
     get_client,
     get_dialogue,
     list_requests,
+    make_sessionmaker,
 )
-from tests.bot.conftest import RunningBot, start_bot
+from tests.bot.conftest import RunningBot, bot_settings, start_bot
 from tests.bot.people import COMMON, CONTACT, SCREEN, Person, Plan
-from tests.factories import intake_flow
 from tests.fakebotapi import FakeBotAPI
 
 
@@ -402,13 +404,14 @@ async def test_the_same_update_delivered_twice_is_processed_once(
 async def start_webhook_bot(
     api: FakeBotAPI, url: str, engine: AsyncEngine, port: int, secret: str = "s3cr3t-Token"
 ) -> RunningBot:
-    from bot.app import ALLOWED_UPDATES, build_application
-    from storage import make_sessionmaker
-    from tests.bot.conftest import bot_settings
-
     settings = bot_settings(api, url, webhook_url=f"http://127.0.0.1:{port}/telegram",
                             webhook_secret=secret)  # fmt: skip
-    app = build_application(settings, flow=intake_flow(), sessionmaker=make_sessionmaker(engine))
+    app = build_application(
+        settings,
+        registry=FlowRegistry(),
+        sessionmaker=make_sessionmaker(engine),
+        housekeeping=False,
+    )
     await app.initialize()
     await app.start()
     assert app.updater is not None

@@ -39,6 +39,7 @@ TABLES = {
     "request_events",
     "step_events",
     "relays",
+    "flow_versions",
 }
 
 
