@@ -24,7 +24,7 @@ from telegram.ext import (
 
 from bot.context import BotContext, Services
 from bot.flowsource import FlowRegistry
-from bot.handlers import client, staff
+from bot.handlers import admin, client, staff
 from bot.settings import Settings
 from bot.staff import announce_overdue, redeliver
 from bot.texts import COMMANDS, t
@@ -84,6 +84,7 @@ def build_application(
     app = builder.build()
     services: Services = app.bot_data
     services.configure(registry=registry, sessionmaker=sessionmaker, settings=settings, clock=clock)
+    admin.register(app)
     staff.register(app)
     client.register(app)
     app.add_error_handler(on_error)

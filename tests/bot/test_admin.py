@@ -1,0 +1,218 @@
+"""Admins edit, check, publish and roll back the dialogue, in Telegram and on the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage import get_active_flow_version, list_flow_versions, list_requests
+from tests.bot.conftest import RunningBot, start_bot
+from tests.bot.people import FULL, Person
+from tests.dbs import BACKENDS, fresh_database
+from tests.factories import INTAKE_PATH
+from tests.fakebotapi import FakeBotAPI
+
+ADMIN, STRANGER = 901, 555
+NEW_WELCOME = "Welcome to the renewed questionnaire of the Veronika Herba center."
+
+
+def edited(change: str) -> str:
+    """The shipped flow's YAML with one deliberate change."""
+    yaml = YAML(typ="rt")
+    yaml.width = 4096
+    data = yaml.load(INTAKE_PATH.read_text())
+    if change == "reworded":
+        data["nodes"]["welcome"]["text"]["en"] = NEW_WELCOME
+    elif change == "unsafe":  # a contraindication routed to a massage suggestion
+        data["rules"].remove(next(r for r in data["rules"] if r["id"] == "c_oncology"))
+    out = StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+@pytest.fixture
+async def admin_bot(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> AsyncIterator[RunningBot]:
+    url, engine = database
+    running = await start_bot(fake_bot_api, url, engine, admin_user_ids=[ADMIN])
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def upload(api: FakeBotAPI, user: int, text: str) -> None:
+    api.user_document(user, text.encode(), file_name="intake.yaml", mime_type="application/x-yaml")
+    final = ("Changes from the active version", "same as the active version", "failed its check")
+
+    def last_reply(call: Any) -> bool:
+        return call.params["chat_id"] == user and any(f in call.params["text"] for f in final)
+
+    await api.wait_for("sendMessage", last_reply, timeout=30)
+    await api.wait_idle(quiet=0.2, timeout=20)
+
+
+def texts(api: FakeBotAPI, user: int) -> list[str]:
+    return [m.get("text") or m.get("caption") or "" for m in api.messages(user)]
+
+
+async def test_flow_sends_the_active_yaml_as_a_document(
+    admin_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    fake_bot_api.user_message(ADMIN, "/flow")
+    call = await fake_bot_api.wait_for("sendDocument", timeout=10)
+    document = call.params["document"]
+    assert document.filename == "intake-v1.yaml"
+    assert document.content.decode() == INTAKE_PATH.read_text()
+
+
+async def test_a_valid_upload_is_checked_shown_and_published_without_restart(
+    admin_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    # a client mid-dialogue on version 1
+    early = Person(fake_bot_api, 3001)
+    await early.say("/start")
+    await early.walk({}, ["welcome", "emergency"])
+
+    await upload(fake_bot_api, ADMIN, edited("reworded"))
+    shown = "\n".join(texts(fake_bot_api, ADMIN))
+    assert "passed its check, including the safety proof" in shown
+    assert "Safety proof: explored" in shown
+    assert (
+        "Changes from the active version 1" in shown
+        and "Question 'welcome': text (en) changed" in shown
+    )
+    [photo] = fake_bot_api.calls_of("sendPhoto")
+    assert photo.params["photo"].content.startswith(b"\x89PNG\r\n\x1a\n")
+    admin = Person(fake_bot_api, ADMIN)
+    await admin.press("Publish")
+    assert "Published as version 2" in admin.last
+
+    async with admin_bot.sessionmaker() as session:
+        active = await get_active_flow_version(session=session, flow_name="intake")
+    assert (
+        active is not None and active.number == 2 and active.author.endswith(f"(Telegram {ADMIN})")
+    )
+
+    newcomer = Person(fake_bot_api, 3002)
+    await newcomer.say("/start")
+    assert NEW_WELCOME in newcomer.last, "new dialogues use the new version at once"
+
+    await early.walk({}, FULL[2:])
+    async with admin_bot.sessionmaker() as session:
+        [request] = await list_requests(session=session)
+    assert request.flow_version != active.checksum, "the early client finished on version 1"
+
+
+async def test_an_unsafe_upload_is_refused_with_the_reason(
+    admin_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    await upload(fake_bot_api, ADMIN, edited("unsafe"))
+    shown = "\n".join(texts(fake_bot_api, ADMIN))
+    assert "failed its check and cannot be published" in shown
+    assert "SAFETY: the answer contraindication=oncology must lead to LATER" in shown
+    assert not any("Publish" in b for b in Person(fake_bot_api, ADMIN).labels())
+    async with admin_bot.sessionmaker() as session:
+        versions = await list_flow_versions(session=session, flow_name="intake")
+    assert [v.number for v in versions] in ([], [1]), "nothing published"
+
+
+async def test_history_and_rollback(admin_bot: RunningBot, fake_bot_api: FakeBotAPI) -> None:
+    admin = Person(fake_bot_api, ADMIN)
+    await upload(fake_bot_api, ADMIN, edited("reworded"))
+    await admin.press("Publish")
+    await admin.say("/flows_history")
+    assert "● <b>2</b>" not in admin.last and "2 ·" in admin.last
+    await admin.press("Make version 1 active")
+    assert "Version 1 is active again" in admin.last
+    async with admin_bot.sessionmaker() as session:
+        active = await get_active_flow_version(session=session, flow_name="intake")
+    assert active is not None and active.number == 1
+
+
+async def test_others_are_refused(admin_bot: RunningBot, fake_bot_api: FakeBotAPI) -> None:
+    stranger = Person(fake_bot_api, STRANGER)
+    await stranger.say("/flow")
+    assert stranger.last == "This is for the center's admins only."
+    await stranger.say("/flows_history")
+    assert stranger.last == "This is for the center's admins only."
+    await stranger.send(
+        {"message": {"message_id": 1, "date": 0, "chat": {"id": STRANGER, "type": "private"},
+                     "from": {"id": STRANGER, "is_bot": False, "first_name": "S"},
+                     "document": {"file_id": "x", "file_unique_id": "y", "file_name": "a.yaml"}}}
+    )  # fmt: skip
+    assert "понимаю только текст" in "\n".join(stranger.texts), "a document is just bad input"
+    assert not fake_bot_api.calls_of("sendDocument")
+
+
+def cli(*args: str, url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "flows", *args], capture_output=True, text=True,
+        cwd=cwd, timeout=120, check=False, env={**os.environ, "DATABASE_URL": url},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_cli_publish_history_rollback_export(backend: str, tmp_path: Path) -> None:
+    async with fresh_database(backend, tmp_path) as url:
+        good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+        good.write_text(edited("reworded"))
+        bad.write_text(edited("unsafe"))
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return cli(*args, url=url, cwd=tmp_path)
+
+        refused = await asyncio.to_thread(run, "publish", str(bad), "--note", "oops")
+        assert refused.returncode == 1 and "Not published" in refused.stderr
+        assert "contraindication=oncology" in refused.stderr
+        diff = await asyncio.to_thread(run, "diff", str(good))
+        assert "Question 'welcome': text (en) changed" in diff.stdout
+        done = await asyncio.to_thread(
+            run, "publish", str(good), "--note", "new welcome", "--author", "Olga"
+        )
+        assert done.returncode == 0 and "Published version 2" in done.stdout
+        history = await asyncio.to_thread(run, "history")
+        lines = history.stdout.splitlines()
+        assert lines[0].startswith("*   2") and "Olga: new welcome" in lines[0]
+        assert lines[1].startswith("    1") and "first start" in lines[1]
+        exported = await asyncio.to_thread(run, "export")
+        assert NEW_WELCOME in exported.stdout
+        back = await asyncio.to_thread(run, "rollback", "1")
+        assert back.returncode == 0 and "Version 1 is active again" in back.stdout
+        exported = await asyncio.to_thread(run, "export")
+        assert exported.stdout == INTAKE_PATH.read_text()
+        missing = await asyncio.to_thread(run, "rollback", "9")
+        assert missing.returncode == 1 and "There is no version 9" in missing.stderr
+
+
+async def test_cli_graph_and_simulate(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return cli(*args, url=url, cwd=tmp_path)
+
+    mermaid = await asyncio.to_thread(run, "graph")
+    assert mermaid.returncode == 0 and "flowchart TD" in mermaid.stdout
+    assert "emergency_stop" in mermaid.stdout
+    for fmt, magic in (("png", b"\x89PNG"), ("svg", b"<")):
+        made = await asyncio.to_thread(
+            run, "graph", str(INTAKE_PATH), "--format", fmt, "-o", str(tmp_path / f"g.{fmt}")
+        )
+        assert made.returncode == 0, made.stderr
+        assert (tmp_path / f"g.{fmt}").read_bytes().lstrip().startswith(magic)
+    script = tmp_path / "answers.yaml"
+    script.write_text("lang: en\ndefaults: true\nanswers:\n  acute: [fever_infection]\n")
+    sim = await asyncio.to_thread(run, "simulate", str(INTAKE_PATH), "--script", str(script))
+    assert sim.returncode == 0, sim.stderr
+    assert "LATER" in sim.stdout and "c_fever" in sim.stdout
