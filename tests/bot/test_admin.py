@@ -21,6 +21,7 @@ from tests.bot.people import FULL, Person
 from tests.dbs import BACKENDS, fresh_database
 from tests.factories import INTAKE_PATH
 from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi.fixtures import TEST_TOKEN
 
 ADMIN, STRANGER = 901, 555
 NEW_WELCOME = "Welcome to the renewed questionnaire of the Veronika Herba center."
@@ -216,3 +217,30 @@ async def test_cli_graph_and_simulate(tmp_path: Path) -> None:
     sim = await asyncio.to_thread(run, "simulate", str(INTAKE_PATH), "--script", str(script))
     assert sim.returncode == 0, sim.stderr
     assert "LATER" in sim.stdout and "c_fever" in sim.stdout
+
+
+async def test_two_bots_on_one_database_both_switch_on_publish(
+    database: tuple[str, AsyncEngine], tmp_path: Path
+) -> None:
+    url, engine = database
+    async with FakeBotAPI(token=TEST_TOKEN) as api_one, FakeBotAPI(token=TEST_TOKEN) as api_two:
+        one = await start_bot(api_one, url, engine)
+        two = await start_bot(api_two, url, engine)
+        try:
+            # (each fake server numbers its updates from 1, so each bot gets its own users)
+            for api, user in ((api_one, 4001), (api_two, 4011)):
+                await Person(api, user).say("/start")
+                assert NEW_WELCOME not in (api.last_message(user) or {}).get("text", "")
+            good = tmp_path / "good.yaml"
+            good.write_text(edited("reworded"))
+            published = await asyncio.to_thread(
+                cli, "publish", str(good), "--note", "both", url=url, cwd=tmp_path
+            )
+            assert published.returncode == 0, published.stderr
+            for api, user in ((api_one, 4002), (api_two, 4003)):
+                person = Person(api, user)
+                await person.say("/start")
+                assert NEW_WELCOME in person.last
+        finally:
+            await one.stop()
+            await two.stop()
