@@ -270,13 +270,14 @@ def _find_loop(flow: Flow) -> list[str] | None:
     return None
 
 
-def _has_not(cond: Condition) -> bool:
+def has_not(cond: Condition) -> bool:
+    """Whether a condition depends on an answer being absent (uses ``not``)."""
     if isinstance(cond, NotOf):
         return True
     if isinstance(cond, AllOf):
-        return any(_has_not(c) for c in cond.all)
+        return any(has_not(c) for c in cond.all)
     if isinstance(cond, AnyOf):
-        return any(_has_not(c) for c in cond.any)
+        return any(has_not(c) for c in cond.any)
     assert isinstance(cond, FactIs)
     return False
 
@@ -324,7 +325,7 @@ def _facts_and_rules(flow: Flow, source_text: str | None) -> list[Problem]:
             problems.append(
                 Problem(f"rule {rule.id} looks for {', '.join(missing)}, which no answer sets")
             )
-        if rule.level != "OK" and _has_not(rule.when):
+        if rule.level != "OK" and has_not(rule.when):
             problems.append(
                 Problem(
                     f"rule {rule.id}: a {rule.level} rule must be built from answers given, "

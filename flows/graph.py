@@ -18,21 +18,18 @@ from typing import Literal
 
 from PIL import Image, ImageDraw, ImageFont
 
+from flows.checker import has_not
 from flows.diff import render_condition
 from flows.engine import holds
 from flows.markup import plain_text
 from flows.schema import (
     LEVELS,
-    AllOf,
-    AnyOf,
     ChecklistNode,
     ChoiceNode,
-    Condition,
     EndNode,
     Flow,
     Lang,
     Level,
-    NotOf,
     Transition,
     TriageNode,
     YesNoNode,
@@ -240,7 +237,7 @@ def _interrupt_sources(flow: Flow) -> list[str]:
     if not rules:
         return []
     answers = [i for i, n in flow.nodes.items() if not isinstance(n, EndNode | TriageNode)]
-    if any(_has_not(r.when) for r in rules):
+    if any(has_not(r.when) for r in rules):
         return answers
     atoms = frozenset().union(*(atoms_of(r.when) for r in rules))
     out = []
@@ -253,16 +250,6 @@ def _interrupt_sources(flow: Flow) -> list[str]:
                 out.append(node_id)
                 break
     return out
-
-
-def _has_not(cond: Condition) -> bool:
-    if isinstance(cond, NotOf):
-        return True
-    if isinstance(cond, AllOf):
-        return any(_has_not(c) for c in cond.all)
-    if isinstance(cond, AnyOf):
-        return any(_has_not(c) for c in cond.any)
-    return False
 
 
 def build_graph(flow: Flow, *, lang: Lang = "en") -> Graph:

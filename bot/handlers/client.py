@@ -25,10 +25,13 @@ from telegram.ext import (
 from bot.context import BotContext
 from bot.render import ASK, Renderer, with_retries
 from bot.service import StepResult, advance
+from bot.settings import Settings
 from bot.staff import post_card
 from bot.texts import t
 from flows import Begin, Flow, Input, Lang, Restart, SetLang, TextInput, decode
 from storage import (
+    AsyncSession,
+    Client,
     add_relay,
     delete_client_data,
     get_client,
@@ -102,14 +105,8 @@ async def drive(
     svc = context.services
     async with svc.client_lock(user.id):
         async with svc.sessionmaker() as session, session.begin():
-            client = await get_or_create_client(
-                session=session,
-                telegram_id=user.id,
-                channel="telegram",
-                language=language_of(user, svc.settings.default_language),
-            )
-            assert client.id is not None
-            before = await get_dialogue(session=session, client_id=client.id, for_update=True)
+            client, client_id = await _telegram_client(session, user, svc.settings)
+            before = await get_dialogue(session=session, client_id=client_id, for_update=True)
             prompt_id = before.prompt_message_id if before else None
             old_node = before.state.get("node") if before else None
             old_seq = before.state.get("seq") if before else None
@@ -121,7 +118,7 @@ async def drive(
             result = await advance(
                 session=session,
                 flow=active,
-                client_id=client.id,
+                client_id=client_id,
                 inp=inp,
                 lang=client.language,  # type: ignore[arg-type]
                 update_id=update.update_id,
@@ -129,13 +126,12 @@ async def drive(
                 at=svc.clock(),
                 pinned=pinned,
             )
-            client_id = client.id
             if client.asking:
-                await set_client_asking(session=session, client_id=client.id, asking=False)
+                await set_client_asking(session=session, client_id=client_id, asking=False)
             if not result.duplicate and (result.state.node != old_node or old_node is None):
                 await record_step(
                     session=session,
-                    client_id=client.id,
+                    client_id=client_id,
                     node=result.state.node,
                     flow_version=result.state.version,
                     at=svc.clock(),
@@ -166,6 +162,21 @@ async def drive(
                     session=session, client_id=client_id, message_id=new_prompt
                 )
     return result
+
+
+async def _telegram_client(
+    session: AsyncSession, user: User, settings: Settings, source: str | None = None
+) -> tuple[Client, int]:
+    """The client behind a Telegram user (created on first contact) and its id."""
+    client = await get_or_create_client(
+        session=session,
+        telegram_id=user.id,
+        channel="telegram",
+        language=language_of(user, settings.default_language),
+        source=source,
+    )
+    assert client.id is not None
+    return client, client.id
 
 
 def _is_phone(flow: Flow | None, node: object) -> bool:
@@ -203,13 +214,7 @@ async def on_start(update: Update, context: BotContext) -> None:
     if source and user and _SOURCE_RE.match(source):
         svc = context.services
         async with svc.sessionmaker() as session, session.begin():
-            await get_or_create_client(
-                session=session,
-                telegram_id=user.id,
-                channel="telegram",
-                language=language_of(user, svc.settings.default_language),
-                source=source,
-            )
+            await _telegram_client(session, user, svc.settings, source)
     svc = context.services
     finished = False
     if user is not None:
@@ -286,17 +291,11 @@ async def drive_silently(update: Update, context: BotContext, inp: Input) -> Ste
         return None
     svc = context.services
     async with svc.client_lock(user.id), svc.sessionmaker() as session, session.begin():
-        client = await get_or_create_client(
-            session=session,
-            telegram_id=user.id,
-            channel="telegram",
-            language=language_of(user, svc.settings.default_language),
-        )
-        assert client.id is not None
+        client, client_id = await _telegram_client(session, user, svc.settings)
         return await advance(
             session=session,
             flow=await svc.registry.active(session),
-            client_id=client.id,
+            client_id=client_id,
             inp=inp,
             lang=client.language,  # type: ignore[arg-type]
             update_id=update.update_id,
@@ -423,14 +422,8 @@ async def on_ask(update: Update, context: BotContext) -> None:
     if update.callback_query is not None:
         await _answer(update.callback_query, None)
     async with svc.sessionmaker() as session, session.begin():
-        client = await get_or_create_client(
-            session=session,
-            telegram_id=user.id,
-            channel="telegram",
-            language=language_of(user, svc.settings.default_language),
-        )
-        assert client.id is not None
-        await set_client_asking(session=session, client_id=client.id, asking=True)
+        client, client_id = await _telegram_client(session, user, svc.settings)
+        await set_client_asking(session=session, client_id=client_id, asking=True)
         lang: Lang = client.language  # type: ignore[assignment]
     back = InlineKeyboardMarkup([[InlineKeyboardButton(t("ask_back", lang), callback_data="Q")]])
     await context.bot.send_message(chat.id, t("ask_prompt", lang), reply_markup=back)
