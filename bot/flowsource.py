@@ -7,6 +7,7 @@ A version that fails the checker is never used, whichever way it arrived.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from flows import CheckReport, Flow, check_file, check_text, checksum, shipped_flow_path
@@ -68,11 +69,17 @@ class FlowRegistry:
         self._checked[flow.version] = flow
         return flow
 
+    async def checked_async(self, text: str, origin: str) -> Flow:
+        """``check`` in a worker thread when the text is new (the proof takes CPU seconds)."""
+        if checksum(text) in _PASSED:
+            return self.check(text, origin)
+        return await asyncio.to_thread(self.check, text, origin)
+
     async def bootstrap(self, session: AsyncSession) -> Flow:
         """Make sure the flow has an active version (the initial file on first start)."""
         if await get_active_flow_version(session=session, flow_name=self.name) is None:
             text = self.initial.read_text(encoding="utf-8")
-            flow = self.check(text, str(self.initial))
+            flow = await self.checked_async(text, str(self.initial))
             await add_flow_version(
                 session=session,
                 flow_name=flow.name,
@@ -88,7 +95,7 @@ class FlowRegistry:
         row = await get_active_flow_version(session=session, flow_name=self.name)
         if row is None:
             return await self.bootstrap(session)
-        return self.check(row.yaml, f"{self.name} version {row.number}")
+        return await self.checked_async(row.yaml, f"{self.name} version {row.number}")
 
     async def pinned(self, session: AsyncSession, version: str) -> Flow | None:
         """The version a dialogue started on, if it is still known."""
@@ -99,4 +106,4 @@ class FlowRegistry:
         )
         if row is None:
             return None
-        return self.check(row.yaml, f"{self.name} version {row.number}")
+        return await self.checked_async(row.yaml, f"{self.name} version {row.number}")

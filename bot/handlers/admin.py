@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 
@@ -115,7 +116,10 @@ async def on_upload(update: Update, context: BotContext) -> None:
         return
     svc = context.services
     origin = document.file_name or "upload.yaml"
-    report = check_text(text, origin=origin, documents=svc.registry.initial.parent)
+    # The proof and the picture take CPU seconds: off the event loop, clients keep being served.
+    report = await asyncio.to_thread(
+        check_text, text, origin=origin, documents=svc.registry.initial.parent
+    )
     rendered = html.escape(report.render())
     if not report.ok or report.flow is None:
         await message.reply_text(f"{_T['failed']}\n<pre>{rendered[:3500]}</pre>")
@@ -125,8 +129,8 @@ async def on_upload(update: Update, context: BotContext) -> None:
         await svc.registry.bootstrap(session)
         row = await get_active_flow_version(session=session, flow_name=svc.registry.name)
         assert row is not None
-        active = svc.registry.check(row.yaml, f"version {row.number}")
-    lines = diff_flows(active, flow)
+        active = await svc.registry.active(session)
+    lines = await asyncio.to_thread(diff_flows, active, flow)
     summary = (
         _T["changes"].format(n=row.number) + "\n" + "\n".join(f"• {html.escape(x)}" for x in lines)
         if lines
@@ -134,7 +138,7 @@ async def on_upload(update: Update, context: BotContext) -> None:
     )
     await message.reply_text(f"{_T['passed']}\n<pre>{rendered[:1500]}</pre>")
     try:
-        await message.reply_photo(to_png(flow), caption=_T["graph"])
+        await message.reply_photo(await asyncio.to_thread(to_png, flow), caption=_T["graph"])
     except TelegramError:
         logger.warning("could not send the flow graph")
     svc.pending_flows[flow.version] = text
@@ -162,7 +166,7 @@ async def on_decision(update: Update, context: BotContext) -> None:
         await query.edit_message_text(_T["discarded"])
         return
     try:
-        flow = svc.registry.check(text, "upload")
+        flow = await svc.registry.checked_async(text, "upload")
     except FlowRefusedError as exc:  # pragma: no cover - it passed moments ago
         report = html.escape(exc.report.render())[:3500]
         await query.edit_message_text(f"{_T['failed']}\n<pre>{report}</pre>")
@@ -212,7 +216,7 @@ async def on_rollback(update: Update, context: BotContext) -> None:
         if row is None:
             return
         try:
-            svc.registry.check(row.yaml, f"version {number}")
+            await svc.registry.checked_async(row.yaml, f"version {number}")
         except FlowRefusedError:
             await query.edit_message_text(_T["unsafe_now"].format(n=number))
             return

@@ -38,7 +38,7 @@ class Person:
                     return bool(call.params.get("chat_id") == self.id)
                 return call.method == "answerCallbackQuery" and bool(call.params.get("text"))
 
-            deadline = asyncio.get_running_loop().time() + 10
+            deadline = asyncio.get_running_loop().time() + 30
             while not any(reacted(c) for c in self.api.calls[mark:]):
                 assert asyncio.get_running_loop().time() < deadline, "the bot did not react"
                 await asyncio.sleep(0.01)
