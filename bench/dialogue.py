@@ -4,13 +4,14 @@ Usage::
 
     .venv/bin/python -m bench.dialogue --clients 50 --mode polling|webhook|both \\
         [--db sqlite|postgresql] [--rate-limit] [--timeout 300] [--step-timeout 60] \\
-        [--retries 3] [--tracemalloc] [--push-webhook] [--verbose]
+        [--retries 3] [--per-step] [--tracemalloc] [--push-webhook] [--verbose]
 
 Each run starts a FakeBotAPI (tests/fakebotapi) and the project's own Application from
 ``build_application`` on a fresh database: a SQLite file in a temporary directory, or
 ``CREATE DATABASE bench_<hex>`` on postgresql://postgres@127.0.0.1:5432/test, dropped
-afterwards. Everything listens on and talks to 127.0.0.1 only. ``both`` runs polling, then
-webhook, each on its own database.
+afterwards. The bot runs as in production, with a staff group (each request's card is posted
+there) and its housekeeping loop. Everything listens on and talks to 127.0.0.1 only.
+``both`` runs polling, then webhook, each on its own database.
 
 Every client sends /start and answers the shipped flow the simplest way to a consultation
 request (17 updates: no emergency signs, no diagnosis, no acute or chronic disease, no
@@ -19,7 +20,8 @@ its next update only when the bot has finished reacting to the previous one: the
 checklist has been edited, or the next question has arrived (for the phone question, with
 its share-contact hint). When the bot answers "sorry" instead (its error handler), the
 client sends the same update again, up to ``--retries`` times, then gives up; a client that
-gets no complete reaction within ``--step-timeout`` seconds gives up too.
+gets no complete reaction within ``--step-timeout`` seconds gives up too. (A "sorry" counts
+against the update the client is waiting on, even if it was for the one before.)
 
 Latency of an update: from the moment it is injected (polling: queued for getUpdates;
 webhook: handed to the HTTP client that POSTs it to the bot, which, like Telegram, opens at
@@ -29,8 +31,8 @@ time-stamped when the fake server records it. Updates/s is the number of updates
 reacted to divided by the wall time from the first update to the last client's end.
 Errors are the failures clients saw (a "sorry", no reaction, a refused webhook POST) plus
 Bot API calls the fake refused; the bot's own ERROR log lines are listed below the table.
-The consultation requests in the database are counted at the end: each client that
-completed should have exactly one.
+``--per-step`` adds the latency of each of the 17 steps. The consultation requests in the
+database are counted at the end: each client that completed should have exactly one.
 
 The fake server, the simulated clients and the bot share one process and one event loop,
 so the figures are a lower bound for the bot alone; CPU % is the process's CPU time over
@@ -73,9 +75,10 @@ from sqlmodel import col
 from telegram.ext import Application
 
 from bot.app import ALLOWED_UPDATES, build_application
+from bot.flowsource import FlowRegistry
 from bot.settings import Settings
 from bot.texts import t as bot_t
-from flows import Flow, Lang, load_flow, shipped_flow_path
+from flows import Flow, Lang
 from flows.texts import t
 from storage import Client, ConsultationRequest, make_engine, make_sessionmaker, upgrade
 from tests.fakebotapi import Call, FakeBotAPI
@@ -460,7 +463,7 @@ async def walk_all(clients: Clients, user_ids: range, limit: float, result: Resu
     await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def run(mode: str, args: argparse.Namespace, flow: Flow) -> Result:
+async def run(mode: str, args: argparse.Namespace) -> Result:
     """One benchmark run: fresh database, fake API and bot; N clients; the figures."""
     result = Result(mode, args.db, args.rate_limit, args.clients)
     tracker = Tracker()
@@ -472,7 +475,7 @@ async def run(mode: str, args: argparse.Namespace, flow: Flow) -> Result:
         async with fresh_database(args.db) as url:
             api = BenchBotAPI(tracker, webhook=mode == "webhook")
             async with api:
-                await run_bot(api, url, mode, args, flow, result)
+                await run_bot(api, url, mode, args, result)
     finally:
         logging.getLogger().removeHandler(errors)
     result.latencies = sorted(tracker.latencies)
@@ -491,7 +494,6 @@ async def run_bot(
     url: str,
     mode: str,
     args: argparse.Namespace,
-    flow: Flow,
     result: Result,
 ) -> None:
     """Start the bot on ``api`` and ``url``, let the clients walk, stop, count the requests."""
@@ -506,8 +508,12 @@ async def run_bot(
         database_url=url,
         staff_chat_id=STAFF_CHAT_ID,
     )
+    sessionmaker = make_sessionmaker(engine)
+    registry = FlowRegistry()  # the shipped flow, which becomes version 1 as on a first start
+    async with sessionmaker() as session, session.begin():
+        flow = await registry.bootstrap(session)
     app = build_application(
-        settings, flow=flow, sessionmaker=make_sessionmaker(engine), rate_limit=args.rate_limit
+        settings, registry=registry, sessionmaker=sessionmaker, rate_limit=args.rate_limit
     )
     steps = dialogue(flow, ANSWERS, LANG)
     result.step_names = [step.name for step in steps]
@@ -576,8 +582,11 @@ def details(result: Result) -> list[str]:
         ("Bot API", result.api_errors),
         ("bot log", result.bot_errors),
     ):
-        for text, n in errors.most_common(5):
+        kinds = errors.most_common()
+        for text, n in kinds[:10]:
             lines.append(f"  {result.mode}: {n} x {title} error: {text}")
+        if len(kinds) > 10:
+            lines.append(f"  {result.mode}: ... and {len(kinds) - 10} more kinds of {title} error")
     if result.sent != len(result.latencies):
         lines.append(f"  {result.mode}: {result.sent - len(result.latencies)} update(s) unanswered")
     return lines
@@ -631,12 +640,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def main_async(args: argparse.Namespace) -> list[Result]:
-    flow = load_flow(shipped_flow_path())
     modes = ["polling", "webhook"] if args.mode == "both" else [args.mode]
     results = []
     for mode in modes:
         print(f"running {mode}: {args.clients} clients on {args.db} ...", flush=True)
-        results.append(await run(mode, args, flow))
+        results.append(await run(mode, args))
     return results
 
 
