@@ -32,6 +32,7 @@ __all__ = [
     "announce_overdue",
     "card_keyboard",
     "card_text",
+    "followed_up",
     "is_open",
     "is_staff",
     "post_card",
@@ -159,10 +160,10 @@ def card_keyboard(
     return InlineKeyboardMarkup(rows)
 
 
-async def _followed_up(session: AsyncSession, request_id: int) -> bool:
-    return any(
-        e.action == "follow_up" for e in await list_events(session=session, request_id=request_id)
-    )
+async def followed_up(session: AsyncSession, request_id: int) -> bool:
+    """Whether the client was already sent the closing follow-up."""
+    events = await list_events(session=session, request_id=request_id)
+    return any(e.action == "follow_up" for e in events)
 
 
 async def post_card(
@@ -172,52 +173,66 @@ async def post_card(
     request_id: int,
     now: datetime,
 ) -> bool:
-    """Post a request's card to the staff group; on failure keep it for re-delivery."""
-    async with sessionmaker() as session, session.begin():
+    """Post a request's card to the staff group; on failure keep it for re-delivery.
+
+    No transaction is open while Telegram is called.
+    """
+    async with sessionmaker() as session:
         request = await get_request(session=session, request_id=request_id)
         if request is None or request.card_message_id is not None:
             return request is not None
-        if settings.staff_chat_id is None:
-            await mark_delivery_failed(
-                session=session, request=request, error="STAFF_CHAT_ID is not set"
-            )
-            return False
+        text, keyboard = card_text(request, settings, now), card_keyboard(request, settings)
+    error: str | None = None
+    sent = None
+    if settings.staff_chat_id is None:
+        error = "STAFF_CHAT_ID is not set"
+    else:
+        chat_id = settings.staff_chat_id
         try:
             sent = await with_retries(
                 lambda: bot.send_message(
-                    settings.staff_chat_id,  # type: ignore[arg-type]
-                    card_text(request, settings, now),
-                    reply_markup=card_keyboard(request, settings),
-                    parse_mode=ParseMode.HTML,
+                    chat_id, text, reply_markup=keyboard, parse_mode=ParseMode.HTML
                 )
             )
         except TelegramError as exc:
             logger.warning(
                 "could not post the card of request %s: %s", request_id, type(exc).__name__
             )
-            await mark_delivery_failed(session=session, request=request, error=str(exc))
+            error = str(exc)
+    async with sessionmaker() as session, session.begin():
+        request = await get_request(session=session, request_id=request_id)
+        if request is None:
+            return False
+        if sent is None:
+            await mark_delivery_failed(session=session, request=request, error=error or "?")
             return False
         await mark_delivered(
             session=session, request=request, chat_id=sent.chat_id, message_id=sent.message_id
         )
-        return True
+    return True
 
 
 async def refresh_card(
-    bot: Bot, session: AsyncSession, settings: Settings, request: ConsultationRequest, now: datetime
+    bot: Bot,
+    settings: Settings,
+    request: ConsultationRequest,
+    now: datetime,
+    *,
+    followed: bool,
 ) -> None:
-    """Edit a posted card in place to show the request's current state."""
+    """Edit a posted card in place to show the request's current state (outside transactions)."""
     if request.card_message_id is None or request.card_chat_id is None:
         return
-    assert request.id is not None
-    followed = await _followed_up(session, request.id)
+    chat_id, message_id = request.card_chat_id, request.card_message_id
+    text = card_text(request, settings, now)
+    keyboard = card_keyboard(request, settings, followed_up=followed)
     try:
         await with_retries(
             lambda: bot.edit_message_text(
-                card_text(request, settings, now),
-                chat_id=request.card_chat_id,
-                message_id=request.card_message_id,
-                reply_markup=card_keyboard(request, settings, followed_up=followed),
+                text,
+                chat_id=chat_id,
+                message_id=message_id,
+                reply_markup=keyboard,
                 parse_mode=ParseMode.HTML,
             )
         )
@@ -250,29 +265,37 @@ async def announce_overdue(
     """Announce again, during opening hours only, requests still new for too long."""
     if settings.staff_chat_id is None or not is_open(now, settings):
         return 0
+    chat_id = settings.staff_chat_id
     wait = timedelta(minutes=settings.reannounce_after_minutes)
+    async with sessionmaker() as session:
+        due = [
+            (r.id, r.card_message_id, card_text(r, settings, now), card_keyboard(r, settings))
+            for r in await overdue_new_requests(
+                session=session, created_before=now - wait, announced_before=now - wait
+            )
+        ]
     announced = 0
-    async with sessionmaker() as session, session.begin():
-        for request in await overdue_new_requests(
-            session=session, created_before=now - wait, announced_before=now - wait
-        ):
-            text = f"{st('again', settings.staff_language)}\n\n{card_text(request, settings, now)}"
-            try:
-                await with_retries(
-                    lambda t=text, r=request: bot.send_message(  # type: ignore[misc]
-                        settings.staff_chat_id,
-                        t,
-                        reply_markup=card_keyboard(r, settings),
-                        reply_to_message_id=r.card_message_id,
-                        allow_sending_without_reply=True,
-                        parse_mode=ParseMode.HTML,
-                    )
+    for request_id, card_id, text, keyboard in due:
+        message = f"{st('again', settings.staff_language)}\n\n{text}"
+        try:
+            await with_retries(
+                lambda m=message, k=keyboard, c=card_id: bot.send_message(  # type: ignore[misc]
+                    chat_id,
+                    m,
+                    reply_markup=k,
+                    reply_to_message_id=c,
+                    allow_sending_without_reply=True,
+                    parse_mode=ParseMode.HTML,
                 )
-            except TelegramError:
-                logger.warning("could not re-announce request %s", request.id)
-                continue
-            await mark_announced(session=session, request=request, at=now)
-            announced += 1
+            )
+        except TelegramError:
+            logger.warning("could not re-announce request %s", request_id)
+            continue
+        async with sessionmaker() as session, session.begin():
+            request = await get_request(session=session, request_id=request_id)  # type: ignore[arg-type]
+            if request is not None:
+                await mark_announced(session=session, request=request, at=now)
+        announced += 1
     return announced
 
 

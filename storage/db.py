@@ -3,8 +3,9 @@
 SQLite notes. ``make_engine`` turns on foreign keys, WAL and a busy timeout for every
 connection, and takes transaction control away from the ``sqlite3`` driver (which would
 otherwise not BEGIN before SELECT or DDL, breaking SAVEPOINTs and transactional migrations):
-SQLAlchemy emits ``BEGIN`` itself, as the SQLAlchemy SQLite documentation recommends. The
-price is that the ``AUTOCOMMIT`` isolation level must not be used with these engines.
+SQLAlchemy emits ``BEGIN IMMEDIATE`` itself, so concurrent writers queue on the busy timeout
+rather than fail. The price is that the ``AUTOCOMMIT`` isolation level must not be used with
+these engines, and that no transaction should wait on the network.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 _ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 _MIGRATION_LOCK = 0x1A7A4E  # any constant bigint, the same in every process
-_SQLITE_PRAGMAS = ("PRAGMA foreign_keys=ON", "PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000")
+_SQLITE_PRAGMAS = ("PRAGMA foreign_keys=ON", "PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=30000")
 
 
 def normalize_url(url: str) -> str:
@@ -200,7 +201,10 @@ def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
 
 
 def _on_sqlite_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # IMMEDIATE takes the write lock at the start: a transaction that reads, then writes,
+    # waits (busy_timeout) for another writer instead of failing with "database is locked"
+    # when that writer commits in between. Callers keep transactions short and free of I/O.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _driver_execute(connection: Connection, sql: str) -> None:

@@ -136,10 +136,6 @@ async def drive(
                     flow_version=result.state.version,
                     at=svc.clock(),
                 )
-        if result.request_id is not None:
-            await post_card(
-                context.bot, svc.sessionmaker, svc.settings, result.request_id, svc.clock()
-            )
         if result.duplicate:
             return result  # handled when it first came; its query was answered then
         changed = result.state.seq != old_seq or result.state.node != old_node
@@ -161,6 +157,10 @@ async def drive(
                 await set_prompt_message_id(
                     session=session, client_id=client_id, message_id=new_prompt
                 )
+        if result.request_id is not None:  # after the client has their answer
+            await post_card(
+                context.bot, svc.sessionmaker, svc.settings, result.request_id, svc.clock()
+            )
     return result
 
 
@@ -382,28 +382,29 @@ async def _relay_question(update: Update, context: BotContext, text: str) -> boo
     if user is None or chat is None:
         return False
     svc = context.services
-    async with svc.sessionmaker() as session, session.begin():
+    async with svc.sessionmaker() as session:
         client = await get_client(session=session, telegram_id=user.id)
         if client is None or client.id is None or not client.asking:
             return False
-        lang: Lang = client.language  # type: ignore[assignment]
-        if svc.settings.staff_chat_id is None:
-            await context.bot.send_message(chat.id, t("ask_unavailable", lang))
-            return True
-        request = await latest_request_of_client(session=session, client_id=client.id)
+        client_id = client.id
+        lang: Lang = "en" if client.language == "en" else "ru"
+        request = await latest_request_of_client(session=session, client_id=client_id)
         ref = f" · #{request.id}" if request else ""
-        who = html.escape(request.name) if request and request.name else f"client {client.id}"
-        forwarded = f"❓ <b>{who}</b>{ref} ({lang})\n\n{html.escape(text[:3500])}"
-        try:
-            sent = await with_retries(
-                lambda: context.bot.send_message(svc.settings.staff_chat_id, forwarded)  # type: ignore[arg-type]
-            )
-        except TelegramError:
-            await context.bot.send_message(chat.id, t("ask_unavailable", lang))
-            return True
+        who = html.escape(request.name) if request and request.name else f"client {client_id}"
+    staff_chat = svc.settings.staff_chat_id
+    if staff_chat is None:
+        await context.bot.send_message(chat.id, t("ask_unavailable", lang))
+        return True
+    forwarded = f"❓ <b>{who}</b>{ref} ({lang})\n\n{html.escape(text[:3500])}"
+    try:
+        sent = await with_retries(lambda: context.bot.send_message(staff_chat, forwarded))
+    except TelegramError:
+        await context.bot.send_message(chat.id, t("ask_unavailable", lang))
+        return True
+    async with svc.sessionmaker() as session, session.begin():
         await add_relay(
             session=session,
-            client_id=client.id,
+            client_id=client_id,
             staff_chat_id=sent.chat_id,
             staff_message_id=sent.message_id,
         )

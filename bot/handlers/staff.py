@@ -7,11 +7,12 @@ import logging
 from datetime import datetime, timedelta
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.context import BotContext
 from bot.render import with_retries
-from bot.staff import card_keyboard, card_text, is_staff, refresh_card, st
+from bot.staff import card_keyboard, card_text, followed_up, is_staff, refresh_card, st
 from storage import (
     Client,
     add_request_event,
@@ -167,6 +168,10 @@ async def on_card_button(update: Update, context: BotContext) -> None:
         await query.answer()
         await _send_queue(update, context, int(raw_id))
         return
+    if action == "follow" and not await _send_follow_up(context, int(raw_id)):
+        await query.answer(_t("gone", lang))
+        return
+    # Only database work inside the transaction; Telegram is called after it commits.
     async with svc.sessionmaker() as session, session.begin():
         request = await get_request(session=session, request_id=int(raw_id))
         if request is None or request.id is None:
@@ -185,24 +190,34 @@ async def on_card_button(update: Update, context: BotContext) -> None:
                 session=session, request_id=request.id, actor_id=actor_id, actor_name=actor_name,
                 action="retry", note=retry.isoformat(), at=now,
             )  # fmt: skip
-        elif action == "follow" and request.status == "closed":
-            client = await session.get(Client, request.client_id)
-            if client is None or client.telegram_id is None:
-                await query.answer(_t("gone", lang))
-                return
-            follow = _t("follow_up", client.language)
-            try:
-                await with_retries(lambda: context.bot.send_message(client.telegram_id, follow))  # type: ignore[arg-type]
-            except Exception:  # noqa: BLE001 - the client may have blocked the bot
-                await query.answer(_t("gone", lang))
-                return
+        elif action == "follow":
             await add_request_event(
                 session=session, request_id=request.id, actor_id=actor_id, actor_name=actor_name,
-                action="follow_up", note=follow, at=now,
+                action="follow_up", note=_t("follow_up", "ru"), at=now,
             )  # fmt: skip
         await session.flush()
-        await query.answer(_t("followed", lang) if action == "follow" else None)
-        await refresh_card(context.bot, session, svc.settings, request, now)
+        followed = await followed_up(session, request.id)
+    await query.answer(_t("followed", lang) if action == "follow" else None)
+    await refresh_card(context.bot, svc.settings, request, now, followed=followed)
+
+
+async def _send_follow_up(context: BotContext, request_id: int) -> bool:
+    """Send a closed request's client the fixed follow-up; False if they cannot get it."""
+    async with context.services.sessionmaker() as session:
+        request = await get_request(session=session, request_id=request_id)
+        if request is None or request.status != "closed":
+            return False
+        if await followed_up(session, request_id):
+            return True
+        client = await session.get(Client, request.client_id)
+    if client is None or client.telegram_id is None:
+        return False
+    chat_id, text = client.telegram_id, _t("follow_up", client.language)
+    try:
+        await with_retries(lambda: context.bot.send_message(chat_id, text))
+    except TelegramError:
+        return False
+    return True
 
 
 def _retry_time(action: str, now: datetime, zone: object, opening_hour: int) -> datetime:

@@ -99,7 +99,7 @@ async def test_make_engine_sets_sqlite_pragmas(tmp_path: Path) -> None:
             }
     finally:
         await engine.dispose()
-    assert pragmas == {"foreign_keys": 1, "journal_mode": "wal", "busy_timeout": 5000}
+    assert pragmas == {"foreign_keys": 1, "journal_mode": "wal", "busy_timeout": 30000}
 
 
 async def test_make_engine_accepts_memory_sqlite() -> None:
