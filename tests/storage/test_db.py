@@ -21,6 +21,7 @@ from storage import (
     MigrationError,
     create_client,
     create_request,
+    get_dialogue,
     make_engine,
     make_sessionmaker,
     normalize_url,
@@ -227,3 +228,36 @@ async def test_concurrent_upgrades_on_postgres_wait_for_each_other(tmp_path: Pat
         finally:
             for engine in engines:
                 await engine.dispose()
+
+
+async def test_concurrent_read_then_write_transactions_queue_on_sqlite(tmp_path: Path) -> None:
+    """Two clients' steps overlapping: the second waits for the first instead of failing."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}")
+    try:
+        await upgrade(engine)
+        sessions = make_sessionmaker(engine)
+        async with sessions() as session, session.begin():
+            ids = []
+            for _ in range(2):
+                client = await create_client(
+                    session=session, telegram_id=None, channel="terminal", language="ru"
+                )
+                assert client.id is not None
+                ids.append(client.id)
+
+        async def step(client_id: int) -> None:
+            async with sessions() as session, session.begin():
+                await get_dialogue(session=session, client_id=client_id)  # read…
+                await asyncio.sleep(0.05)  # …while the other one reads and writes…
+                await save_dialogue(  # …then write
+                    session=session, client_id=client_id, flow_name="f", flow_version="v",
+                    state={"n": client_id},
+                )  # fmt: skip
+
+        await asyncio.gather(*(step(i) for i in ids))
+        async with sessions() as session:
+            for client_id in ids:
+                stored = await get_dialogue(session=session, client_id=client_id)
+                assert stored is not None and stored.state == {"n": client_id}
+    finally:
+        await engine.dispose()
