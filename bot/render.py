@@ -18,13 +18,13 @@ from telegram import (
     ReplyKeyboardRemove,
 )
 from telegram import Message as TgMessage
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
 from bot.service import StepResult
 from bot.texts import t
 from flows import Alert, Lang, Message
 
-__all__ = ["ASK", "ClientBlockedError", "Renderer", "keyboard"]
+__all__ = ["ASK", "ClientBlockedError", "Renderer", "answer_query", "keyboard"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class Renderer:
         messages = [r for r in result.replies if isinstance(r, Message)]
         try:
             if query is not None:
-                await _answer(query, alerts[0] if alerts else None)
+                await answer_query(query, alerts[0] if alerts else None)
                 if not changed:
                     return None  # a refused or stale press: the question is still on screen
                 edit = next((m for m in messages if m.edit), None)
@@ -165,8 +165,9 @@ class Renderer:
             return None
 
 
-async def _answer(query: CallbackQuery, text: str | None) -> None:
+async def answer_query(query: CallbackQuery, text: str | None) -> None:
+    """Answer a button press (best effort: an expired query must not stop the dialogue)."""
     try:
         await query.answer(text[:200] if text else None)
-    except (BadRequest, NetworkError):
+    except TelegramError:
         logger.info("could not answer callback query %s", query.id)

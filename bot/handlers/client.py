@@ -23,7 +23,7 @@ from telegram.ext import (
 )
 
 from bot.context import BotContext
-from bot.render import ASK, Renderer, with_retries
+from bot.render import ASK, Renderer, answer_query, with_retries
 from bot.service import StepResult, advance
 from bot.settings import Settings
 from bot.staff import post_card
@@ -186,13 +186,6 @@ def _is_phone(flow: Flow | None, node: object) -> bool:
     return flow.nodes[node].kind == "phone"
 
 
-async def _answer(query: CallbackQuery, text: str | None) -> None:
-    try:
-        await query.answer(text[:200] if text else None)
-    except Exception:  # noqa: BLE001 - an expired query must not stop the dialogue
-        logger.info("could not answer callback query %s", query.id)
-
-
 async def _client_lang(update: Update, context: BotContext) -> Lang:
     user = update.effective_user
     svc = context.services
@@ -268,7 +261,7 @@ async def on_lang_button(update: Update, context: BotContext) -> None:
         )
         assert client.id is not None
         await set_client_language(session=session, client_id=client.id, language=lang)
-    await _answer(query, t("lang_set", lang))
+    await answer_query(query, t("lang_set", lang))
     try:
         await query.edit_message_reply_markup(reply_markup=None)
     except Exception:  # noqa: BLE001 - the message may be gone; the switch still happened
@@ -329,7 +322,7 @@ async def on_forget_button(update: Update, context: BotContext) -> None:
         text = t("forget_done", lang)
     else:
         text = t("forget_kept", lang)
-    await _answer(query, None)
+    await answer_query(query, None)
     try:
         await query.edit_message_text(text)
     except Exception:  # noqa: BLE001 - fall back to a new message
@@ -360,7 +353,7 @@ async def on_button(update: Update, context: BotContext) -> None:
     inp = decode(query.data or "")
     if inp is None:
         lang = await _client_lang(update, context)
-        await _answer(query, t("inactive_button", lang))
+        await answer_query(query, t("inactive_button", lang))
         return
     await drive(update, context, inp, query=query)
 
@@ -421,7 +414,7 @@ async def on_ask(update: Update, context: BotContext) -> None:
         return
     svc = context.services
     if update.callback_query is not None:
-        await _answer(update.callback_query, None)
+        await answer_query(update.callback_query, None)
     async with svc.sessionmaker() as session, session.begin():
         client, client_id = await _telegram_client(session, user, svc.settings)
         await set_client_asking(session=session, client_id=client_id, asking=True)
@@ -433,7 +426,7 @@ async def on_ask(update: Update, context: BotContext) -> None:
 async def on_back_to_questions(update: Update, context: BotContext) -> None:
     """Leave "asking" mode and show the current question again."""
     if update.callback_query is not None:
-        await _answer(update.callback_query, None)
+        await answer_query(update.callback_query, None)
     await drive(update, context, Begin())
 
 

@@ -168,7 +168,8 @@ async def on_card_button(update: Update, context: BotContext) -> None:
         await query.answer()
         await _send_queue(update, context, int(raw_id))
         return
-    if action == "follow" and not await _send_follow_up(context, int(raw_id)):
+    sent_follow_up = await _send_follow_up(context, int(raw_id)) if action == "follow" else None
+    if action == "follow" and sent_follow_up is None:
         await query.answer(_t("gone", lang))
         return
     # Only database work inside the transaction; Telegram is called after it commits.
@@ -193,7 +194,7 @@ async def on_card_button(update: Update, context: BotContext) -> None:
         elif action == "follow":
             await add_request_event(
                 session=session, request_id=request.id, actor_id=actor_id, actor_name=actor_name,
-                action="follow_up", note=_t("follow_up", "ru"), at=now,
+                action="follow_up", note=sent_follow_up, at=now,
             )  # fmt: skip
         await session.flush()
         followed = await followed_up(session, request.id)
@@ -201,23 +202,24 @@ async def on_card_button(update: Update, context: BotContext) -> None:
     await refresh_card(context.bot, svc.settings, request, now, followed=followed)
 
 
-async def _send_follow_up(context: BotContext, request_id: int) -> bool:
-    """Send a closed request's client the fixed follow-up; False if they cannot get it."""
+async def _send_follow_up(context: BotContext, request_id: int) -> str | None:
+    """Send a closed request's client the fixed follow-up; the text sent, or None if it failed."""
     async with context.services.sessionmaker() as session:
         request = await get_request(session=session, request_id=request_id)
         if request is None or request.status != "closed":
-            return False
-        if await followed_up(session, request_id):
-            return True
+            return None
         client = await session.get(Client, request.client_id)
+        already = await followed_up(session, request_id)
     if client is None or client.telegram_id is None:
-        return False
+        return None
     chat_id, text = client.telegram_id, _t("follow_up", client.language)
+    if already:  # a second press: the client is not messaged twice
+        return text
     try:
         await with_retries(lambda: context.bot.send_message(chat_id, text))
     except TelegramError:
-        return False
-    return True
+        return None
+    return text
 
 
 def _retry_time(action: str, now: datetime, zone: object, opening_hour: int) -> datetime:
