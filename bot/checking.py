@@ -89,9 +89,9 @@ class FlowChecker:
                 except EOFError:  # the process died: out of memory, most likely
                     report = _too_complex(origin, "its check ran out of memory")
             else:
-                log.warning("flow check of %s stopped after %.0f s", origin, self.seconds)
+                log.warning("flow check of %s stopped after %g s", origin, self.seconds)
                 report = _too_complex(
-                    origin, f"its check did not finish within {self.seconds:.0f} seconds"
+                    origin, f"its check did not finish within {self.seconds:g} seconds"
                 )
         finally:
             receive.close()

@@ -572,10 +572,10 @@ def _block_sizes(flow: Flow) -> list[Problem]:
 
 # --- the safety proof ---------------------------------------------------------
 
-#: The most states the proof may explore (the shipped flow needs a few thousand). A flow that
+#: The most states the proof may explore (the shipped flow needs about 60 thousand). A flow that
 #: needs more is refused as too complex to prove: a bound on time and memory that holds on
 #: any machine, whatever the admin wrote.
-PROOF_BUDGET = 400_000
+PROOF_BUDGET = 250_000
 
 #: Outcomes after which the client may only be offered a call about a doctor's consultation.
 _PROTECTIVE = frozenset({"EMERGENCY", "STOP", "LATER"})
@@ -726,9 +726,12 @@ class _Prover:
             offered |= self._facts(o) & self.policy_facts
         return frozenset(offered)
 
-    def _spend(self, node: str) -> None:
+    def _spend(self, node: str | None) -> None:
+        """Count one step of the walk against the budget (``node``: the question whose
+        answers split the path here, named in a "too complex" report)."""
         self.spent += 1
-        self.spent_at[node] += 1
+        if node is not None:
+            self.spent_at[node] += 1
         if self.spent > self.budget:
             raise _TooComplex
 
@@ -755,10 +758,21 @@ class _Prover:
         self._check_after_protective()
 
     def _too_complex(self) -> str:
-        busiest = ", ".join(f"'{n}'" for n, _ in self.spent_at.most_common(3))
+        """Name the questions whose answers multiply the paths most, and what to change."""
+        splits: list[tuple[int, str]] = []
+        for node_id, node in self.flow.nodes.items():
+            if isinstance(node, ChecklistNode):
+                count = sum(1 for o in node.options if self._is_structural(o))
+                if count > 1:
+                    splits.append((2**count, node_id))
+            elif isinstance(node, ChoiceNode | YesNoNode):
+                splits.append((len(self._alike(node.options)), node_id))
+        splits.sort(key=lambda x: (-x[0], x[1]))
+        named = [f"'{n}' ({k} ways on)" for k, n in splits[:3] if k > 2]
+        busiest = ", ".join(named) or ", ".join(f"'{n}'" for n, _ in self.spent_at.most_common(3))
         return (
             f"the flow is too complex to prove safe: the proof would need more than "
-            f"{self.budget} states. Most of them come after the questions {busiest}. "
+            f"{self.budget} steps. The paths split most at the questions {busiest}. "
             "Simplify: fewer answers in one checklist that branches, rules or follow-ups look "
             "at, fewer questions that split the path after the screening, or fewer branches "
             "that read several answers at once"
@@ -788,11 +802,11 @@ class _Prover:
         a later branch looks at.
         """
         self.visited.add(walk.node)
-        self._spend(walk.node)
         node = self.flow.nodes[walk.node]
         if self.triage_ahead[walk.node]:
             key: object = (walk.node, walk.facts, walk.free, walk.asked)
             found = self.memo.get(key)
+            self._spend(None)
             if found is None:
                 before = self.report.combinations
                 paths = yield from self._expand(walk, node, 1)
@@ -805,6 +819,7 @@ class _Prover:
         projected = frozenset((k, v) for k, v in walk.facts if k in self.guard_keys)
         key = (walk.node, projected)
         found = self.memo.get(key)
+        self._spend(None)
         if found is None:
             level = next((v for k, v in projected if k == "outcome"), None)
             if level in _PROTECTIVE and walk.node not in self.core:
@@ -825,7 +840,9 @@ class _Prover:
         if isinstance(node, ChoiceNode | YesNoNode):
             total = 0
             asked = walk.asked | self._policy_offered(node.options)
-            for group in self._alike(node.options):
+            groups = self._alike(node.options)
+            self.spent_at[walk.node] += len(groups) - 1
+            for group in groups:
                 o = group[0]
                 facts = walk.facts | self._facts(o)
                 label = f"{walk.node}={'|'.join(x.id for x in group)}"

@@ -160,8 +160,8 @@ _CLAIMS = (
     re.compile(r"\b(i|we)\s+(will|can|shall|'ll)\s+(make\s+a\s+)?diagnos", re.I),
     re.compile(r"\byour\s+diagnosis\s+is\b", re.I),
     re.compile(r"\bthis\s+is\s+a\s+diagnosis\b", re.I),
-    re.compile(r"(поставл\w*|постави\w*|став\w*)\s+(вам\s+)?диагноз", re.I),
-    re.compile(r"\bдиагностир\w*", re.I),
+    re.compile(r"(поставлю|поставим|ставлю|ставим|установлю|установим)\s+(вам\s+)?диагноз", re.I),
+    re.compile(r"диагностиру(ю|ем)\b", re.I),
     re.compile(r"ваш\s+диагноз\s*[:—-]", re.I),
     re.compile(r"(?<!не\s)это\s+диагноз", re.I),
 )

@@ -277,6 +277,19 @@ class ScreeningNode(_Frozen):
     block: Ident
     next: Next
 
+    @model_validator(mode="before")
+    @classmethod
+    def _as_it_is(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            extra = sorted(set(data) - {"kind", "block", "next"})
+            if extra:
+                raise ValueError(
+                    "a screening block is included as it is: its questions, answers, labels "
+                    "and facts are locked by the safety policy, so only 'block' and 'next' "
+                    f"may be written here (found: {', '.join(extra)})"
+                )
+        return data
+
 
 class EndNode(_Frozen):
     """The end of a dialogue; ``save`` queues a consultation request."""
