@@ -8,6 +8,8 @@ import getpass
 import io
 import json
 import logging
+import resource
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -452,8 +454,12 @@ def flows_check(
 ) -> None:
     """Check a flow: structure, texts, limits and the safety proof. Exit 1 on any problem."""
     path = file or shipped_flow_path()
+    started = time.monotonic()
     report = FlowChecker().check_blocking(_read_flow_file(path), str(path))
+    seconds = time.monotonic() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     typer.echo(report.render())
+    typer.echo(f"  Checked in {seconds:.1f} s in a worker process (peak memory {peak:.0f} MB).")
     if not report.ok:
         raise typer.Exit(1)
 

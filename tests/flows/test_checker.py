@@ -6,11 +6,9 @@ each must be refused, for the right reason, in words an admin can act on.
 
 from __future__ import annotations
 
-import resource
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,25 +44,18 @@ def messages(path: Path) -> str:
 
 
 def test_the_shipped_flow_passes_with_a_proof() -> None:
-    text = INTAKE_PATH.read_text()
-    started = time.process_time()
-    report = check_text(text)
-    seconds = time.process_time() - started
+    report = check_text(INTAKE_PATH.read_text())
     assert report.ok, report.render()
     assert report.states > 1000 and report.paths > report.states
     assert report.combinations > 10**6
     assert set(report.outcomes) == {"EMERGENCY", "STOP", "LATER", "CLEAR", "OK"}
     assert "OK: the flow is valid and safe." in report.render()
-    # the figures the issue asks for, printed (not asserted: timing is for benchmarks)
-    print(f"\nshipped flow: {report.states} states, {report.paths} paths, {seconds:.2f} s CPU")
 
 
-def test_the_shipped_flow_in_the_bounded_worker_and_its_peak_memory() -> None:
+def test_the_shipped_flow_passes_in_the_bounded_worker() -> None:
     text = INTAKE_PATH.read_text() + "\n# a copy, so that no cached proof is reused\n"
     report = FlowChecker().check_blocking(text, "copy of intake.yaml")
     assert report.ok, report.render()
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"\nworker process: peak memory {peak:.0f} MB")
 
 
 def test_an_unchanged_copy_passes(tmp_path: Path) -> None:
@@ -278,13 +269,9 @@ def test_a_flow_too_complex_to_prove_is_refused_with_what_to_simplify(
 
 def test_a_runaway_flow_is_refused_by_the_worker_within_its_limits() -> None:
     checker = FlowChecker()
-    started = time.monotonic()
     report = checker.check_blocking(edited(extra_checklists(6, 12)), "six checklists")
-    elapsed = time.monotonic() - started
     assert not report.ok
     assert "too complex to prove safe" in str(report.problems[0])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"\nrunaway flow refused after {elapsed:.1f} s; worker peak memory {peak:.0f} MB")
 
 
 def test_a_worker_over_its_time_limit_is_stopped_and_reported() -> None:
