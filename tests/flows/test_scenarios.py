@@ -354,3 +354,68 @@ def test_the_bot_never_names_a_medicine() -> None:
     for text in (INTAKE_PATH.read_text().lower(), policy_text.lower()):
         for drug in ("fastum", "finalgon", "dolobene", "ketoprofen", "фастум", "финалгон"):
             assert drug not in text
+
+
+@pytest.mark.parametrize(
+    ("option", "cites", "says"),
+    [
+        (
+            "session",
+            (
+                "Before the session begins, the patient takes a horizontal position, lying on "
+                "his stomach, then a special gel is applied to the massaged areas of the body, "
+                "which warms up the skin and ensures gliding.",
+                "The duration of each stage is two to three minutes.",
+                "The average session duration is approximately 15 minutes.",
+                "Despite the fact that the subject of the treatment procedure is the spine, the "
+                "line of the spinal column should not be involved.",
+                "The main thing is to agree with your doctor in advance on the date and time of "
+                "your appointment.",
+            ),
+            ("lie on your stomach", "gel", "two to three minutes", "about 15 minutes",
+             "line of the spine itself is not", "Agree the date and time with your doctor"),
+        ),
+        (
+            "self_massage",
+            (
+                "You can massage this area yourself.",
+                "Performing a massage of this area on your own is quite problematic.",
+                "The main thing is not to forget that it is prohibited to carry out any "
+                "manipulations directly on the spine, and try not to put pressure on the area "
+                "where the kidneys are located.",
+            ),
+            ("sawing", "ask someone close to you", "sit astride a chair",
+             "Never work directly on the spine", "kidneys"),
+        ),
+    ],
+)  # fmt: skip
+def test_the_articles_practical_sections_are_info_screens(
+    option: str, cites: tuple[str, ...], says: tuple[str, ...]
+) -> None:
+    for sentence in cites:
+        assert " ".join(sentence.split()) in ARTICLE
+    client = Client(lang="en")
+    client.choose(option)
+    shown = client.text
+    for words in says:
+        assert words in shown
+    client.cont()
+    assert client.node == "emergency", "the screen leads on to the questions"
+
+
+@pytest.mark.parametrize("allergy", ["yes", "unknown"])
+def test_an_allergy_to_oils_means_a_base_oil_only(allergy: str) -> None:
+    assert "almost complete absence of an allergic reaction" in ARTICLE
+    client = Client(lang="en")
+    client.run({"oils": "yes", "oil_allergy": allergy})
+    shown = "\n".join(client.transcript)
+    assert "no essential oils" in shown and "Coconut oil almost never" in shown
+    assert "patch test first" in shown and "almond" in shown
+    assert "oil_scent" not in client.saved[0].answers.__repr__()
+    assert all(a.question != "Scent" for a in client.saved[0].answers)
+
+
+def test_no_allergy_goes_on_to_the_scent() -> None:
+    client = Client(lang="en")
+    client.run({"oils": "yes", "oil_allergy": "none", "oil_scent": "calming"})
+    assert any(a.question == "Scent" for a in client.saved[0].answers)

@@ -181,7 +181,8 @@ def test_trying_a_changed_flow_shows_the_new_outcome(tmp_path: Path) -> None:
         ("answers:\n  welcom: start", "script, line 2: unknown question 'welcom' (the flow has:"),
         (
             "answers: {welcome: [start]}",
-            "question 'welcome' (choice, options: start, after_massage, types) "
+            "question 'welcome' (choice, options: start, after_massage, types, session, "
+            "self_massage) "
             "takes one answer, not a list",
         ),
         ("answers: {name: [Anna]}", "question 'name' takes a text, not a list"),
