@@ -116,7 +116,7 @@ def test_every_kind_of_change_is_named(tmp_path: Path) -> None:
     assert diff_flows(intake_flow(), changed(tmp_path, edit)) == [
         "First question changed from 'welcome' to 'emergency'",
         "Question 'bye' added (end): \"Bye\"",
-        "Question 'goodbye' removed (end): \"Thank you for stopping by! Take care.\"",
+        "Question 'goodbye' removed (end): \"Thank you for your answers! Take care.\"",
         'Question \'welcome\': summary (en) changed: "Opening choice" → "Start"',
         "Question 'triage': branch removed: if outcome is OK or CLEAR → 'oils'",
         "Question 'oils': answer 'yes' relabelled (en): \"Yes, please\" → \"Yes, gladly\"",
@@ -355,6 +355,6 @@ def test_settings_rules_and_outcomes_changes_are_named(tmp_path: Path) -> None:
         "Rule 'ok_neck': advice removed "
         '(was "Massage of the neck and collar area. The therapist works the…")',
         # the policy's "not a diagnosis" line follows every outcome text
-        'Outcome OK: text (ru) changed: "По вашим ответам противопоказаний мы не нашли. Ниже '
-        'то, что…" → "Подходит. Это не диагноз: окончательное решение всегда прини…"',
+        'Outcome OK: text (ru) changed: "По вашим ответам противопоказаний не найдено. Ниже — '
+        'что мы…" → "Подходит. Это не диагноз: окончательное решение всегда прини…"',
     ]
