@@ -497,7 +497,7 @@ def flows_diff(
     registry = _registry_or_exit(settings)
     text = _read_flow_file(file)
     try:
-        new = load_flow_text(text, origin=str(file))
+        new = load_flow_text(text, origin=str(file), values=registry.values)
     except FlowError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc

@@ -29,7 +29,10 @@ MAX_UPLOAD = 512 * 1024
 _T = {
     "refused": "This is for the center's admins only.",
     "not_yaml": "Please send the flow as a UTF-8 YAML file (.yaml).",
-    "too_big": "That file is too large for a flow.",
+    "too_big": (
+        "Sorry, that file is too large for a flow (at most {kb} KB). "
+        "Please send the flow's YAML file, as /flow gives it."
+    ),
     "failed": "❌ The flow failed its check and cannot be published:",
     "passed": "✅ The flow passed its check, including the safety proof.",
     "changes": "Changes from the active version {n}:",
@@ -106,11 +109,11 @@ async def on_upload(update: Update, context: BotContext) -> None:
         return
     document = message.document
     if document.file_size and document.file_size > MAX_UPLOAD:
-        await message.reply_text(_T["too_big"])
+        await message.reply_text(_T["too_big"].format(kb=MAX_UPLOAD // 1024))
         return
     raw = await (await document.get_file()).download_as_bytearray()
     if len(raw) > MAX_UPLOAD:
-        await message.reply_text(_T["too_big"])
+        await message.reply_text(_T["too_big"].format(kb=MAX_UPLOAD // 1024))
         return
     try:
         text = bytes(raw).decode("utf-8")
@@ -126,7 +129,8 @@ async def on_upload(update: Update, context: BotContext) -> None:
     if not report.ok or report.flow is None:
         await message.reply_text(f"{_T['failed']}\n<pre>{rendered[:3500]}</pre>")
         return
-    flow = report.flow
+    # as clients would see it ({phone} and {hours} filled in), like the active version
+    flow = await svc.registry.checked_async(text, origin)
     async with svc.sessionmaker() as session, session.begin():
         await svc.registry.bootstrap(session)
         row = await get_active_flow_version(session=session, flow_name=svc.registry.name)
