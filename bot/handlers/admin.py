@@ -6,7 +6,7 @@ import asyncio
 import html
 import logging
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, Update
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
@@ -50,7 +50,29 @@ _T = {
     "rolled_back": "Version {n} is active again.",
     "unsafe_now": "Version {n} no longer passes the check; it was not activated.",
     "graph": "The dialogue as a picture",
+    "whole_report": "The whole check report",
 }
+
+
+#: How much of a check report a message shows (Telegram allows 4096 characters).
+REPORT_CHARS = 3500
+
+
+def _pre(text: str, limit: int = REPORT_CHARS) -> str:
+    """``text`` as a <pre> block, shortened before escaping so that no entity is cut."""
+    if len(text) > limit:
+        text = text[:limit].rstrip() + "\n…"
+    return f"<pre>{html.escape(text)}</pre>"
+
+
+async def _refusal(message: Message, report: str) -> None:
+    """Say the flow failed its check; a report too long for a message also comes as a file."""
+    await message.reply_text(f"{_T['failed']}\n{_pre(report)}")
+    if len(report) > REPORT_CHARS:
+        await message.reply_document(
+            InputFile(report.encode("utf-8"), filename="check-report.txt"),
+            caption=_T["whole_report"],
+        )
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
@@ -125,9 +147,8 @@ async def on_upload(update: Update, context: BotContext) -> None:
     # The proof and the picture take CPU seconds: off the event loop, clients keep being served.
     # The proof runs in a bounded worker process, outside any transaction.
     report = await svc.registry.report(text, origin)
-    rendered = html.escape(report.render())
     if not report.ok or report.flow is None:
-        await message.reply_text(f"{_T['failed']}\n<pre>{rendered[:3500]}</pre>")
+        await _refusal(message, report.render())
         return
     # as clients would see it ({phone} and {hours} filled in), like the active version
     flow = await svc.registry.checked_async(text, origin)
@@ -142,7 +163,7 @@ async def on_upload(update: Update, context: BotContext) -> None:
         if lines
         else _T["no_changes"].format(n=row.number)
     )
-    await message.reply_text(f"{_T['passed']}\n<pre>{rendered[:1500]}</pre>")
+    await message.reply_text(f"{_T['passed']}\n{_pre(report.render(), 1500)}")
     try:
         await message.reply_photo(await asyncio.to_thread(to_png, flow), caption=_T["graph"])
     except TelegramError:
@@ -174,8 +195,7 @@ async def on_decision(update: Update, context: BotContext) -> None:
     try:
         flow = await svc.registry.checked_async(text, "upload")
     except FlowRefusedError as exc:  # pragma: no cover - it passed moments ago
-        report = html.escape(exc.report.render())[:3500]
-        await query.edit_message_text(f"{_T['failed']}\n<pre>{report}</pre>")
+        await query.edit_message_text(f"{_T['failed']}\n{_pre(exc.report.render())}")
         return
     async with svc.sessionmaker() as session, session.begin():
         version = await add_flow_version(

@@ -151,6 +151,13 @@ async def test_an_unsafe_upload_is_refused_with_the_reason(
     assert "failed its check and cannot be published" in shown
     assert "after the outcome STOP the client reaches this question" in shown
     assert "triage:STOP → oils" in shown, "an example path shows how"
+    # the report is longer than a message: all of it comes as a file as well
+    call = await fake_bot_api.wait_for("sendDocument", timeout=10)
+    document = call.params["document"]
+    assert document.filename == "check-report.txt"
+    whole = document.content.decode()
+    assert "question 'oils': after the outcome STOP the client reaches this question" in whole
+    assert "question 'oil_scent'" in whole and "…" in shown
 
 
 async def test_an_upload_that_writes_its_own_emergency_question_is_refused(
