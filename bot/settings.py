@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     closing_hour: int = Field(default=21, ge=1, le=24)
     #: How often the bot re-delivers failed cards and looks for overdue requests.
     housekeeping_seconds: int = Field(default=60, ge=1)
+    #: After "No answer", also tell the client (in their language) that the center tried to call.
+    tell_client_no_answer: bool = False
+    #: Days after a request is closed before its personal data are erased (a daily job).
+    retention_days: int = Field(default=180, ge=1)
 
     @field_validator("staff_user_ids", "admin_user_ids", mode="before")
     @classmethod
