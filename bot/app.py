@@ -247,7 +247,10 @@ def error_report(
     Ids only, never a client's answers, name or phone. A long traceback loses its oldest
     frames first; the ids and the exception type always fit.
     """
-    e = html.escape
+
+    def e(text: str) -> str:
+        return html.escape(text, quote=False)
+
     head = (
         f"⚠️ <b>Error</b>: {e(error)}\n"
         f"update {update_id if update_id is not None else '—'} · "
@@ -256,8 +259,16 @@ def error_report(
     )
     if notes:
         head += f"\n{e(notes[:500])}"
-    room = MESSAGE_LIMIT - len(head) - len("\n<pre></pre>") - 2
-    tail = frames if room > 10 else ""
-    while len(e(tail)) > room:
-        tail = "…" + tail[len(e(tail)) - room + 2 :]
-    return f"{head}\n<pre>{e(tail)}</pre>" if tail.strip("…") else head
+    room = MESSAGE_LIMIT - len(head) - len("\n<pre>…\n</pre>")
+    kept: list[str] = []
+    lines = frames.splitlines(keepends=True)
+    for line in reversed(lines):
+        escaped = e(line)
+        if len(escaped) > room:
+            break
+        kept.append(escaped)
+        room -= len(escaped)
+    if not kept:
+        return head
+    cut = "…\n" if len(kept) < len(lines) else ""
+    return f"{head}\n<pre>{cut}{''.join(reversed(kept))}</pre>"

@@ -209,8 +209,16 @@ async def on_card_button(update: Update, context: BotContext) -> None:
         async with svc.sessionmaker() as session:
             request = await get_request(session=session, request_id=request_id)
             followed = await followed_up(session, request_id)
-        if request is not None:
-            await refresh_card(context.bot, svc.settings, request, now, followed=followed)
+        pressed = query.message
+        if (
+            request is not None
+            and pressed is not None
+            and pressed.message_id == request.card_message_id
+        ):
+            current = card_keyboard(request, svc.settings, followed_up=followed)
+            shown = getattr(pressed, "reply_markup", None)
+            if (shown.to_dict() if shown else None) != (current.to_dict() if current else None):
+                await refresh_card(context.bot, svc.settings, request, now, followed=followed)
         return
     await query.answer(_t("followed", lang) if action is Action.FOLLOW_UP else None)
     await refresh_card(context.bot, svc.settings, done.request, now, followed=done.followed)
