@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, TypeVar
+from typing import IO, Annotated, NoReturn, TypeVar
 from urllib.parse import urlparse
 
 import phonenumbers
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import Bot
+from telegram.error import InvalidToken, NetworkError, TimedOut
 
 from bot.app import ALLOWED_UPDATES, build_application
 from bot.chat import run_chat
@@ -519,6 +520,7 @@ def run() -> None:
         )
         raise typer.Exit(2)
     registry = _registry_or_exit(settings)
+    asyncio.run(_reach_telegram_or_exit(settings))
     flow = asyncio.run(_prepare(settings.database_url, registry))
     engine = make_engine(settings.database_url)
     application = build_application(
@@ -530,17 +532,49 @@ def run() -> None:
     logging.getLogger(__name__).info(
         "flow %s version %s; database %s", flow.name, flow.version, _safe(settings.database_url)
     )
-    if settings.webhook_url and settings.webhook_secret is not None:
-        application.run_webhook(
-            listen=settings.webhook_listen,
-            port=settings.webhook_port,
-            url_path=urlparse(settings.webhook_url).path.lstrip("/"),
-            webhook_url=settings.webhook_url,
-            secret_token=settings.webhook_secret.get_secret_value(),
-            allowed_updates=ALLOWED_UPDATES,
-        )
-    else:
-        application.run_polling(allowed_updates=ALLOWED_UPDATES)
+    try:
+        if settings.webhook_url and settings.webhook_secret is not None:
+            application.run_webhook(
+                listen=settings.webhook_listen,
+                port=settings.webhook_port,
+                url_path=urlparse(settings.webhook_url).path.lstrip("/"),
+                webhook_url=settings.webhook_url,
+                secret_token=settings.webhook_secret.get_secret_value(),
+                allowed_updates=ALLOWED_UPDATES,
+            )
+        else:
+            application.run_polling(allowed_updates=ALLOWED_UPDATES)
+    except (InvalidToken, NetworkError, TimedOut) as exc:
+        _telegram_failed(settings, exc)
+
+
+async def _reach_telegram_or_exit(settings: Settings) -> None:
+    """Ask Telegram who the bot is before anything else: one clear line if that fails."""
+    assert settings.telegram_token is not None
+    bot = Bot(
+        settings.telegram_token.get_secret_value(),
+        base_url=settings.telegram_base_url,
+        base_file_url=settings.telegram_base_file_url,
+    )
+    try:
+        async with bot:
+            pass  # initialising the bot calls getMe
+    except (InvalidToken, NetworkError, TimedOut) as exc:
+        _telegram_failed(settings, exc)
+
+
+def _telegram_failed(settings: Settings, exc: Exception) -> NoReturn:
+    if isinstance(exc, InvalidToken):
+        typer.echo("Telegram refused the bot token: check TELEGRAM_TOKEN in .env.", err=True)
+        raise typer.Exit(1) from exc
+    # The error's text may hold the request URL, and with it the token: name its type only.
+    where = urlparse(settings.telegram_base_url).netloc or settings.telegram_base_url
+    typer.echo(
+        f"Cannot reach Telegram at {where} ({type(exc).__name__}): check the network "
+        "connection (or TELEGRAM_BASE_URL) and start again.",
+        err=True,
+    )
+    raise typer.Exit(1) from exc
 
 
 async def _active_or_exit(
