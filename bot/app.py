@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from telegram import BotCommand, BotCommandScopeDefault, LinkPreviewOptions, Update
 from telegram.constants import ParseMode
 from telegram.ext import (
@@ -26,7 +26,7 @@ from bot.handlers import admin, client, staff
 from bot.settings import Settings
 from bot.staff import announce_overdue, redeliver, remind_callbacks, schedule_pending_callbacks
 from bot.texts import COMMANDS, t
-from storage import AsyncSession, erase_expired, get_client, get_dialogue, utcnow
+from storage import AsyncSession, erase_expired, get_client, get_dialogue, truncate_wal, utcnow
 
 __all__ = [
     "ALLOWED_UPDATES",
@@ -140,6 +140,9 @@ async def run_retention(app: Application) -> int:  # type: ignore[type-arg]
     try:
         async with services.sessionmaker() as session, session.begin():
             erased = await erase_expired(session=session, closed_before=cutoff, at=now)
+        engine = services.sessionmaker.kw.get("bind")
+        if isinstance(engine, AsyncEngine):
+            await truncate_wal(engine)  # old page images go too (SQLite)
     except Exception:  # noqa: BLE001 - tried again tomorrow; it is logged
         logger.exception("retention round failed")
         return 0

@@ -25,6 +25,7 @@ from storage.db import (
     make_sessionmaker,
     normalize_url,
     pending_changes,
+    truncate_wal,
     upgrade,
 )
 from storage.errors import DatabaseURLError, DuplicateClientError, MigrationError, StorageError
@@ -148,6 +149,7 @@ __all__ = [
     "set_client_language",
     "set_prompt_message_id",
     "stats",
+    "truncate_wal",
     "upgrade",
     "utcnow",
 ]

@@ -40,6 +40,7 @@ __all__ = [
     "migrate",
     "normalize_url",
     "pending_changes",
+    "truncate_wal",
     "upgrade",
 ]
 
@@ -111,6 +112,18 @@ async def upgrade(engine: AsyncEngine) -> None:
     """
     async with engine.connect() as connection:
         await connection.run_sync(migrate, _upgrade_to_head)
+
+
+async def truncate_wal(engine: AsyncEngine) -> None:
+    """On SQLite, fold the write-ahead log into the file and empty it; elsewhere nothing.
+
+    The log keeps old page images (with data since deleted) until it is reused; truncating it
+    makes an erasure final. Best effort: with readers active SQLite does what it can.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    async with engine.connect() as connection:
+        await connection.run_sync(_driver_execute, "PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 async def pending_changes(engine: AsyncEngine) -> list[Any]:
