@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import html
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from telegram import BotCommand, BotCommandScopeDefault, LinkPreviewOptions, Update
 from telegram.constants import ParseMode
 from telegram.ext import (
@@ -26,11 +24,21 @@ from bot.context import BotContext, Services
 from bot.flowsource import FlowRegistry
 from bot.handlers import admin, client, staff
 from bot.settings import Settings
-from bot.staff import announce_overdue, redeliver
+from bot.staff import announce_overdue, redeliver, remind_callbacks, schedule_pending_callbacks
 from bot.texts import COMMANDS, t
-from storage import AsyncSession, utcnow
+from storage import AsyncSession, erase_expired, get_client, get_dialogue, truncate_wal, utcnow
 
-__all__ = ["ALLOWED_UPDATES", "build_application", "run_housekeeping"]
+__all__ = [
+    "ALLOWED_UPDATES",
+    "MESSAGE_LIMIT",
+    "build_application",
+    "error_report",
+    "run_housekeeping",
+    "run_retention",
+]
+
+#: Telegram's limit on the length of a message's text.
+MESSAGE_LIMIT = 4096
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +76,7 @@ def build_application(
         # Different clients are served concurrently; one client's updates are serialised
         # by Services.client_lock.
         .concurrent_updates(64)
-        .post_init(_post_init if housekeeping else _register_commands)
-        .post_stop(_post_stop)
+        .post_init(_post_init if housekeeping else _post_init_quiet)
     )
     if rate_limit:
         # AIORateLimiter is generic over its per-call arguments; PTB's stubs leave it unbound.
@@ -92,35 +99,70 @@ def build_application(
 
 
 async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
-    """Register the command menu and start the housekeeping loop."""
+    """Register the command menu, schedule stored call-backs and the periodic jobs."""
+    await _post_init_quiet(app)
+    services: Services = app.bot_data
+    assert app.job_queue is not None  # the job-queue extra is a dependency
+    app.job_queue.run_repeating(
+        _housekeeping_job, interval=services.settings.housekeeping_seconds, name="housekeeping"
+    )
+    # Retention: once soon after start, then daily.
+    app.job_queue.run_repeating(
+        _retention_job, interval=timedelta(days=1), first=timedelta(minutes=1), name="retention"
+    )
+
+
+async def _post_init_quiet(app: Application) -> None:  # type: ignore[type-arg]
+    """Register the command menu and schedule the call-backs stored in the database.
+
+    Without the periodic jobs (tests run housekeeping and retention at moments they choose).
+    """
     await _register_commands(app)
     services: Services = app.bot_data
-    services.housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
+    await schedule_pending_callbacks(
+        app.job_queue, services.sessionmaker, services.settings, services.clock()
+    )
 
 
-async def _post_stop(app: Application) -> None:  # type: ignore[type-arg]
+async def _housekeeping_job(context: Any) -> None:
+    await run_housekeeping(context.application)
+
+
+async def _retention_job(context: Any) -> None:
+    await run_retention(context.application)
+
+
+async def run_retention(app: Application) -> int:  # type: ignore[type-arg]
+    """Erase the personal data of requests closed more than RETENTION_DAYS ago; how many."""
     services: Services = app.bot_data
-    if services.housekeeping is not None:
-        services.housekeeping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await services.housekeeping
-
-
-async def _housekeeping(app: Application) -> None:  # type: ignore[type-arg]
-    """Every few seconds: re-deliver cards that failed to post, announce overdue requests."""
-    services: Services = app.bot_data
-    while True:
-        await asyncio.sleep(services.settings.housekeeping_seconds)
-        await run_housekeeping(app)
+    now = services.clock()
+    cutoff = now - timedelta(days=services.settings.retention_days)
+    try:
+        async with services.sessionmaker() as session, session.begin():
+            erased = await erase_expired(session=session, closed_before=cutoff, at=now)
+        engine = services.sessionmaker.kw.get("bind")
+        if isinstance(engine, AsyncEngine):
+            await truncate_wal(engine)  # old page images go too (SQLite)
+    except Exception:  # noqa: BLE001 - tried again tomorrow; it is logged
+        logger.exception("retention round failed")
+        return 0
+    if erased:
+        logger.info("erased the personal data of %s request(s) closed before %s", erased, cutoff)
+    return erased
 
 
 async def run_housekeeping(app: Application) -> tuple[int, int]:  # type: ignore[type-arg]
-    """One round of housekeeping; returns (cards delivered, requests announced)."""
+    """One round of housekeeping; returns (cards delivered, requests announced).
+
+    Also reminds staff of call-backs that are due, in case their job was lost.
+    """
     services: Services = app.bot_data
     now = services.clock()
     try:
         delivered, _ = await redeliver(app.bot, services.sessionmaker, services.settings, now)
         announced = await announce_overdue(app.bot, services.sessionmaker, services.settings, now)
+        # A safety net for call-back reminders whose job was lost; normally the job fires.
+        await remind_callbacks(app.bot, services.sessionmaker, services.settings, now)
     except Exception:  # noqa: BLE001 - the loop must survive a bad round; it is logged
         logger.exception("housekeeping round failed")
         return 0, 0
@@ -138,10 +180,11 @@ async def _register_commands(app: Application) -> None:  # type: ignore[type-arg
 
 
 async def on_error(update: object, context: Any) -> None:
-    """Log every unexpected error with the update id and dialogue position, never answers.
+    """Log every unexpected error and report it to the staff group, by ids only.
 
-    The exception's own message is not logged (it could quote a client's text); its type,
-    the notes the handlers add (update id, question id) and the traceback's frames are.
+    The exception's own message is never logged or reported (it could quote a client's
+    text); its type, the notes the handlers add, the update, chat and question ids and the
+    traceback's frames are. The client in a private chat is told something went wrong.
     """
     update_id = update.update_id if isinstance(update, Update) else None
     error = context.error
@@ -154,13 +197,84 @@ async def on_error(update: object, context: Any) -> None:
         notes,
         frames,
     )
-    if (
-        isinstance(update, Update)
-        and update.effective_chat
-        and update.effective_chat.type == "private"
-    ):
-        lang = client.language_of(update.effective_user, context.bot_data.settings.default_language)
+    services: Services = context.bot_data
+    chat = update.effective_chat if isinstance(update, Update) else None
+    question = await _question_of(update, services)
+    staff_chat = services.settings.staff_chat_id
+    if staff_chat is not None:
+        report = error_report(
+            update_id=update_id,
+            chat_id=chat.id if chat else None,
+            question=question,
+            error=type(error).__name__,
+            notes=notes,
+            frames=frames,
+        )
         try:
-            await context.bot.send_message(update.effective_chat.id, html.escape(t("sorry", lang)))
+            await context.bot.send_message(staff_chat, report, parse_mode=ParseMode.HTML)
+        except Exception:  # noqa: BLE001 - the log above is what matters
+            logger.warning("could not report the error to the staff group")
+    if isinstance(update, Update) and chat and chat.type == "private":
+        lang = client.language_of(update.effective_user, services.settings.default_language)
+        try:
+            await context.bot.send_message(chat.id, html.escape(t("sorry", lang)))
         except Exception:  # noqa: BLE001 - the report above is what matters
             logger.info("could not tell chat about the error")
+
+
+async def _question_of(update: object, services: Services) -> str | None:
+    """The question the client was at (its id), if the update came from a client."""
+    user = update.effective_user if isinstance(update, Update) else None
+    if user is None:
+        return None
+    try:
+        async with services.sessionmaker() as session:
+            found = await get_client(session=session, telegram_id=user.id)
+            if found is None or found.id is None:
+                return None
+            dialogue = await get_dialogue(session=session, client_id=found.id)
+    except Exception:  # noqa: BLE001 - the database may be why we are here
+        return None
+    node = dialogue.state.get("node") if dialogue else None
+    return node if isinstance(node, str) else None
+
+
+def error_report(
+    *,
+    update_id: int | None,
+    chat_id: int | None,
+    question: str | None,
+    error: str,
+    notes: str,
+    frames: str,
+) -> str:
+    """The staff group's error report (HTML), within Telegram's length limit.
+
+    Ids only, never a client's answers, name or phone. A long traceback loses its oldest
+    frames first; the ids and the exception type always fit.
+    """
+
+    def e(text: str) -> str:
+        return html.escape(text, quote=False)
+
+    head = (
+        f"⚠️ <b>Error</b>: {e(error)}\n"
+        f"update {update_id if update_id is not None else '—'} · "
+        f"chat {chat_id if chat_id is not None else '—'} · "
+        f"question {e(question or '—')}"
+    )
+    if notes:
+        head += f"\n{e(notes[:500])}"
+    room = MESSAGE_LIMIT - len(head) - len("\n<pre>…\n</pre>")
+    kept: list[str] = []
+    lines = frames.splitlines(keepends=True)
+    for line in reversed(lines):
+        escaped = e(line)
+        if len(escaped) > room:
+            break
+        kept.append(escaped)
+        room -= len(escaped)
+    if not kept:
+        return head
+    cut = "…\n" if len(kept) < len(lines) else ""
+    return f"{head}\n<pre>{cut}{''.join(reversed(kept))}</pre>"

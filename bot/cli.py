@@ -11,24 +11,28 @@ import logging
 import resource
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, TypeVar
+from typing import IO, Annotated, NoReturn, TypeVar
 from urllib.parse import urlparse
 
+import phonenumbers
 import typer
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import Bot
+from telegram.error import InvalidToken, NetworkError, TimedOut
 
 from bot.app import ALLOWED_UPDATES, build_application
 from bot.chat import run_chat
 from bot.checking import FlowChecker
 from bot.flowsource import FlowRefusedError, FlowRegistry
+from bot.logs import configure_logging
 from bot.settings import Settings
-from bot.staff import redeliver
+from bot.staff import local_time, redeliver
+from bot.workflow import MAX_REQUEST_ID, Acted, RequestNotFoundError, act
 from flows import (
     Flow,
     FlowError,
@@ -45,12 +49,15 @@ from flows import (
 )
 from storage import (
     STATUSES,
+    Action,
     AsyncSession,
     ConsultationRequest,
     FlowVersion,
+    IllegalMoveError,
+    Status,
+    action_to,
     activate_flow_version,
     add_flow_version,
-    change_status,
     get_active_flow_version,
     get_flow_version,
     get_request,
@@ -97,21 +104,39 @@ class OutputFormat(StrEnum):
 
 EXPORT_COLUMNS = [
     "id", "created_at", "status", "outcome", "rule_ids", "reasons", "name", "phone",
-    "preferred_time", "language", "source", "red_flag_changed", "withdrawn_red_flags",
-    "taken_by_name", "taken_at", "first_call_at", "attempts", "closed_at",
-    "flow_name", "flow_version", "answers",
+    "preferred_time", "retry_at", "language", "source", "red_flag_changed",
+    "withdrawn_red_flags", "taken_by_name", "taken_at", "first_call_at", "attempts",
+    "closed_at", "erased_at", "flow_name", "flow_version", "answers",
 ]  # fmt: skip
 
+#: Labels of ``requests show``.
+LABELS = {
+    "created_at": "Received", "status": "Status", "outcome": "Outcome", "rule_ids": "Rules",
+    "reasons": "Why", "name": "Name", "phone": "Phone", "preferred_time": "Call time",
+    "retry_at": "Call again", "language": "Language", "source": "Source",
+    "red_flag_changed": "Answer changed after a red flag", "withdrawn_red_flags": "Red flags",
+    "taken_by_name": "Taken by", "taken_at": "Taken at", "first_call_at": "First call",
+    "attempts": "Call attempts", "closed_at": "Closed", "erased_at": "Personal data erased",
+    "flow_name": "Flow", "flow_version": "Flow version",
+}  # fmt: skip
 
-def _row(request: ConsultationRequest) -> dict[str, object]:
-    """A request as plain JSON-able values (lists stay lists)."""
+
+def _row(request: ConsultationRequest, settings: Settings) -> dict[str, object]:
+    """A request as plain JSON-able values, times in the center's zone (lists stay lists)."""
     data = request.model_dump()
     out: dict[str, object] = {}
     for key in EXPORT_COLUMNS:
         value = data.get(key)
-        out[key] = value.isoformat() if isinstance(value, datetime) else value
+        out[key] = (
+            value.astimezone(settings.zone).isoformat() if isinstance(value, datetime) else value
+        )
     out["facts"] = data.get("facts")
     return out
+
+
+def _when(value: object) -> str:
+    """An ISO time from ``_row`` as ``YYYY-MM-DD HH:MM`` (already local)."""
+    return str(value)[:16].replace("T", " ") if value else ""
 
 
 def _flat(value: object) -> str:
@@ -120,6 +145,21 @@ def _flat(value: object) -> str:
             return "; ".join(f"{a.get('question')}: {a.get('answer')}" for a in value)
         return "; ".join(str(v) for v in value)
     return "" if value is None else str(value)
+
+
+def _phone_as_text(phone: object) -> str:
+    """The phone as spreadsheets keep it: ``+7 912 345-67-89``, not the number 79123456789.
+
+    With spaces and dashes it is no number to LibreOffice or Excel, so the cell stays text
+    and keeps its "+" (E.164 "+79123456789" would become the number 79123456789).
+    """
+    if not isinstance(phone, str) or not phone:
+        return ""
+    try:
+        number = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return phone
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 def _with_session(
@@ -144,26 +184,46 @@ def _with_session(
     return asyncio.run(go())
 
 
+def _with_sessionmaker(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
+    settings = _settings()
+
+    async def go() -> T:
+        engine = make_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+            return await work(make_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
 @requests_app.command("list")
 def requests_list(
     status: Annotated[str | None, typer.Option(help=f"One of: {', '.join(STATUSES)}.")] = None,
     since: Annotated[
-        datetime | None, typer.Option(help="Only requests made since this date (YYYY-MM-DD).")
+        datetime | None,
+        typer.Option(help="Only requests made since this date (YYYY-MM-DD, the center's time)."),
     ] = None,
     output: Annotated[
         OutputFormat, typer.Option("--format", help="Output format.")
     ] = OutputFormat.table,
 ) -> None:
-    """List requests, oldest first."""
+    """List requests in queue order: open ones first (⚠ a doctor's word needed), then the rest.
+
+    Times are in the center's time zone (CENTER_TIMEZONE).
+    """
     if status is not None and status not in STATUSES:
         typer.echo(f"Unknown status {status!r}; use one of: {', '.join(STATUSES)}", err=True)
         raise typer.Exit(2)
-    moment = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    settings = _settings()
+    moment = since.replace(tzinfo=settings.zone) if since and since.tzinfo is None else since
 
     async def work(session: AsyncSession) -> list[ConsultationRequest]:
-        return await search_requests(session=session, status=status, since=moment)
+        return await search_requests(session=session, status=status, since=moment, queue_order=True)
 
-    rows = [_row(r) for r in _with_session(work)]
+    found = _with_session(work)
+    rows = [_row(r, settings) for r in found]
     if output == OutputFormat.json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
     elif output == OutputFormat.csv:
@@ -172,51 +232,102 @@ def requests_list(
         typer.echo(buffer.getvalue(), nl=False)
     else:
         typer.echo(
-            f"{'id':>5}  {'created (UTC)':16}  {'status':9}  {'outcome':9}  {'phone':14}  name"
+            f"{'id':>5}  {'':2}{'received':16}  {'status':9}  {'outcome':9}  "
+            f"{'call':24}  {'phone':16}  name"
         )
-        for r in rows:
-            created = str(r["created_at"])[:16].replace("T", " ")
-            typer.echo(
-                f"{r['id']:>5}  {created:16}  {r['status']!s:9}  {r['outcome']!s:9}  "
-                f"{_flat(r['phone']):14}  {_flat(r['name'])}"
+        for request, r in zip(found, rows, strict=True):
+            flag = "⚠ " if request.outcome == "CLEAR" or request.red_flag_changed else "  "
+            call = (
+                f"again {_when(r['retry_at'])[5:]}"
+                if r["retry_at"] and request.status == Status.NO_ANSWER
+                else _flat(r["preferred_time"])
             )
-        typer.echo(f"{len(rows)} request(s).")
+            typer.echo(
+                f"{r['id']:>5}  {flag}{_when(r['created_at']):16}  {r['status']!s:9}  "
+                f"{r['outcome']!s:9}  {call[:24]:24}  {_phone_as_text(r['phone']):16}  "
+                f"{_flat(r['name'])}"
+            )
+        typer.echo(
+            f"{len(rows)} request(s). ⚠ a doctor's word needed or an answer changed after a "
+            f"red flag. Times: {settings.center_timezone}."
+        )
 
 
 def _write_csv(stream: IO[str], rows: list[dict[str, object]]) -> None:
     writer = csv.writer(stream)
     writer.writerow(EXPORT_COLUMNS)
     for r in rows:
-        writer.writerow([_flat(r[c]) for c in EXPORT_COLUMNS])
+        writer.writerow(
+            [
+                _phone_as_text(r[c])
+                if c == "phone"
+                else _when(r[c])
+                if c.endswith("_at")
+                else _flat(r[c])
+                for c in EXPORT_COLUMNS
+            ]
+        )
 
 
 @requests_app.command("show")
 def requests_show(request_id: int) -> None:
-    """Show one request with its audit trail."""
+    """Show one request, readably, with its history (times in the center's time zone)."""
+    settings = _settings()
 
     async def work(session: AsyncSession) -> tuple[dict[str, object], list[str]] | None:
+        if not 1 <= request_id <= MAX_REQUEST_ID:
+            return None
         request = await get_request(session=session, request_id=request_id)
         if request is None:
             return None
         events = await list_events(session=session, request_id=request_id)
         trail = [
-            f"{e.at.isoformat()}  {e.actor_name}: "
+            f"{local_time(e.at, settings, '%Y-%m-%d %H:%M')}  {e.actor_name}: "
             + (f"{e.from_status} -> {e.to_status}" if e.action == "status" else e.action)
-            + (f"  ({e.note})" if e.note else "")
+            + (f"  ({_event_note(e.action, e.note, settings)})" if e.note else "")
             for e in events
         ]
-        return _row(request), trail
+        return _row(request, settings), trail
 
     found = _with_session(work)
     if found is None:
         typer.echo(f"No request #{request_id}.", err=True)
         raise typer.Exit(1)
     row, trail = found
-    for key, value in row.items():
-        typer.echo(f"{key:>20}: {_flat(value)}")
+    typer.echo(f"Request #{row['id']}  (times: {settings.center_timezone})")
+    for key, label in LABELS.items():
+        value = row.get(key)
+        if value in (None, "", [], False) and key not in ("status", "outcome"):
+            continue
+        if key.endswith("_at"):
+            text = _when(value)
+        elif key == "phone":
+            text = _phone_as_text(value)
+        elif key == "red_flag_changed":
+            text = "yes"
+        elif key == "flow_version":
+            text = str(value)[:12]
+        else:
+            text = _flat(value)
+        typer.echo(f"  {label + ':':<34}{text}")
+    answers = row.get("answers")
+    if isinstance(answers, list) and answers:
+        typer.echo("\nAnswers:")
+        for answer in answers:
+            typer.echo(f"  {answer.get('question')}: {answer.get('answer')}")
     typer.echo("\nHistory:" if trail else "\nHistory: none")
     for line in trail:
         typer.echo(f"  {line}")
+
+
+def _event_note(action: str, note: str, settings: Settings) -> str:
+    """An audit note; a call-back time is shown in the center's time zone."""
+    if action == "retry":
+        try:
+            return local_time(datetime.fromisoformat(note), settings, "%Y-%m-%d %H:%M")
+        except ValueError:
+            return note
+    return note
 
 
 @requests_app.command("set-status")
@@ -225,40 +336,73 @@ def requests_set_status(
     status: str,
     note: Annotated[str | None, typer.Option(help="A note for the audit trail.")] = None,
 ) -> None:
-    """Change a request's status (recorded in its audit trail as done from the command line)."""
+    """Move a request to STATUS, if its lifecycle allows it (audited as the command line).
+
+    A request that is done (booked, declined, closed) goes back to new only with
+    `requests reopen ID --note WHY`.
+    """
     if status not in STATUSES:
         typer.echo(f"Unknown status {status!r}; use one of: {', '.join(STATUSES)}", err=True)
         raise typer.Exit(2)
+    _act(request_id, None, Status(status), note)
+
+
+@requests_app.command("reopen")
+def requests_reopen(
+    request_id: int,
+    note: Annotated[str, typer.Option(help="Why it is reopened (required; audited).")],
+) -> None:
+    """Put a booked, declined or closed request back into the queue as new."""
+    _act(request_id, Action.REOPEN, Status.NEW, note)
+
+
+def _act(request_id: int, action: Action | None, target: Status, note: str | None) -> None:
+    """Make a lifecycle move from the command line, or explain why it is refused."""
     actor = f"command line ({getpass.getuser()})"
 
-    async def work(session: AsyncSession) -> str | None:
-        request = await get_request(session=session, request_id=request_id)
-        if request is None:
-            return None
-        before = request.status
-        await change_status(
-            session=session, request=request, to_status=status, actor_id=None,
+    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> Acted:
+        if not 1 <= request_id <= MAX_REQUEST_ID:
+            raise RequestNotFoundError(request_id)
+        async with sessionmaker() as session:
+            request = await get_request(session=session, request_id=request_id)
+            if request is None:
+                raise RequestNotFoundError(request_id)
+            current = Status(request.status)
+        move = action or action_to(current, target)
+        return await act(
+            sessionmaker, request_id=request_id, action=move, actor_id=None,
             actor_name=actor, at=utcnow(), note=note,
         )  # fmt: skip
-        return before
 
-    before = _with_session(work)
-    if before is None:
+    try:
+        done = _with_sessionmaker(work)
+    except RequestNotFoundError:
         typer.echo(f"No request #{request_id}.", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"Request #{request_id}: {before} -> {status}.")
+        raise typer.Exit(1) from None
+    except IllegalMoveError as exc:
+        hint = ""
+        if "reopen" in str(exc):
+            hint = f"\nTo reopen it: intake-bot requests reopen {request_id} --note 'why'"
+        typer.echo(f"Request #{request_id} not changed: {exc}.{hint}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Request #{request_id}: {done.before} -> {done.request.status}.")
 
 
 @requests_app.command("export")
 def requests_export(
     file: Annotated[Path, typer.Argument(help="CSV file to write (UTF-8 with BOM).")],
 ) -> None:
-    """Export every request as CSV that spreadsheet programs open with Cyrillic intact."""
+    """Export every request, oldest first, as CSV for spreadsheet programs.
+
+    UTF-8 with a byte-order mark (Cyrillic intact), times in the center's time zone, phones
+    written as "+7 912 345-67-89" so that the cell stays text.
+    """
+    settings = _settings()
 
     async def work(session: AsyncSession) -> list[ConsultationRequest]:
         return await search_requests(session=session)
 
-    rows = [_row(r) for r in _with_session(work)]
+    rows = [_row(r, settings) for r in _with_session(work)]
     with file.open("w", encoding="utf-8-sig", newline="") as stream:
         _write_csv(stream, rows)
     typer.echo(f"Exported {len(rows)} request(s) to {file}.")
@@ -306,11 +450,8 @@ def _settings() -> Settings:
 
 
 def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # httpx logs every request URL, which contains the bot token.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    token = settings.telegram_token.get_secret_value() if settings.telegram_token else ""
+    configure_logging(settings.log_level, secrets=[token])
 
 
 def _registry_or_exit(settings: Settings) -> FlowRegistry:
@@ -387,6 +528,7 @@ def run() -> None:
         )
         raise typer.Exit(2)
     registry = _registry_or_exit(settings)
+    asyncio.run(_reach_telegram_or_exit(settings))
     flow = asyncio.run(_prepare(settings.database_url, registry))
     engine = make_engine(settings.database_url)
     application = build_application(
@@ -398,17 +540,49 @@ def run() -> None:
     logging.getLogger(__name__).info(
         "flow %s version %s; database %s", flow.name, flow.version, _safe(settings.database_url)
     )
-    if settings.webhook_url and settings.webhook_secret is not None:
-        application.run_webhook(
-            listen=settings.webhook_listen,
-            port=settings.webhook_port,
-            url_path=urlparse(settings.webhook_url).path.lstrip("/"),
-            webhook_url=settings.webhook_url,
-            secret_token=settings.webhook_secret.get_secret_value(),
-            allowed_updates=ALLOWED_UPDATES,
-        )
-    else:
-        application.run_polling(allowed_updates=ALLOWED_UPDATES)
+    try:
+        if settings.webhook_url and settings.webhook_secret is not None:
+            application.run_webhook(
+                listen=settings.webhook_listen,
+                port=settings.webhook_port,
+                url_path=urlparse(settings.webhook_url).path.lstrip("/"),
+                webhook_url=settings.webhook_url,
+                secret_token=settings.webhook_secret.get_secret_value(),
+                allowed_updates=ALLOWED_UPDATES,
+            )
+        else:
+            application.run_polling(allowed_updates=ALLOWED_UPDATES)
+    except (InvalidToken, NetworkError, TimedOut) as exc:
+        _telegram_failed(settings, exc)
+
+
+async def _reach_telegram_or_exit(settings: Settings) -> None:
+    """Ask Telegram who the bot is before anything else: one clear line if that fails."""
+    assert settings.telegram_token is not None
+    bot = Bot(
+        settings.telegram_token.get_secret_value(),
+        base_url=settings.telegram_base_url,
+        base_file_url=settings.telegram_base_file_url,
+    )
+    try:
+        async with bot:
+            pass  # initialising the bot calls getMe
+    except (InvalidToken, NetworkError, TimedOut) as exc:
+        _telegram_failed(settings, exc)
+
+
+def _telegram_failed(settings: Settings, exc: Exception) -> NoReturn:
+    if isinstance(exc, InvalidToken):
+        typer.echo("Telegram refused the bot token: check TELEGRAM_TOKEN in .env.", err=True)
+        raise typer.Exit(1) from exc
+    # The error's text may hold the request URL, and with it the token: name its type only.
+    where = urlparse(settings.telegram_base_url).netloc or settings.telegram_base_url
+    typer.echo(
+        f"Cannot reach Telegram at {where} ({type(exc).__name__}): check the network "
+        "connection (or TELEGRAM_BASE_URL) and start again.",
+        err=True,
+    )
+    raise typer.Exit(1) from exc
 
 
 async def _active_or_exit(

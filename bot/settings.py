@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     center_phone: str = "+7 (495) 085-15-13"
     #: How often the bot re-delivers failed cards and looks for overdue requests.
     housekeeping_seconds: int = Field(default=60, ge=1)
+    #: After "No answer", also tell the client (in their language) that the center tried to call.
+    tell_client_no_answer: bool = False
+    #: Days after a request is closed before its personal data are erased (a daily job).
+    retention_days: int = Field(default=180, ge=1)
 
     @field_validator("staff_user_ids", "admin_user_ids", mode="before")
     @classmethod

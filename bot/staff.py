@@ -11,34 +11,51 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.constants import ParseMode
 from telegram.error import TelegramError
+from telegram.ext import JobQueue
 
+from bot.context import BotContext
 from bot.render import with_retries
 from bot.settings import Settings
 from flows import Lang
 from storage import (
+    OPEN_STATUSES,
+    Action,
     AsyncSession,
+    Client,
     ConsultationRequest,
+    Status,
+    callbacks_to_remind,
+    card_actions,
     get_request,
     list_events,
     mark_announced,
     mark_delivered,
     mark_delivery_failed,
+    mark_reminded,
     overdue_new_requests,
     requests_to_deliver,
 )
 
 __all__ = [
+    "CENTER_PHONE",
     "Clock",
     "announce_overdue",
+    "callback_job",
     "card_keyboard",
     "card_text",
     "followed_up",
+    "into_opening_hours",
     "is_open",
     "is_staff",
+    "local_time",
     "post_card",
     "redeliver",
     "refresh_card",
+    "remind_callbacks",
+    "schedule_callback",
+    "schedule_pending_callbacks",
     "st",
+    "tell_client_no_answer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,7 +97,28 @@ _STAFF: dict[str, dict[Lang, str]] = {
     "r3": {"ru": "через 3 ч", "en": "in 3 h"},
     "rt": {"ru": "завтра 10:00", "en": "tomorrow 10:00"},
     "again": {"ru": "⏰ Всё ещё ждёт звонка", "en": "⏰ Still waiting for a call"},
+    "call_back": {"ru": "📞 Пора перезвонить", "en": "📞 Time to call back"},
+    "received": {"ru": "Получена", "en": "Received"},
+    "erased": {
+        "ru": "Личные данные удалены по сроку хранения",
+        "en": "Personal data erased after the retention period",
+    },
     "no_contact": {"ru": "без контактов (экстренный случай)", "en": "no contact (emergency stop)"},
+}
+
+
+#: The center's phone, for clients (the follow-up and "we tried to call you").
+CENTER_PHONE = "+7 (495) 085-15-13"
+
+_TRIED: dict[Lang, str] = {
+    "ru": (
+        "Мы пытались вам дозвониться по вашей заявке, но не получилось. Мы позвоним ещё раз; "
+        "вы также можете позвонить нам сами: {phone} ({hours}, без выходных)."
+    ),
+    "en": (
+        "We tried to call you about your request but could not reach you. We will call "
+        "again; you can also call us: {phone} ({hours}, seven days a week)."
+    ),
 }
 
 
@@ -89,8 +127,12 @@ def st(key: str, lang: Lang) -> str:
     return _STAFF[key][lang]
 
 
-def _local(at: datetime, settings: Settings) -> str:
-    return at.astimezone(settings.zone).strftime("%d.%m %H:%M")
+def local_time(at: datetime, settings: Settings, fmt: str = "%d.%m %H:%M") -> str:
+    """A moment in the center's time zone (staff read local time, never UTC)."""
+    return at.astimezone(settings.zone).strftime(fmt)
+
+
+_local = local_time
 
 
 def card_text(request: ConsultationRequest, settings: Settings, now: datetime) -> str:
@@ -98,7 +140,9 @@ def card_text(request: ConsultationRequest, settings: Settings, now: datetime) -
     lang = settings.staff_language
     e = html.escape
     lines = [f"<b>{st('title', lang)} #{request.id}</b> · {st(request.status, lang)}"]
-    if request.phone:
+    if request.erased_at is not None:
+        lines.append(st("erased", lang))
+    elif request.phone:
         lines.append(f"{st('name', lang)}: <b>{e(request.name or '—')}</b>")
         lines.append(f"{st('phone', lang)}: {e(request.phone)}")
         lines.append(f"{st('time', lang)}: {e(request.preferred_time or '—')}")
@@ -122,7 +166,8 @@ def card_text(request: ConsultationRequest, settings: Settings, now: datetime) -
         f"{st('source', lang)}: {e(request.source or '—')} · "
         f"{st('flow', lang)}: {e(request.flow_name)}@{e(request.flow_version[:8])}"
     )
-    if request.status in ("new", "taken", "no_answer"):
+    lines.append(f"{st('received', lang)}: {_local(request.created_at, settings)}")
+    if request.status in OPEN_STATUSES:
         minutes = int((now - request.created_at).total_seconds() // 60)
         lines.append(f"{st('waiting', lang)}: {minutes} {st('minutes', lang)}")
     if request.taken_by_name:
@@ -135,29 +180,41 @@ def card_text(request: ConsultationRequest, settings: Settings, now: datetime) -
     return "\n".join(lines)
 
 
+_BUTTONS = {
+    Action.TAKE: "take",
+    Action.BOOKED: "b_booked",
+    Action.DECLINED: "b_declined",
+    Action.NO_ANSWER: "b_no_answer",
+    Action.CLOSE: "b_close",
+    Action.FOLLOW_UP: "b_follow",
+}
+#: The call-back choices after "No answer": their callback tokens, labelled r1, r3, rt.
+RETRY_CHOICES = ("r1", "r3", "rt")
+
+
 def card_keyboard(
     request: ConsultationRequest, settings: Settings, *, followed_up: bool = False
 ) -> InlineKeyboardMarkup | None:
-    """The buttons a card offers in its current status."""
+    """The buttons a card offers in its current status, drawn from the lifecycle table."""
     lang = settings.staff_language
 
-    def b(key: str, action: str) -> InlineKeyboardButton:
-        return InlineKeyboardButton(st(key, lang), callback_data=f"S:{action}:{request.id}")
+    def b(key: str, token: str) -> InlineKeyboardButton:
+        return InlineKeyboardButton(st(key, lang), callback_data=f"S:{token}:{request.id}")
 
-    if request.status == "new":
-        rows = [[b("take", "take")]]
-    elif request.status in ("taken", "no_answer"):
-        rows = [[b("b_booked", "booked"), b("b_declined", "declined")], [b("b_no_answer", "noans")]]
-        if request.status == "no_answer":
-            rows.append([b("r1", "r1"), b("r3", "r3"), b("rt", "rt")])
-        rows.append([b("b_close", "close")])
-    elif request.status in ("booked", "declined"):
-        rows = [[b("b_close", "close")]]
-    elif request.phone is not None and not followed_up:
-        rows = [[b("b_follow", "follow")]]
-    else:
-        return None
-    return InlineKeyboardMarkup(rows)
+    rows = []
+    for actions in card_actions(Status(request.status)):
+        row = []
+        for action in actions:
+            if action is Action.RETRY:
+                row += [b(choice, choice) for choice in RETRY_CHOICES]
+            elif action is Action.FOLLOW_UP:
+                if request.phone is not None and not followed_up:
+                    row.append(b(_BUTTONS[action], action.value))
+            else:
+                row.append(b(_BUTTONS[action], action.value))
+        if row:
+            rows.append(row)
+    return InlineKeyboardMarkup(rows) if rows else None
 
 
 async def followed_up(session: AsyncSession, request_id: int) -> bool:
@@ -297,6 +354,118 @@ async def announce_overdue(
                 await mark_announced(session=session, request=request, at=now)
         announced += 1
     return announced
+
+
+def into_opening_hours(at: datetime, settings: Settings) -> datetime:
+    """``at``, or the next opening of the center if it is closed then (local opening hours)."""
+    zone = settings.zone
+    local = at.astimezone(zone)
+    if settings.opening_hour <= local.hour < settings.closing_hour:
+        return at
+    day = local.date() if local.hour < settings.opening_hour else local.date() + timedelta(days=1)
+    opening = datetime(day.year, day.month, day.day, settings.opening_hour, tzinfo=zone)
+    return opening.astimezone(at.tzinfo)
+
+
+async def remind_callbacks(
+    bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
+) -> int:
+    """Remind the staff group of every call-back that is due (in opening hours); how many."""
+    if settings.staff_chat_id is None or not is_open(now, settings):
+        return 0
+    chat_id = settings.staff_chat_id
+    async with sessionmaker() as session:
+        due = [
+            (r.id, r.card_message_id, card_text(r, settings, now), card_keyboard(r, settings))
+            for r in await callbacks_to_remind(session=session)
+            if r.retry_at is not None and r.retry_at <= now
+        ]
+    reminded = 0
+    for request_id, card_id, text, keyboard in due:
+        message = f"{st('call_back', settings.staff_language)}\n\n{text}"
+        try:
+            await with_retries(
+                lambda m=message, k=keyboard, c=card_id: bot.send_message(  # type: ignore[misc]
+                    chat_id,
+                    m,
+                    reply_markup=k,
+                    reply_to_message_id=c,
+                    allow_sending_without_reply=True,
+                    parse_mode=ParseMode.HTML,
+                )
+            )
+        except TelegramError:
+            logger.warning("could not remind staff of the call-back of request %s", request_id)
+            continue
+        async with sessionmaker() as session, session.begin():
+            request = await get_request(session=session, request_id=request_id)  # type: ignore[arg-type]
+            if request is not None:
+                await mark_reminded(session=session, request=request, at=now)
+        reminded += 1
+    return reminded
+
+
+async def callback_job(context: BotContext) -> None:
+    """The JobQueue job of a call-back: remind staff of every call-back due now."""
+    svc = context.bot_data
+    await remind_callbacks(context.bot, svc.sessionmaker, svc.settings, svc.clock())
+
+
+def schedule_callback(
+    job_queue: JobQueue | None,  # type: ignore[type-arg]
+    request_id: int,
+    retry_at: datetime,
+    settings: Settings,
+    now: datetime,
+) -> None:
+    """Schedule the reminder of a request's call-back (replacing one scheduled before).
+
+    The delay is measured on the bot's clock; a call-back already due (after a restart, say)
+    fires at once, or at the next opening if the center is closed now.
+    """
+    if job_queue is None:
+        return
+    name = f"callback:{request_id}"
+    for job in job_queue.get_jobs_by_name(name):
+        job.schedule_removal()
+    when = into_opening_hours(max(retry_at, now), settings)
+    job_queue.run_once(callback_job, when=max(when - now, timedelta(0)), name=name)
+
+
+async def schedule_pending_callbacks(
+    job_queue: JobQueue | None,  # type: ignore[type-arg]
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    now: datetime,
+) -> int:
+    """On start: schedule the reminders of every call-back stored and not reminded yet."""
+    async with sessionmaker() as session:
+        pending = [(r.id, r.retry_at) for r in await callbacks_to_remind(session=session)]
+    for request_id, retry_at in pending:
+        if request_id is not None and retry_at is not None:
+            schedule_callback(job_queue, request_id, retry_at, settings, now)
+    return len(pending)
+
+
+async def tell_client_no_answer(
+    bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, request_id: int
+) -> bool:
+    """Tell the client, in their language, that the center tried to call; whether it was sent."""
+    async with sessionmaker() as session:
+        request = await get_request(session=session, request_id=request_id)
+        client = await session.get(Client, request.client_id) if request else None
+    if client is None or client.telegram_id is None:
+        return False
+    lang: Lang = "en" if client.language == "en" else "ru"
+    hours = f"{settings.opening_hour}:00–{settings.closing_hour}:00"
+    text = _TRIED[lang].format(phone=CENTER_PHONE, hours=hours)
+    chat_id = client.telegram_id
+    try:
+        await with_retries(lambda: bot.send_message(chat_id, text))
+    except TelegramError:
+        logger.info("could not tell the client of request %s about the missed call", request_id)
+        return False
+    return True
 
 
 async def is_staff(bot: Bot, settings: Settings, user_id: int) -> bool:

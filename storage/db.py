@@ -1,7 +1,7 @@
 """Engines, sessions and migrations: everything that starts from a database URL.
 
-SQLite notes. ``make_engine`` turns on foreign keys, WAL and a busy timeout for every
-connection, and takes transaction control away from the ``sqlite3`` driver (which would
+SQLite notes. ``make_engine`` turns on foreign keys, WAL, a busy timeout and secure delete
+for every connection, and takes transaction control away from the ``sqlite3`` driver (which would
 otherwise not BEGIN before SELECT or DDL, breaking SAVEPOINTs and transactional migrations):
 SQLAlchemy emits ``BEGIN IMMEDIATE`` itself, so concurrent writers queue on the busy timeout
 rather than fail. The price is that the ``AUTOCOMMIT`` isolation level must not be used with
@@ -40,6 +40,7 @@ __all__ = [
     "migrate",
     "normalize_url",
     "pending_changes",
+    "truncate_wal",
     "upgrade",
 ]
 
@@ -49,7 +50,14 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 _ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 _MIGRATION_LOCK = 0x1A7A4E  # any constant bigint, the same in every process
-_SQLITE_PRAGMAS = ("PRAGMA foreign_keys=ON", "PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=30000")
+_SQLITE_PRAGMAS = (
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA busy_timeout=30000",
+    # Deleted rows are overwritten with zeros, so erased personal data do not linger in
+    # the file's free pages (/forget, retention).
+    "PRAGMA secure_delete=ON",
+)
 
 
 def normalize_url(url: str) -> str:
@@ -104,6 +112,18 @@ async def upgrade(engine: AsyncEngine) -> None:
     """
     async with engine.connect() as connection:
         await connection.run_sync(migrate, _upgrade_to_head)
+
+
+async def truncate_wal(engine: AsyncEngine) -> None:
+    """On SQLite, fold the write-ahead log into the file and empty it; elsewhere nothing.
+
+    The log keeps old page images (with data since deleted) until it is reused; truncating it
+    makes an erasure final. Best effort: with readers active SQLite does what it can.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    async with engine.connect() as connection:
+        await connection.run_sync(_driver_execute, "PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 async def pending_changes(engine: AsyncEngine) -> list[Any]:

@@ -111,12 +111,16 @@ class ConsultationRequest(SQLModel, table=True):
     first_call_at: datetime | None = Field(default=None, sa_type=AwareDateTime())
     attempts: int = 0
     retry_at: datetime | None = Field(default=None, sa_type=AwareDateTime())
+    # When staff were reminded of the call-back at retry_at (None: not yet).
+    reminded_at: datetime | None = Field(default=None, sa_type=AwareDateTime())
     closed_at: datetime | None = Field(default=None, sa_type=AwareDateTime())
     # The card in the staff group; None until it was posted (then it is re-delivered).
     card_chat_id: int | None = Field(default=None, sa_type=BigInteger)
     card_message_id: int | None = Field(default=None, sa_type=BigInteger)
     delivery_error: str | None = None
     announced_at: datetime | None = Field(default=None, sa_type=AwareDateTime())
+    # When the personal data were erased after the retention period (None: still kept).
+    erased_at: datetime | None = Field(default=None, sa_type=AwareDateTime())
     created_at: datetime = _created_at()
     updated_at: datetime = _updated_at()
 

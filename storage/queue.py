@@ -13,20 +13,28 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func
+from sqlalchemy import case, delete, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Client, ConsultationRequest, Relay, RequestEvent, StepEvent
+from storage.lifecycle import OPEN_STATUSES, Action, IllegalMoveError, Status, transition
+from storage.models import (
+    Client,
+    ConsultationRequest,
+    DialogueSession,
+    Relay,
+    RequestEvent,
+    StepEvent,
+)
 
 __all__ = [
-    "OPEN_STATUSES",
-    "STATUSES",
     "Stats",
     "add_relay",
     "add_request_event",
-    "change_status",
+    "apply_action",
+    "callbacks_to_remind",
     "count_open_requests",
+    "erase_expired",
     "find_relay",
     "funnel",
     "latest_request_of_client",
@@ -35,6 +43,7 @@ __all__ = [
     "mark_announced",
     "mark_delivered",
     "mark_delivery_failed",
+    "mark_reminded",
     "overdue_new_requests",
     "record_step",
     "requests_to_deliver",
@@ -42,11 +51,6 @@ __all__ = [
     "set_client_asking",
     "stats",
 ]
-
-#: Every status a request can have, in workflow order.
-STATUSES = ("new", "taken", "no_answer", "booked", "declined", "closed")
-#: Statuses that still need a call.
-OPEN_STATUSES = ("new", "taken", "no_answer")
 
 
 async def add_request_event(
@@ -77,53 +81,66 @@ async def add_request_event(
     return event
 
 
-async def change_status(
+async def apply_action(
     *,
     session: AsyncSession,
     request: ConsultationRequest,
-    to_status: str,
+    action: Action,
     actor_id: int | None,
     actor_name: str,
     at: datetime,
     note: str | None = None,
     retry_at: datetime | None = None,
 ) -> RequestEvent:
-    """Move a request to ``to_status``, keep its workflow fields in step, and audit it.
+    """Make the move ``action`` on a request if the lifecycle table allows it, and audit it.
 
-    Taking records who and when; the first call outcome (no answer, booked, declined)
-    records when the center first called; "no answer" counts attempts.
+    Raises ``IllegalMoveError`` (nothing written) for a move the table does not allow, or a
+    reopen without a note. Taking records who and when; the first call result (no answer,
+    booked, declined) records when the center first called; "no answer" counts attempts;
+    ``retry`` (after no answer) sets when to call again (``retry_at``).
     """
-    if to_status not in STATUSES:
-        raise ValueError(f"unknown status {to_status!r}; expected one of {', '.join(STATUSES)}")
     assert request.id is not None
-    before = request.status
-    request.status = to_status
-    if to_status == "taken" or (request.taken_by is None and actor_id is not None):
-        request.taken_by = actor_id
-        request.taken_by_name = actor_name
-        request.taken_at = request.taken_at or at
-    if to_status in ("no_answer", "booked", "declined") and request.first_call_at is None:
-        request.first_call_at = at
-    if to_status == "no_answer":
-        request.attempts += 1
+    before = Status(request.status)
+    move = transition(before, action, note=note)
+    after = move.to or before
+    if action is Action.RETRY:
+        if retry_at is None:
+            raise IllegalMoveError("'retry' needs the time to call again")
         request.retry_at = retry_at
-    elif to_status != "taken":
-        request.retry_at = None
-    if to_status == "closed":
-        request.closed_at = at
+        request.reminded_at = None
+    if move.to is not None:
+        request.status = after
+        if after is Status.TAKEN or (request.taken_by is None and actor_id is not None):
+            request.taken_by = actor_id
+            request.taken_by_name = actor_name
+            request.taken_at = request.taken_at or at
+        if action in _CALLS and request.first_call_at is None:
+            request.first_call_at = at
+        if after is Status.NO_ANSWER:
+            request.attempts += 1
+        if after is not Status.NO_ANSWER:
+            request.retry_at = None
+        request.closed_at = at if after is Status.CLOSED else None
+        if action is Action.REOPEN:
+            request.taken_by = request.taken_by_name = request.taken_at = None
+            request.announced_at = None
     request.updated_at = at
     session.add(request)
+    kinds = {Action.RETRY: "retry", Action.FOLLOW_UP: "follow_up"}
     return await add_request_event(
         session=session,
         request_id=request.id,
         actor_id=actor_id,
         actor_name=actor_name,
-        action="status",
-        from_status=before,
-        to_status=to_status,
-        note=note,
+        action=kinds.get(action, "status"),
+        from_status=before if move.to is not None else None,
+        to_status=after if move.to is not None else None,
+        note=retry_at.isoformat() if action is Action.RETRY and retry_at else note,
         at=at,
     )
+
+
+_CALLS = (Action.NO_ANSWER, Action.BOOKED, Action.DECLINED)
 
 
 async def list_events(*, session: AsyncSession, request_id: int) -> list[RequestEvent]:
@@ -178,13 +195,21 @@ async def search_requests(
     status: str | None = None,
     since: datetime | None = None,
     limit: int | None = None,
+    queue_order: bool = False,
 ) -> list[ConsultationRequest]:
-    """Requests by status and creation time, oldest first (for the command line)."""
+    """Requests by status and creation time (for the command line).
+
+    Oldest first; with ``queue_order``, the way staff work them: open requests first, in
+    queue order (see ``list_open_requests``), then the rest, oldest first.
+    """
     query = select(ConsultationRequest)
     if status is not None:
         query = query.where(col(ConsultationRequest.status) == status)
     if since is not None:
         query = query.where(col(ConsultationRequest.created_at) >= since)
+    if queue_order:
+        is_open = case((col(ConsultationRequest.status).in_(OPEN_STATUSES), 0), else_=1)
+        query = query.order_by(is_open, _priority())
     query = query.order_by(col(ConsultationRequest.created_at), col(ConsultationRequest.id))
     if limit is not None:
         query = query.limit(limit)
@@ -264,6 +289,72 @@ async def mark_announced(
     request.announced_at = at
     session.add(request)
     await session.flush()
+
+
+# --- call-backs --------------------------------------------------------------------------
+
+
+async def callbacks_to_remind(*, session: AsyncSession) -> list[ConsultationRequest]:
+    """Requests waiting for a call-back staff were not reminded of yet, soonest first."""
+    result = await session.exec(
+        select(ConsultationRequest)
+        .where(col(ConsultationRequest.status) == Status.NO_ANSWER)
+        .where(col(ConsultationRequest.retry_at).is_not(None))
+        .where(col(ConsultationRequest.reminded_at).is_(None))
+        .order_by(col(ConsultationRequest.retry_at), col(ConsultationRequest.id))
+    )
+    return list(result.all())
+
+
+async def mark_reminded(
+    *, session: AsyncSession, request: ConsultationRequest, at: datetime
+) -> None:
+    """Remember that staff were reminded of the request's call-back."""
+    request.reminded_at = at
+    session.add(request)
+    await session.flush()
+
+
+# --- retention ---------------------------------------------------------------------------
+
+
+async def erase_expired(*, session: AsyncSession, closed_before: datetime, at: datetime) -> int:
+    """Erase the personal data of requests closed before ``closed_before``; return how many.
+
+    Kept for the statistics: outcome, status, source, language, flow version, timestamps and
+    who on the staff worked it. Erased: name, phone, call time, answers, facts, reasons and
+    rule ids (they tell a health condition), red flags, and the notes of the audit trail.
+    Also erased: dialogues not touched since ``closed_before`` (their state holds the answers)
+    and relays of questions older than that.
+    """
+    expired = list(
+        (
+            await session.exec(
+                select(ConsultationRequest)
+                .where(col(ConsultationRequest.closed_at) < closed_before)
+                .where(col(ConsultationRequest.status) == Status.CLOSED)
+                .where(col(ConsultationRequest.erased_at).is_(None))
+            )
+        ).all()
+    )
+    for request in expired:
+        request.name = request.phone = request.preferred_time = None
+        request.answers, request.facts, request.reasons, request.rule_ids = [], {}, [], []
+        request.withdrawn_red_flags = []
+        request.delivery_error = None
+        request.erased_at = at
+        session.add(request)
+    ids = [r.id for r in expired]
+    if ids:
+        await session.exec(
+            update(RequestEvent).where(col(RequestEvent.request_id).in_(ids)).values(note=None)
+        )
+    await session.exec(delete(Relay).where(col(Relay.at) < closed_before))
+    await session.exec(
+        delete(DialogueSession).where(col(DialogueSession.updated_at) < closed_before)
+    )
+    await session.flush()
+    return len(expired)
 
 
 # --- asking staff a question ----------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import TelegramError
@@ -12,11 +12,30 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, Mess
 
 from bot.context import BotContext
 from bot.render import with_retries
-from bot.staff import card_keyboard, card_text, followed_up, is_staff, refresh_card, st
+from bot.staff import (
+    CENTER_PHONE,
+    RETRY_CHOICES,
+    card_keyboard,
+    card_text,
+    followed_up,
+    is_staff,
+    local_time,
+    refresh_card,
+    schedule_callback,
+    st,
+    tell_client_no_answer,
+)
+from bot.workflow import (
+    IllegalMoveError,
+    RequestNotFoundError,
+    act,
+    parse_request_id,
+    retry_time,
+)
 from storage import (
+    Action,
     Client,
     add_request_event,
-    change_status,
     count_open_requests,
     find_relay,
     funnel,
@@ -31,13 +50,6 @@ __all__ = ["register"]
 logger = logging.getLogger(__name__)
 
 PAGE = 10
-_ACTIONS = {
-    "take": "taken",
-    "booked": "booked",
-    "declined": "declined",
-    "noans": "no_answer",
-    "close": "closed",
-}
 
 _TEXTS: dict[str, dict[str, str]] = {
     "refused": {
@@ -51,6 +63,10 @@ _TEXTS: dict[str, dict[str, str]] = {
     "queue": {
         "ru": "Открытые заявки",
         "en": "Open requests",
+    },
+    "not_possible": {
+        "ru": "Сейчас это сделать нельзя: заявка уже в другом статусе.",
+        "en": "That is not possible now: the request has moved on.",
     },
     "not_found": {
         "ru": "Заявки с таким номером нет.",
@@ -87,12 +103,12 @@ _TEXTS: dict[str, dict[str, str]] = {
     "follow_up": {
         "ru": (
             "Спасибо, что обратились в центр «Вероника Херба». Если появятся "
-            "вопросы, звоните: +7 (495) 085-15-13 (9:00–21:00, без выходных) или "
+            "вопросы, звоните: {phone} ({hours}, без выходных) или "
             "нажмите /start."
         ),
         "en": (
             "Thank you for contacting the Veronika Herba center. If you have "
-            "questions, call us: +7 (495) 085-15-13 (9:00–21:00, seven days a "
+            "questions, call us: {phone} ({hours}, seven days a "
             "week), or press /start."
         ),
     },
@@ -155,51 +171,76 @@ def _actor(update: Update) -> tuple[int | None, str]:
 
 
 async def on_card_button(update: Update, context: BotContext) -> None:
-    """Take / Called: booked / declined / No answer (+ retry time) / Close / follow-up."""
+    """A card's button: an action of the lifecycle table, a call-back time, or a queue page."""
     query = update.callback_query
     if query is None or query.data is None or not await _allowed(update, context):
         return
-    _, action, raw_id = query.data.split(":")
+    _, token, raw_id = query.data.split(":")
     svc = context.services
     now = svc.clock()
     lang = svc.settings.staff_language
-    actor_id, actor_name = _actor(update)
-    if action == "queue":
+    if token == "queue":  # the queue's page buttons (forged numbers get the last page)
         await query.answer()
-        await _send_queue(update, context, int(raw_id))
+        await _send_queue(update, context, _page(raw_id))
         return
-    sent_follow_up = await _send_follow_up(context, int(raw_id)) if action == "follow" else None
-    if action == "follow" and sent_follow_up is None:
-        await query.answer(_t("gone", lang))
+    retry_at = retry_time(token, now, svc.settings) if token in RETRY_CHOICES else None
+    action = Action.RETRY if retry_at is not None else _action(token)
+    request_id = parse_request_id(raw_id)
+    if action is None or request_id is None:
+        await query.answer(_t("not_found", lang))
         return
-    # Only database work inside the transaction; Telegram is called after it commits.
-    async with svc.sessionmaker() as session, session.begin():
-        request = await get_request(session=session, request_id=int(raw_id))
-        if request is None or request.id is None:
-            await query.answer(_t("not_found", lang))
+    note = None
+    if action is Action.FOLLOW_UP:
+        note = await _send_follow_up(context, request_id)
+        if note is None:
+            await query.answer(_t("gone", lang))
             return
-        if action in _ACTIONS:
-            await change_status(
-                session=session, request=request, to_status=_ACTIONS[action],
-                actor_id=actor_id, actor_name=actor_name, at=now,
-            )  # fmt: skip
-        elif action in ("r1", "r3", "rt"):
-            retry = _retry_time(action, now, svc.settings.zone, svc.settings.opening_hour)
-            request.retry_at = retry
-            session.add(request)
-            await add_request_event(
-                session=session, request_id=request.id, actor_id=actor_id, actor_name=actor_name,
-                action="retry", note=retry.isoformat(), at=now,
-            )  # fmt: skip
-        elif action == "follow":
-            await add_request_event(
-                session=session, request_id=request.id, actor_id=actor_id, actor_name=actor_name,
-                action="follow_up", note=sent_follow_up, at=now,
-            )  # fmt: skip
-        await session.flush()
-        followed = await followed_up(session, request.id)
-    await query.answer(_t("followed", lang) if action == "follow" else None)
-    await refresh_card(context.bot, svc.settings, request, now, followed=followed)
+    actor_id, actor_name = _actor(update)
+    try:
+        done = await act(
+            svc.sessionmaker, request_id=request_id, action=action, actor_id=actor_id,
+            actor_name=actor_name, at=now, note=note, retry_at=retry_at,
+        )  # fmt: skip
+    except RequestNotFoundError:
+        await query.answer(_t("not_found", lang))
+        return
+    except IllegalMoveError:  # a stale card: someone else moved the request meanwhile
+        await query.answer(_t("not_possible", lang))
+        async with svc.sessionmaker() as session:
+            request = await get_request(session=session, request_id=request_id)
+            followed = await followed_up(session, request_id)
+        pressed = query.message
+        if (
+            request is not None
+            and pressed is not None
+            and pressed.message_id == request.card_message_id
+        ):
+            current = card_keyboard(request, svc.settings, followed_up=followed)
+            shown = getattr(pressed, "reply_markup", None)
+            if (shown.to_dict() if shown else None) != (current.to_dict() if current else None):
+                await refresh_card(context.bot, svc.settings, request, now, followed=followed)
+        return
+    await query.answer(_t("followed", lang) if action is Action.FOLLOW_UP else None)
+    await refresh_card(context.bot, svc.settings, done.request, now, followed=done.followed)
+    if action is Action.RETRY and retry_at is not None:
+        schedule_callback(context.job_queue, request_id, retry_at, svc.settings, now)
+    if action is Action.NO_ANSWER and svc.settings.tell_client_no_answer:
+        await tell_client_no_answer(context.bot, svc.sessionmaker, svc.settings, request_id)
+
+
+def _action(token: str) -> Action | None:
+    try:
+        return Action(token)
+    except ValueError:
+        return None
+
+
+def _page(text: str) -> int:
+    """A page number from a command or a button; nonsense is page 1, huge numbers the last."""
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        return 1
+    return max(int(digits), 1) if len(digits) <= 9 else 10**9
 
 
 async def _send_follow_up(context: BotContext, request_id: int) -> str | None:
@@ -212,7 +253,10 @@ async def _send_follow_up(context: BotContext, request_id: int) -> str | None:
         already = await followed_up(session, request_id)
     if client is None or client.telegram_id is None:
         return None
-    chat_id, text = client.telegram_id, _t("follow_up", client.language)
+    settings = context.services.settings
+    hours = f"{settings.opening_hour}:00–{settings.closing_hour}:00"
+    text = _t("follow_up", client.language).format(phone=CENTER_PHONE, hours=hours)
+    chat_id = client.telegram_id
     if already:  # a second press: the client is not messaged twice
         return text
     try:
@@ -222,21 +266,12 @@ async def _send_follow_up(context: BotContext, request_id: int) -> str | None:
     return text
 
 
-def _retry_time(action: str, now: datetime, zone: object, opening_hour: int) -> datetime:
-    if action == "r1":
-        return now + timedelta(hours=1)
-    if action == "r3":
-        return now + timedelta(hours=3)
-    local = now.astimezone(zone) + timedelta(days=1)  # type: ignore[arg-type]
-    return local.replace(hour=max(opening_hour, 10), minute=0, second=0, microsecond=0)
-
-
 async def on_queue(update: Update, context: BotContext) -> None:
     """Open requests: those needing a doctor's word or changed after a red flag first."""
     if not await _allowed(update, context):
         return
-    page = int(context.args[0]) if context.args and context.args[0].isdigit() else 1
-    await _send_queue(update, context, max(page, 1))
+    page = _page(context.args[0]) if context.args else 1
+    await _send_queue(update, context, page)
 
 
 async def _send_queue(update: Update, context: BotContext, page: int) -> None:
@@ -245,6 +280,7 @@ async def _send_queue(update: Update, context: BotContext, page: int) -> None:
     now = svc.clock()
     async with svc.sessionmaker() as session:
         total = await count_open_requests(session=session)
+        page = min(page, max((total + PAGE - 1) // PAGE, 1))
         items = await list_open_requests(session=session, offset=(page - 1) * PAGE, limit=PAGE)
     chat = update.effective_chat
     if chat is None:
@@ -257,9 +293,10 @@ async def _send_queue(update: Update, context: BotContext, page: int) -> None:
     for r in items:
         flag = "⚠️ " if (r.outcome == "CLEAR" or r.red_flag_changed) else ""
         minutes = int((now - r.created_at).total_seconds() // 60)
+        call = f" · 📞 {local_time(r.retry_at, svc.settings)}" if r.retry_at else ""
         lines.append(
             f"{flag}#{r.id} · {st(r.status, lang)} · {html.escape(r.outcome)} · "
-            f"{html.escape(r.name or '—')} · {minutes} {st('minutes', lang)}"
+            f"{html.escape(r.name or '—')} · {minutes} {st('minutes', lang)}{call}"
         )
     nav = []
     if page > 1:
@@ -280,14 +317,15 @@ async def on_request(update: Update, context: BotContext) -> None:
     if not context.args or not context.args[0].lstrip("#").isdigit():
         await update.effective_message.reply_text(_t("usage_request", lang))
         return
+    request_id = parse_request_id(context.args[0])
     async with svc.sessionmaker() as session:
-        request = await get_request(session=session, request_id=int(context.args[0].lstrip("#")))
+        request = await get_request(session=session, request_id=request_id) if request_id else None
         if request is None or request.id is None:
             await update.effective_message.reply_text(_t("not_found", lang))
             return
         events = await list_events(session=session, request_id=request.id)
     history = [
-        f"• {e.at.astimezone(svc.settings.zone):%d.%m %H:%M} {html.escape(e.actor_name)}: "
+        f"• {local_time(e.at, svc.settings)} {html.escape(e.actor_name)}: "
         + (f"{e.from_status} → {e.to_status}" if e.action == "status" else e.action)
         + (f" — {html.escape(e.note)}" if e.note and e.action == "note" else "")
         for e in events
@@ -312,8 +350,9 @@ async def on_note(update: Update, context: BotContext) -> None:
         return
     note = " ".join(args[1:])[:1000]
     actor_id, actor_name = _actor(update)
+    request_id = parse_request_id(args[0])
     async with svc.sessionmaker() as session, session.begin():
-        request = await get_request(session=session, request_id=int(args[0].lstrip("#")))
+        request = await get_request(session=session, request_id=request_id) if request_id else None
         if request is None or request.id is None:
             await update.effective_message.reply_text(_t("not_found", lang))
             return

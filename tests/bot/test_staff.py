@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from telegram import Update
 
-from bot.app import run_housekeeping
+from bot.app import MESSAGE_LIMIT, error_report, run_housekeeping, run_retention
 from storage import get_request, list_events, list_requests
 from tests.bot.conftest import RunningBot, start_bot
 from tests.bot.people import FULL, Person
@@ -264,3 +265,239 @@ async def test_status_tells_the_client_where_their_request_is(
     await press_card(fake_bot_api, STAFF, 1, "Take")
     await person.say("/status")
     assert "a staff member is on it" in person.last
+
+
+# --- call-backs -------------------------------------------------------------------------
+
+
+async def _no_answer(api: FakeBotAPI, user: int, request_id: int, when: str) -> None:
+    await press_card(api, STAFF, request_id, "Take")
+    await press_card(api, STAFF, request_id, "No answer")
+    await press_card(api, STAFF, request_id, when)
+
+
+def reminders(api: FakeBotAPI) -> list[dict[str, Any]]:
+    return [m for m in staff_messages(api) if m["text"].startswith("📞 Time to call back")]
+
+
+async def test_a_call_back_reminds_the_group_at_its_time_and_survives_a_restart(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine], clock: Clock
+) -> None:
+    url, engine = database
+    fake_bot_api.add_chat(STAFF_CHAT, title="Staff")
+    settings = {"staff_chat_id": STAFF_CHAT, "staff_user_ids": [STAFF], "staff_language": "en"}
+    first = await start_bot(fake_bot_api, url, engine, clock=clock, **settings)
+    try:
+        await intake(fake_bot_api, 1201)
+        await _no_answer(fake_bot_api, 1201, 1, "in 1 h")
+        assert "Call again: 24.11 11:00" in card_of(fake_bot_api, 1)["text"], "Moscow time"
+        assert first.app.job_queue is not None
+        [job] = first.app.job_queue.get_jobs_by_name("callback:1")
+        assert job.next_t is not None
+        delay = job.next_t - datetime.now(UTC)
+        assert timedelta(minutes=55) < delay <= timedelta(hours=1), "scheduled in an hour"
+        clock.now += timedelta(minutes=30)
+        await job.run(first.app)
+        assert reminders(fake_bot_api) == [], "not before its time"
+    finally:
+        await first.stop()
+    second = await start_bot(fake_bot_api, url, engine, clock=clock, **settings)
+    try:
+        assert second.app.job_queue is not None
+        [job] = second.app.job_queue.get_jobs_by_name("callback:1")  # rescheduled from the db
+        clock.now = MORNING + timedelta(hours=1)
+        await job.run(second.app)
+        [reminder] = reminders(fake_bot_api)
+        assert "Request #1" in reminder["text"]
+        assert reminder["reply_to_message"]["message_id"] == card_of(fake_bot_api, 1)["message_id"]
+        assert await run_housekeeping(second.app) == (0, 0)
+        assert len(reminders(fake_bot_api)) == 1, "reminded once"
+    finally:
+        await second.stop()
+
+
+async def test_a_call_back_after_closing_time_moves_to_the_next_opening(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI, clock: Clock
+) -> None:
+    clock.now = datetime(2026, 11, 24, 16, 30, tzinfo=UTC)  # 19:30 in Moscow
+    await intake(fake_bot_api, 1202)
+    await _no_answer(fake_bot_api, 1202, 1, "in 3 h")  # 22:30: closed
+    assert "Call again: 25.11 09:00" in card_of(fake_bot_api, 1)["text"]
+    clock.now = datetime(2026, 11, 24, 19, 30, tzinfo=UTC)  # 22:30 in Moscow
+    await run_housekeeping(staff_bot.app)
+    assert reminders(fake_bot_api) == [], "nothing at night"
+    clock.now = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)  # 9:00 in Moscow
+    await run_housekeeping(staff_bot.app)
+    assert len(reminders(fake_bot_api)) == 1
+
+
+async def test_the_client_is_not_told_of_a_missed_call_by_default(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    await intake(fake_bot_api, 1203)
+    before = len(fake_bot_api.messages(1203))
+    await press_card(fake_bot_api, STAFF, 1, "Take")
+    await press_card(fake_bot_api, STAFF, 1, "No answer")
+    assert len(fake_bot_api.messages(1203)) == before
+
+
+async def test_with_the_setting_the_client_is_told_we_tried_to_call(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine], clock: Clock
+) -> None:
+    url, engine = database
+    fake_bot_api.add_chat(STAFF_CHAT, title="Staff")
+    running = await start_bot(
+        fake_bot_api, url, engine, clock=clock, staff_chat_id=STAFF_CHAT,
+        staff_user_ids=[STAFF], tell_client_no_answer=True,
+    )  # fmt: skip
+    try:
+        await intake(fake_bot_api, 1204)
+        await press_card_ru(fake_bot_api, 1, "Взять")
+        await press_card_ru(fake_bot_api, 1, "Не ответил")
+        await fake_bot_api.wait_for("sendMessage", lambda c: c.params["chat_id"] == 1204)
+        last = fake_bot_api.last_message(1204)
+        assert last is not None and last["text"].startswith("We tried to call you")
+        assert "+7 (495) 085-15-13 (9:00–21:00" in last["text"]
+    finally:
+        await running.stop()
+
+
+async def press_card_ru(api: FakeBotAPI, request_id: int, label: str) -> None:
+    card = next(m for m in staff_messages(api) if m["text"].startswith(f"Заявка #{request_id}"))
+    rows = card["reply_markup"]["inline_keyboard"]
+    data = next(b["callback_data"] for row in rows for b in row if label in b["text"])
+    query = api.user_callback(STAFF, card["message_id"], data, chat_id=STAFF_CHAT)
+    await api.wait_for("answerCallbackQuery", lambda c: c.params["callback_query_id"] == query)
+    await api.wait_idle(quiet=0.15)
+
+
+# --- the lifecycle on the card ----------------------------------------------------------
+
+
+async def test_a_stale_card_button_is_refused_and_the_card_shows_the_truth(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    await intake(fake_bot_api, 1205)
+    card = card_of(fake_bot_api, 1)
+    await press_card(fake_bot_api, STAFF, 1, "Take")
+    await press_card(fake_bot_api, STAFF, 1, "Close")
+    # the old "Take" button of a card shown before (e.g. an announcement)
+    query = fake_bot_api.user_callback(
+        STAFF, card["message_id"], "S:take:1", chat_id=STAFF_CHAT, check_button=False
+    )
+    await fake_bot_api.wait_for(
+        "answerCallbackQuery", lambda c: c.params["callback_query_id"] == query
+    )
+    await fake_bot_api.wait_idle(quiet=0.15)
+    assert fake_bot_api.callback_answers[query]["text"].startswith("That is not possible now")
+    async with staff_bot.sessionmaker() as session:
+        request = await get_request(session=session, request_id=1)
+    assert request is not None and request.status == "closed"
+    assert "closed" in card_of(fake_bot_api, 1)["text"]
+
+
+# --- malformed staff input --------------------------------------------------------------
+
+
+async def test_huge_numbers_and_forged_pages_get_an_answer_not_an_error(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    await intake(fake_bot_api, 1206, {"name": "Ирина"})
+    huge = "99999999999999999999"
+    await staff_says(fake_bot_api, STAFF, f"/request {huge}")
+    assert staff_messages(fake_bot_api)[-1]["text"] == "There is no request with that number."
+    await staff_says(fake_bot_api, STAFF, f"/note {huge} hello")
+    assert staff_messages(fake_bot_api)[-1]["text"] == "There is no request with that number."
+    await staff_says(fake_bot_api, STAFF, f"/queue {huge}")
+    assert "Open requests" in staff_messages(fake_bot_api)[-1]["text"], "the last page"
+    await staff_says(fake_bot_api, STAFF, "/queue -3")
+    assert "Open requests (1/1" in staff_messages(fake_bot_api)[-1]["text"]
+    queue = staff_messages(fake_bot_api)[-1]
+    for data in (f"S:queue:{huge}", f"S:take:{huge}", "S:bogus:1"):
+        query = fake_bot_api.user_callback(
+            STAFF, queue["message_id"], data, chat_id=STAFF_CHAT, check_button=False
+        )
+        await fake_bot_api.wait_for(
+            "answerCallbackQuery", lambda c, q=query: c.params["callback_query_id"] == q
+        )
+        await fake_bot_api.wait_idle(quiet=0.15)
+    assert "Open requests" in staff_messages(fake_bot_api)[-1]["text"]
+    assert not [m for m in staff_messages(fake_bot_api) if m["text"].startswith("⚠️ Error")]
+    fake_bot_api.assert_no_rejections()
+
+
+# --- the error report -------------------------------------------------------------------
+
+
+async def test_an_error_is_reported_to_the_group_by_ids_only(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 1207)
+    await person.say("/start")
+    await person.walk({"name": "Зинаида"}, FULL[:-2])  # at the call time question
+    update = Update.de_json(
+        fake_bot_api.user_message(1207, "позвоните после обеда, Зинаида +79123456789"),
+        staff_bot.app.bot,
+    )
+    words = "Зинаида +79123456789 позвоните после обеда"
+    try:
+        raise RuntimeError(words)  # an exception whose message quotes the client
+    except RuntimeError as exc:
+        error = exc
+    await staff_bot.app.process_error(update, error)
+    await fake_bot_api.wait_for(
+        "sendMessage", lambda c: c.params["chat_id"] == STAFF_CHAT and "Error" in c.params["text"]
+    )
+    report = staff_messages(fake_bot_api)[-1]["text"]
+    assert report.startswith("⚠️ Error: RuntimeError")
+    assert f"update {update.update_id}" in report and "chat 1207" in report
+    assert "question call_time" in report
+    for secret in ("Зинаида", "79123456789", "позвоните", "Anna"):
+        assert secret not in report
+
+
+def test_a_long_error_report_fits_telegrams_limit() -> None:
+    frames = "".join(f'  File "bot/x.py", line {i}, in f\n    a < b & c\n' for i in range(500))
+    report = error_report(
+        update_id=1, chat_id=2, question="phone", error="ValueError", notes="n", frames=frames
+    )
+    assert len(report) <= MESSAGE_LIMIT
+    assert report.startswith("⚠️ <b>Error</b>: ValueError\nupdate 1 · chat 2 · question phone")
+    assert "line 499, in f" in report and "line 0," not in report, "the newest frames kept"
+    assert report.endswith("</pre>") and "&lt;" in report
+
+
+# --- retention --------------------------------------------------------------------------
+
+
+async def test_personal_data_are_erased_retention_days_after_closing(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI, clock: Clock
+) -> None:
+    await intake(fake_bot_api, 1208, {"name": "Тамара"})
+    await intake(fake_bot_api, 1209, {"name": "Still open"})
+    await press_card(fake_bot_api, STAFF, 1, "Take")
+    await press_card(fake_bot_api, STAFF, 1, "Called: booked")
+    await staff_says(fake_bot_api, STAFF, "/note 1 Тамара просила звонить вечером")
+    await press_card(fake_bot_api, STAFF, 1, "Close")
+    closed_at = clock.now
+    clock.now = closed_at + timedelta(days=179)
+    assert await run_retention(staff_bot.app) == 0, "kept for RETENTION_DAYS (180)"
+    clock.now = closed_at + timedelta(days=181)
+    assert await run_retention(staff_bot.app) == 1
+    assert await run_retention(staff_bot.app) == 0, "once"
+    async with staff_bot.sessionmaker() as session:
+        erased = await get_request(session=session, request_id=1)
+        kept = await get_request(session=session, request_id=2)
+        events = await list_events(session=session, request_id=1)
+    assert erased is not None and kept is not None
+    assert (erased.name, erased.phone, erased.preferred_time) == (None, None, None)
+    assert erased.answers == [] and erased.facts == {} and erased.reasons == []
+    assert erased.erased_at == clock.now
+    assert (erased.outcome, erased.status, erased.source) == ("OK", "closed", None)
+    assert erased.created_at == MORNING and erased.closed_at == closed_at
+    assert all(e.note is None for e in events) and len(events) == 4
+    assert kept.name == "Still open" and kept.answers, "open requests are kept"
+    await staff_says(fake_bot_api, STAFF, "/stats")
+    await staff_says(fake_bot_api, STAFF, "/request 1")
+    shown = staff_messages(fake_bot_api)[-1]["text"]
+    assert "Personal data erased" in shown and "Тамара" not in shown

@@ -1,0 +1,39 @@
+"""/forget leaves no trace of the client's name in the SQLite file (secure_delete)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.bot.conftest import RunningBot
+from tests.bot.people import FULL, Person
+from tests.fakebotapi import FakeBotAPI
+
+NAME = "Евлампия Секретова"
+
+
+def checkpoint(path: Path) -> bytes:
+    """Move the WAL into the database file and empty it; return the file's raw bytes."""
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+async def test_forget_leaves_no_name_in_the_database_file(
+    bot: RunningBot, fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    path = Path(bot.url.split(":///", 1)[1])
+    person = Person(fake_bot_api, 4001)
+    await person.say("/start")
+    await person.walk({"name": NAME}, FULL)
+    assert NAME.encode() in checkpoint(path), "the name was stored in the file"
+    await person.say("/forget")
+    await person.press("Yes, erase")
+    assert "erased" in person.last
+    raw = checkpoint(path)
+    for piece in (NAME, "Евлампия", "Секретова"):
+        assert piece.encode() not in raw, f"{piece!r} is still in the file's bytes"
