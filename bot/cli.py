@@ -700,7 +700,9 @@ def flows_graph(
     """A picture of the dialogue: questions, branches and outcomes coloured by kind."""
     if file is not None:
         try:
-            flow = load_flow_text(_read_flow_file(file), origin=str(file))
+            flow = load_flow_text(
+                _read_flow_file(file), origin=str(file), values=_settings().flow_values
+            )
         except FlowError as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(1) from exc
@@ -835,7 +837,9 @@ def flows_simulate(
 ) -> None:
     """Run a scripted dialogue against FILE and print the transcript and the outcome."""
     try:
-        flow = load_flow_text(_read_flow_file(file), origin=str(file))
+        flow = load_flow_text(
+            _read_flow_file(file), origin=str(file), values=_settings().flow_values
+        )
         transcript = simulate(flow, load_script(_read_flow_file(script), origin=str(script)))
     except (FlowError, ScriptError) as exc:
         typer.echo(str(exc), err=True)

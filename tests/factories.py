@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
+from bot.settings import Settings
 from flows import (
     Alert,
     Back,
@@ -26,13 +27,15 @@ from flows import (
     State,
     TextInput,
     Toggle,
-    load_flow,
+    load_flow_text,
     new_state,
     shipped_flow_path,
     step,
 )
 
 INTAKE_PATH: Path = shipped_flow_path()
+#: What ``{phone}`` and ``{hours}`` become with the default settings.
+VALUES = Settings.model_construct().flow_values
 
 #: What a client with nothing special answers at each question.
 DEFAULT_ANSWERS: dict[str, str | tuple[str, ...]] = {
@@ -57,8 +60,8 @@ DEFAULT_ANSWERS: dict[str, str | tuple[str, ...]] = {
 
 @cache
 def intake_flow() -> Flow:
-    """The shipped intake flow, loaded once per test run."""
-    return load_flow(INTAKE_PATH)
+    """The shipped intake flow as the bot runs it (settings' phone and hours filled in)."""
+    return load_flow_text(INTAKE_PATH.read_text(), origin=str(INTAKE_PATH), values=VALUES)
 
 
 class Client:
