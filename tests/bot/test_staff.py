@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,11 +65,27 @@ def card_of(api: FakeBotAPI, request_id: int) -> dict[str, Any]:
     return next(m for m in staff_messages(api) if m["text"].startswith(f"Request #{request_id}"))
 
 
+async def card_button(
+    api: FakeBotAPI, request_id: int, label: str, prefix: str = "Request"
+) -> tuple[dict[str, Any], str]:
+    """The request's card and the data of its button ``label``, once the bot has drawn it
+    (the card is posted, and edited after each press, a moment after the reply)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        cards = [m for m in staff_messages(api) if m["text"].startswith(f"{prefix} #{request_id}")]
+        for card in cards[:1]:
+            rows = (card.get("reply_markup") or {}).get("inline_keyboard", [])
+            found = [b["callback_data"] for row in rows for b in row if label in b["text"]]
+            if found:
+                return card, found[0]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no button {label!r} on the card of request #{request_id}")
+        await asyncio.sleep(0.02)
+
+
 async def press_card(api: FakeBotAPI, user: int, request_id: int, label: str) -> str:
     """A staff member (or not) presses a button on a request's card."""
-    card = card_of(api, request_id)
-    rows = card["reply_markup"]["inline_keyboard"]
-    data = next(b["callback_data"] for row in rows for b in row if label in b["text"])
+    card, data = await card_button(api, request_id, label)
     query = api.user_callback(user, card["message_id"], data, chat_id=STAFF_CHAT)
     await api.wait_for("answerCallbackQuery", lambda c: c.params["callback_query_id"] == query)
     await api.wait_idle(quiet=0.15)
@@ -76,8 +93,15 @@ async def press_card(api: FakeBotAPI, user: int, request_id: int, label: str) ->
 
 
 async def staff_says(api: FakeBotAPI, user: int, text: str, **extra: Any) -> None:
+    """Say ``text`` in the staff group and wait for the bot's answer to it (not an older one)."""
+    before = len(api.calls)
     api.user_message(user, text, chat_id=STAFF_CHAT, chat_type="supergroup", **extra)
-    await api.wait_for("sendMessage", lambda c: c.params["chat_id"] == STAFF_CHAT, timeout=10)
+
+    def answer(call: Any) -> bool:
+        newer = any(call is c for c in api.calls[before:])
+        return newer and call.params["chat_id"] == STAFF_CHAT
+
+    await api.wait_for("sendMessage", answer, timeout=10)
     await api.wait_idle(quiet=0.15)
 
 
@@ -363,9 +387,7 @@ async def test_with_the_setting_the_client_is_told_we_tried_to_call(
 
 
 async def press_card_ru(api: FakeBotAPI, request_id: int, label: str) -> None:
-    card = next(m for m in staff_messages(api) if m["text"].startswith(f"Заявка #{request_id}"))
-    rows = card["reply_markup"]["inline_keyboard"]
-    data = next(b["callback_data"] for row in rows for b in row if label in b["text"])
+    card, data = await card_button(api, request_id, label, prefix="Заявка")
     query = api.user_callback(STAFF, card["message_id"], data, chat_id=STAFF_CHAT)
     await api.wait_for("answerCallbackQuery", lambda c: c.params["callback_query_id"] == query)
     await api.wait_idle(quiet=0.15)
