@@ -208,7 +208,7 @@ class SqlCounter:
 
 
 async def intake(args: argparse.Namespace) -> tuple[Application, Any]:  # type: ignore[type-arg]
-    """The project's bot on ``args.db``, migrated, with the shipped flow as version 1."""
+    """The project's bot on ``args.db``, migrated; the shipped flow becomes version 1."""
     from bot.app import build_application
     from bot.flowsource import FlowRegistry
     from bot.settings import Settings
@@ -225,9 +225,7 @@ async def intake(args: argparse.Namespace) -> tuple[Application, Any]:  # type: 
         staff_chat_id=args.staff_chat,
     )
     sessionmaker = make_sessionmaker(engine)
-    registry = FlowRegistry()
-    async with sessionmaker() as session, session.begin():
-        await registry.bootstrap(session)
+    registry = FlowRegistry()  # post_init proves the shipped flow; it becomes version 1
     app = build_application(
         settings, registry=registry, sessionmaker=sessionmaker, rate_limit=args.rate_limit
     )

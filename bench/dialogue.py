@@ -470,8 +470,7 @@ async def run_bot(
     )
     sessionmaker = make_sessionmaker(engine)
     registry = FlowRegistry()  # the shipped flow, which becomes version 1 as on a first start
-    async with sessionmaker() as session, session.begin():
-        flow = await registry.bootstrap(session)
+    flow = await registry.prepare(sessionmaker)
     app = build_application(
         settings, registry=registry, sessionmaker=sessionmaker, rate_limit=args.rate_limit
     )
