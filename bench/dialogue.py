@@ -56,7 +56,6 @@ import math
 import re
 import resource
 import secrets
-import socket
 import tempfile
 import time
 import tracemalloc
@@ -72,9 +71,9 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
-from telegram.ext import Application
 
-from bot.app import ALLOWED_UPDATES, build_application
+from bench.bots import WEBHOOK_SECRET, start_bot, stop_bot
+from bot.app import build_application
 from bot.flowsource import FlowRegistry
 from bot.settings import Settings
 from bot.texts import t as bot_t
@@ -86,7 +85,6 @@ from tests.fakebotapi import Call, FakeBotAPI
 TOKEN = "123456:BENCH-TOKEN"
 #: What the bot's error handler tells the client when an update failed.
 SORRY = html.escape(bot_t("sorry", "en"))
-WEBHOOK_SECRET = "bench-secret"
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 LANG: Lang = "en"
 #: The staff group where the bot posts a card for every request, as configured in production.
@@ -373,44 +371,6 @@ async def fresh_database(kind: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def start_bot(app: Application, mode: str) -> None:  # type: ignore[type-arg]
-    """Start the Application the way ``intake-bot run`` does, fetching updates by ``mode``."""
-    await app.initialize()
-    await app.post_init(app)  # type: ignore[misc]
-    await app.start()
-    assert app.updater is not None
-    if mode == "polling":
-        await app.updater.start_polling(poll_interval=0, timeout=1, allowed_updates=ALLOWED_UPDATES)
-        return
-    port = free_port()
-    await app.updater.start_webhook(
-        listen="127.0.0.1",
-        port=port,
-        url_path="telegram",
-        webhook_url=f"http://127.0.0.1:{port}/telegram",
-        secret_token=WEBHOOK_SECRET,
-        allowed_updates=ALLOWED_UPDATES,
-    )
-
-
-async def stop_bot(app: Application) -> None:  # type: ignore[type-arg]
-    if app.updater is not None and app.updater.running:
-        await app.updater.stop()
-    if app.running:
-        await app.stop()
-        if app.post_stop is not None:
-            await app.post_stop(app)  # as run_polling does: ends the housekeeping loop
-    await app.shutdown()
-    if app.post_shutdown is not None:
-        await app.post_shutdown(app)
-
-
 async def count_requests(engine: AsyncEngine, user_ids: Iterable[int]) -> tuple[int, int]:
     """Return (requests in the database, clients of this run with exactly one)."""
     statement = (
@@ -510,8 +470,7 @@ async def run_bot(
     )
     sessionmaker = make_sessionmaker(engine)
     registry = FlowRegistry()  # the shipped flow, which becomes version 1 as on a first start
-    async with sessionmaker() as session, session.begin():
-        flow = await registry.bootstrap(session)
+    flow = await registry.prepare(sessionmaker)
     app = build_application(
         settings, registry=registry, sessionmaker=sessionmaker, rate_limit=args.rate_limit
     )

@@ -19,10 +19,12 @@ from telegram.ext import (
     ContextTypes,
     Defaults,
 )
+from telegram.request import HTTPXRequest
 
 from bot.context import BotContext, Services
 from bot.flowsource import FlowRegistry
 from bot.handlers import admin, client, staff
+from bot.render import IntakeBot
 from bot.settings import Settings
 from bot.staff import announce_overdue, redeliver, remind_callbacks, schedule_pending_callbacks
 from bot.texts import COMMANDS, t
@@ -61,26 +63,27 @@ def build_application(
     """
     if settings.telegram_token is None:
         raise ValueError("TELEGRAM_TOKEN is not set")
+    bot = IntakeBot(
+        settings.telegram_token.get_secret_value(),
+        base_url=settings.telegram_base_url,
+        base_file_url=settings.telegram_base_file_url,
+        defaults=Defaults(
+            parse_mode=ParseMode.HTML,
+            link_preview_options=LinkPreviewOptions(is_disabled=True),
+        ),
+        request=HTTPXRequest(connection_pool_size=256),  # what ApplicationBuilder would build
+        get_updates_request=HTTPXRequest(),
+        rate_limiter=AIORateLimiter(max_retries=3) if rate_limit else None,
+    )
     builder = (
         ApplicationBuilder()
-        .token(settings.telegram_token.get_secret_value())
-        .base_url(settings.telegram_base_url)
-        .base_file_url(settings.telegram_base_file_url)
-        .defaults(
-            Defaults(
-                parse_mode=ParseMode.HTML,
-                link_preview_options=LinkPreviewOptions(is_disabled=True),
-            )
-        )
+        .bot(bot)
         .context_types(ContextTypes(context=BotContext, bot_data=Services))
         # Different clients are served concurrently; one client's updates are serialised
         # by Services.client_lock.
         .concurrent_updates(64)
         .post_init(_post_init if housekeeping else _post_init_quiet)
     )
-    if rate_limit:
-        # AIORateLimiter is generic over its per-call arguments; PTB's stubs leave it unbound.
-        builder = builder.rate_limiter(AIORateLimiter(max_retries=3))  # type: ignore[arg-type]
     if on_shutdown is not None:
         shutdown = on_shutdown
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from telegram import (
     Bot,
@@ -19,17 +19,38 @@ from telegram import (
 )
 from telegram import Message as TgMessage
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.ext import ExtBot
 
 from bot.service import StepResult
 from bot.texts import t
 from flows import Alert, Lang, Message
 
-__all__ = ["ASK", "ClientBlockedError", "Renderer", "answer_query", "keyboard"]
+__all__ = ["ASK", "ClientBlockedError", "IntakeBot", "Renderer", "answer_query", "keyboard"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ReplyMarkup = InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove
+
+
+class IntakeBot(ExtBot[Any]):
+    """PTB's ExtBot, minus the parameters its Defaults add to methods that do not take them.
+
+    PTB sends and edits through one helper that fills every parameter it knows from
+    ``Defaults``, so with ``Defaults(parse_mode=HTML)`` each ``editMessageReplyMarkup`` carried
+    ``parse_mode``, which that method does not take. Telegram ignores it; a strict Bot API
+    (the fake in tests/fakebotapi) refuses it. An explicit None in ``api_kwargs`` wins over
+    the default and is then dropped before sending.
+    """
+
+    async def edit_message_reply_markup(
+        self, *args: Any, api_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Any:
+        """Edit only the keyboard, sending only the parameters the method takes."""
+        unset = {"parse_mode": None, "link_preview_options": None}
+        return await super().edit_message_reply_markup(
+            *args, api_kwargs={**unset, **(api_kwargs or {})}, **kwargs
+        )
 
 
 class ClientBlockedError(Exception):

@@ -1,16 +1,31 @@
 """Engines, sessions and migrations: everything that starts from a database URL.
 
-SQLite notes. ``make_engine`` turns on foreign keys, WAL, a busy timeout and secure delete
-for every connection, and takes transaction control away from the ``sqlite3`` driver (which would
-otherwise not BEGIN before SELECT or DDL, breaking SAVEPOINTs and transactional migrations):
-SQLAlchemy emits ``BEGIN IMMEDIATE`` itself, so concurrent writers queue on the busy timeout
-rather than fail. The price is that the ``AUTOCOMMIT`` isolation level must not be used with
-these engines, and that no transaction should wait on the network.
+SQLite notes. ``make_engine`` turns on foreign keys, WAL with ``synchronous=NORMAL`` (a commit
+is durable once the WAL is checkpointed; a power cut may lose the last commits, never corrupt
+the file), a busy timeout and secure delete (erased rows are overwritten) for every
+connection, and takes transaction control away from the
+``sqlite3`` driver (which would otherwise not BEGIN before SELECT or DDL, breaking SAVEPOINTs
+and transactional migrations): SQLAlchemy emits the BEGIN itself.
+
+Writes: a session of ``make_sessionmaker(engine)`` begins with ``BEGIN IMMEDIATE``, after
+waiting for the engine's write lock, an ``asyncio.Lock``: writers of one process take turns
+first come, first served, instead of polling in SQLite's busy handler (which is not fair and
+sleeps up to 100 ms at a time). The lock is released right after COMMIT or ROLLBACK. Writers
+in other processes still meet on the busy timeout. No write transaction should wait on the
+network, and a task must not open a second write transaction while it holds one (it would
+wait for itself until the 30 s timeout).
+
+Reads: a session of ``make_sessionmaker(engine, read_only=True)`` begins with a plain
+(deferred) BEGIN under ``PRAGMA query_only``: it takes no lock, reads the last committed state
+while a writer is busy, and fails at once if it tries to write. On PostgreSQL it is a READ
+ONLY transaction. The ``AUTOCOMMIT`` isolation level must not be used with these engines.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +37,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_only
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.sqltypes import AutoString
@@ -53,11 +70,19 @@ _MIGRATION_LOCK = 0x1A7A4E  # any constant bigint, the same in every process
 _SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
     "PRAGMA busy_timeout=30000",
     # Deleted rows are overwritten with zeros, so erased personal data do not linger in
     # the file's free pages (/forget, retention).
     "PRAGMA secure_delete=ON",
 )
+#: Seconds a write transaction waits for the engine's write lock, as long as the busy timeout.
+WRITE_LOCK_TIMEOUT = 30.0
+#: Execution option of the engine behind read-only sessions.
+_READ_ONLY = "intake_read_only"
+#: Keys in a pooled connection's ``info``.
+_HOLDS_WRITE_LOCK = "intake_write_lock"
+_QUERY_ONLY = "intake_query_only"
 
 
 def normalize_url(url: str) -> str:
@@ -94,14 +119,30 @@ def make_engine(url: str) -> AsyncEngine:
         pool_pre_ping=not is_sqlite,
     )
     if is_sqlite:
+        writer = _SQLiteWriter()
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
-        event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
+        event.listen(engine.sync_engine, "begin", writer.begin)
+        event.listen(engine.sync_engine, "commit", writer.commit)
+        event.listen(engine.sync_engine, "rollback", writer.rollback)
+        # A connection closed or invalidated mid-transaction (a cancelled task) must not keep
+        # the lock.
+        event.listen(engine.sync_engine.pool, "checkin", writer.checkin)
+        event.listen(engine.sync_engine.pool, "invalidate", writer.invalidate)
     return engine
 
 
-def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Return the session factory for ``engine``; objects stay usable after commit."""
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+def make_sessionmaker(
+    engine: AsyncEngine, *, read_only: bool = False
+) -> async_sessionmaker[AsyncSession]:
+    """Return the session factory for ``engine``; objects stay usable after commit.
+
+    With ``read_only`` the sessions are for transactions that only read: they do not queue
+    behind writers on SQLite, and any write in them fails (see the module's notes).
+    """
+    bind = engine
+    if read_only:
+        bind = engine.execution_options(**{_READ_ONLY: True}, postgresql_readonly=True)
+    return async_sessionmaker(bind, class_=AsyncSession, expire_on_commit=False)
 
 
 async def upgrade(engine: AsyncEngine) -> None:
@@ -210,7 +251,7 @@ def _json_dumps(value: Any) -> str:
 
 
 def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
-    # Stop the driver from managing transactions; _on_sqlite_begin emits BEGIN instead.
+    # Stop the driver from managing transactions; _SQLiteWriter.begin emits BEGIN instead.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
@@ -220,11 +261,80 @@ def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.close()
 
 
-def _on_sqlite_begin(connection: Connection) -> None:
-    # IMMEDIATE takes the write lock at the start: a transaction that reads, then writes,
-    # waits (busy_timeout) for another writer instead of failing with "database is locked"
-    # when that writer commits in between. Callers keep transactions short and free of I/O.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+class _SQLiteWriter:
+    """One engine's write lock: write transactions of one process, first come, first served.
+
+    The lock is taken in the ``begin`` event, before ``BEGIN IMMEDIATE``, and given back right
+    after the transaction ends: this class runs COMMIT and ROLLBACK itself, then releases,
+    leaving the driver's own commit or rollback nothing to do. The events run in SQLAlchemy's
+    greenlet inside the event loop, so ``await_only`` can wait there for the lock.
+    """
+
+    def __init__(self) -> None:
+        # One lock per event loop: an asyncio.Lock belongs to the loop it first waited in.
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def begin(self, connection: Connection) -> None:
+        info = connection.info
+        if connection.get_execution_options().get(_READ_ONLY):
+            if not info.get(_QUERY_ONLY):
+                _driver_execute(connection, "PRAGMA query_only=ON")
+                info[_QUERY_ONLY] = True
+            connection.exec_driver_sql("BEGIN")
+            return
+        if info.get(_QUERY_ONLY):
+            _driver_execute(connection, "PRAGMA query_only=OFF")
+            info[_QUERY_ONLY] = False
+        lock = self._lock()
+        try:
+            await_only(asyncio.wait_for(lock.acquire(), WRITE_LOCK_TIMEOUT))
+        except TimeoutError:
+            raise OperationalError(
+                "BEGIN IMMEDIATE",
+                None,
+                RuntimeError(f"waited {WRITE_LOCK_TIMEOUT:.0f} s for the SQLite write lock"),
+            ) from None
+        info[_HOLDS_WRITE_LOCK] = lock
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(info)
+            raise
+
+    def commit(self, connection: Connection) -> None:
+        self._end(connection, "COMMIT")
+
+    def rollback(self, connection: Connection) -> None:
+        self._end(connection, "ROLLBACK")
+
+    def checkin(self, dbapi_connection: Any, connection_record: Any) -> None:
+        _release(connection_record.info)
+
+    def invalidate(self, dbapi_connection: Any, connection_record: Any, exception: Any) -> None:
+        _release(connection_record.info)
+
+    def _end(self, connection: Connection, sql: str) -> None:
+        if _HOLDS_WRITE_LOCK not in connection.info:
+            return  # a read, or nothing begun: the driver ends it
+        try:
+            _driver_execute(connection, sql)
+        finally:
+            _release(connection.info)
+
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+
+def _release(info: dict[Any, Any]) -> None:
+    lock = info.pop(_HOLDS_WRITE_LOCK, None)
+    if lock is not None:
+        lock.release()
 
 
 def _driver_execute(connection: Connection, sql: str) -> None:

@@ -32,6 +32,7 @@ from .validation import (
     ApiError,
     bad_request,
     bot_command_entities,
+    check_params,
     decode_form_value,
     inline_buttons,
     prepare_text,
@@ -777,10 +778,11 @@ class FakeBotAPI:
             fault = self._faults[name].pop(0)
             retry = {"retry_after": fault.retry_after} if fault.retry_after is not None else None
             raise ApiError(fault.status, fault.description, parameters=retry, rejected=False)
+        if name != "getUpdates" and name not in self._methods:
+            raise ApiError(404, "Not Found: method not found")
+        check_params(name, params)
         if name == "getUpdates":
             return await self._get_updates(params, closed)
-        if name not in self._methods:
-            raise ApiError(404, "Not Found: method not found")
         return self._methods[name](params)
 
     def _record(self, call: Call) -> None:

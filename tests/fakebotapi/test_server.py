@@ -30,10 +30,13 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
+    Defaults,
+    ExtBot,
 )
 
+from bot.render import IntakeBot
 from tests.fakebotapi import FakeBotAPI, fixtures
-from tests.fakebotapi.validation import parse_html
+from tests.fakebotapi.validation import METHOD_PARAMS, parse_html
 
 TOKEN = "123456:TEST-TOKEN"
 USER = 1001
@@ -99,6 +102,59 @@ async def test_unknown_method_is_404_and_a_rejection(api: FakeBotAPI) -> None:
         "description": "Not Found: method not found",
     }
     assert [call.method for call in api.rejected] == ["sendTelepathy"]
+
+
+BOT_METHODS = sorted(METHOD_PARAMS)
+
+
+def test_every_method_of_the_fake_has_its_parameter_list() -> None:
+    served = set(FakeBotAPI()._method_names.values())
+    assert served == set(METHOD_PARAMS)
+
+
+@pytest.mark.parametrize("method", BOT_METHODS)
+async def test_every_method_rejects_a_parameter_it_does_not_take(
+    api: FakeBotAPI, method: str
+) -> None:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        response = await client.post(
+            f"{api.base_url}{TOKEN}/{method}", data={"chat_id": str(USER), "colour": "red"}
+        )
+
+    assert response.status_code == 400
+    description = response.json()["description"]
+    assert description.startswith(f"Bad Request: {method} does not take the parameter(s) ")
+    unknown = description.split("parameter(s) ")[1].split(" (")[0]
+    expected = ["colour"] if "chat_id" in METHOD_PARAMS[method] else ["chat_id", "colour"]
+    assert unknown.split(", ") == expected
+    assert [call.method for call in api.rejected] == [method]
+
+
+async def test_a_parameter_the_method_takes_is_accepted(api: FakeBotAPI, bot: Bot) -> None:
+    sent = await bot.send_message(USER, "hi", disable_notification=True, protect_content=True)
+    await bot.edit_message_reply_markup(USER, sent.message_id, reply_markup=keyboard(("A", "a")))
+
+    assert api.rejected == []
+
+
+async def test_ptb_defaults_put_parse_mode_on_keyboard_edits_and_the_fake_refuses_it(
+    api: FakeBotAPI,
+) -> None:
+    # PTB fills every parameter of its shared send/edit helper from Defaults, including
+    # parse_mode on editMessageReplyMarkup, which that method does not take.
+    bot = ExtBot(
+        TOKEN,
+        base_url=api.base_url,
+        base_file_url=api.base_file_url,
+        defaults=Defaults(parse_mode=ParseMode.HTML),
+    )
+    async with bot:
+        sent = await bot.send_message(USER, "<b>hi</b>", reply_markup=keyboard(("A", "a")))
+        with pytest.raises(BadRequest, match="parse_mode"):
+            await bot.edit_message_reply_markup(USER, sent.message_id, reply_markup=None)
+
+    assert [call.method for call in api.rejected] == ["editMessageReplyMarkup"]
+    assert "parse_mode" in api.rejected[0].params
 
 
 async def test_wrong_token_is_unauthorized(api: FakeBotAPI) -> None:
@@ -740,3 +796,22 @@ async def test_application_webhook_end_to_end(api: FakeBotAPI) -> None:
 
     assert api.last_message(USER)["text"] == "Gone"
     api.assert_no_rejections()
+
+
+async def test_the_bots_own_extbot_edits_keyboards_without_parse_mode(api: FakeBotAPI) -> None:
+    bot = IntakeBot(
+        TOKEN,
+        base_url=api.base_url,
+        base_file_url=api.base_file_url,
+        defaults=Defaults(parse_mode=ParseMode.HTML),
+    )
+    async with bot:
+        sent = await bot.send_message(USER, "<b>hi</b>", reply_markup=keyboard(("A", "a")))
+        await bot.edit_message_reply_markup(USER, sent.message_id, reply_markup=None)
+
+    assert api.rejected == []
+    assert api.calls_of("editMessageReplyMarkup")[0].params == {
+        "chat_id": USER,
+        "message_id": sent.message_id,
+    }
+    assert "reply_markup" not in api.messages(USER)[-1]

@@ -73,6 +73,88 @@ STRING_PARAMS = frozenset(
     }
 )
 
+# The parameters each method takes (Bot API 9.2, checked against PTB 22's Bot methods).
+# Telegram itself ignores a parameter a method does not take; the fake refuses it, because
+# it means the bot believes something happens that does not (e.g. parse_mode on an edit of
+# the keyboard alone). The old reply_to_message_id, allow_sending_without_reply and
+# disable_web_page_preview are still accepted by Telegram and so here.
+_SEND_COMMON = frozenset(
+    {
+        "business_connection_id",
+        "chat_id",
+        "message_thread_id",
+        "direct_messages_topic_id",
+        "disable_notification",
+        "protect_content",
+        "allow_paid_broadcast",
+        "message_effect_id",
+        "suggested_post_parameters",
+        "reply_parameters",
+        "reply_markup",
+        "reply_to_message_id",
+        "allow_sending_without_reply",
+    }
+)
+_CAPTIONED = frozenset({"caption", "parse_mode", "caption_entities"})
+_COMMAND_SCOPE = frozenset({"scope", "language_code"})
+METHOD_PARAMS: dict[str, frozenset[str]] = {
+    "getUpdates": frozenset({"offset", "limit", "timeout", "allowed_updates"}),
+    "setWebhook": frozenset(
+        {
+            "url",
+            "certificate",
+            "ip_address",
+            "max_connections",
+            "allowed_updates",
+            "drop_pending_updates",
+            "secret_token",
+        }
+    ),
+    "deleteWebhook": frozenset({"drop_pending_updates"}),
+    "getWebhookInfo": frozenset(),
+    "getMe": frozenset(),
+    "logOut": frozenset(),
+    "close": frozenset(),
+    "setMyCommands": frozenset({"commands"}) | _COMMAND_SCOPE,
+    "getMyCommands": _COMMAND_SCOPE,
+    "deleteMyCommands": _COMMAND_SCOPE,
+    "setMyName": frozenset({"name", "language_code"}),
+    "setMyDescription": frozenset({"description", "language_code"}),
+    "setMyShortDescription": frozenset({"short_description", "language_code"}),
+    "sendMessage": _SEND_COMMON
+    | {"text", "parse_mode", "entities", "link_preview_options", "disable_web_page_preview"},
+    "sendPhoto": _SEND_COMMON | _CAPTIONED | {"photo", "show_caption_above_media", "has_spoiler"},
+    "sendDocument": _SEND_COMMON
+    | _CAPTIONED
+    | {"document", "thumbnail", "disable_content_type_detection"},
+    "sendChatAction": frozenset(
+        {"business_connection_id", "chat_id", "message_thread_id", "action"}
+    ),
+    "editMessageText": frozenset(
+        {
+            "business_connection_id",
+            "chat_id",
+            "message_id",
+            "inline_message_id",
+            "text",
+            "parse_mode",
+            "entities",
+            "link_preview_options",
+            "disable_web_page_preview",
+            "reply_markup",
+        }
+    ),
+    "editMessageReplyMarkup": frozenset(
+        {"business_connection_id", "chat_id", "message_id", "inline_message_id", "reply_markup"}
+    ),
+    "deleteMessage": frozenset({"chat_id", "message_id"}),
+    "answerCallbackQuery": frozenset(
+        {"callback_query_id", "text", "show_alert", "url", "cache_time"}
+    ),
+    "getFile": frozenset({"file_id"}),
+    "getChatMember": frozenset({"chat_id", "user_id"}),
+}
+
 CHAT_ACTIONS = frozenset(
     {
         "typing",
@@ -161,6 +243,19 @@ def decode_form_value(name: str, value: str) -> Any:
         return json.loads(value)
     except ValueError:
         return value
+
+
+def check_params(method: str, params: dict[str, Any]) -> None:
+    """Refuse parameters ``method`` does not take (Telegram would silently ignore them)."""
+    allowed = METHOD_PARAMS.get(method)
+    if allowed is None:
+        return
+    unknown = sorted(name for name in params if name not in allowed)
+    if unknown:
+        raise bad_request(
+            f"{method} does not take the parameter(s) {', '.join(unknown)} (Telegram would "
+            "ignore them; the fake is stricter)"
+        )
 
 
 # --------------------------------------------------------------------------- HTML

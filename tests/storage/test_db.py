@@ -11,16 +11,18 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, String, inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import (
     DEFAULT_DATABASE_URL,
+    AsyncSession,
     Client,
     DatabaseURLError,
     MigrationError,
     create_client,
     create_request,
+    get_client,
     get_dialogue,
     make_engine,
     make_sessionmaker,
@@ -96,11 +98,17 @@ async def test_make_engine_sets_sqlite_pragmas(tmp_path: Path) -> None:
         async with engine.connect() as connection:
             pragmas = {
                 name: (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
-                for name in ("foreign_keys", "journal_mode", "busy_timeout")
+                for name in ("foreign_keys", "journal_mode", "synchronous", "busy_timeout")
             }
     finally:
         await engine.dispose()
-    assert pragmas == {"foreign_keys": 1, "journal_mode": "wal", "busy_timeout": 30000}
+    normal = 1
+    assert pragmas == {
+        "foreign_keys": 1,
+        "journal_mode": "wal",
+        "synchronous": normal,
+        "busy_timeout": 30000,
+    }
 
 
 async def test_make_engine_accepts_memory_sqlite() -> None:
@@ -261,3 +269,74 @@ async def test_concurrent_read_then_write_transactions_queue_on_sqlite(tmp_path:
                 assert stored is not None and stored.state == {"n": client_id}
     finally:
         await engine.dispose()
+
+
+# A guard against a hang, not a timing assertion: a read that queues behind the write lock
+# waits for SQLite's 30 s busy timeout or forever.
+NOT_FOREVER = 20
+
+
+async def _new_client(session: AsyncSession, telegram_id: int) -> None:
+    await create_client(session=session, telegram_id=telegram_id, channel="telegram", language="ru")
+
+
+async def test_a_read_does_not_wait_for_a_write_in_progress(migrated_engine: AsyncEngine) -> None:
+    writes = make_sessionmaker(migrated_engine)
+    reads = make_sessionmaker(migrated_engine, read_only=True)
+    async with writes() as session, session.begin():
+        await _new_client(session, 1)
+
+    async def read() -> tuple[bool, bool]:
+        async with reads() as session:
+            first = await get_client(session=session, telegram_id=1)
+            second = await get_client(session=session, telegram_id=2)
+            return first is not None, second is not None
+
+    async with writes() as writer, writer.begin():
+        await _new_client(writer, 2)  # written, not committed: the write lock is held
+        seen = await asyncio.wait_for(read(), NOT_FOREVER)
+    assert seen == (True, False)  # the last committed state
+    assert await asyncio.wait_for(read(), NOT_FOREVER) == (True, True)
+
+
+async def test_a_read_only_session_refuses_to_write(migrated_engine: AsyncEngine) -> None:
+    async with make_sessionmaker(migrated_engine, read_only=True)() as session:
+        with pytest.raises(DBAPIError):
+            await _new_client(session, 1)
+    # ...and the connection it used writes again in an ordinary session.
+    async with make_sessionmaker(migrated_engine)() as session, session.begin():
+        await _new_client(session, 2)
+        assert await get_client(session=session, telegram_id=2) is not None
+
+
+async def test_failed_and_cancelled_writes_give_the_write_lock_back(
+    migrated_engine: AsyncEngine,
+) -> None:
+    writes = make_sessionmaker(migrated_engine)
+    with pytest.raises(RuntimeError):
+        async with writes() as session, session.begin():
+            await _new_client(session, 1)
+            raise RuntimeError("the handler failed")
+
+    holding = asyncio.Event()
+
+    async def stuck() -> None:
+        async with writes() as session, session.begin():
+            await _new_client(session, 2)
+            holding.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(stuck())
+    await holding.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    async def write() -> None:
+        async with writes() as session, session.begin():
+            await _new_client(session, 3)
+
+    await asyncio.wait_for(write(), NOT_FOREVER)
+    async with make_sessionmaker(migrated_engine, read_only=True)() as session:
+        found = [await get_client(session=session, telegram_id=n) for n in (1, 2, 3)]
+    assert [client is not None for client in found] == [False, False, True]

@@ -1,0 +1,436 @@
+"""The intake bot beside two baselines, through one strict fake Bot API, runs interleaved.
+
+Usage::
+
+    .venv/bin/python -m bench.compare [--clients 10,50] [--modes polling,webhook] \\
+        [--dbs sqlite,postgresql] [--rounds 1] [--rate-limit] [--timeout 300]
+
+Three bots (``bench/bots.py``), each in a process of its own so that its CPU time and memory
+are its own: a plain python-telegram-bot echo bot (the framework floor), a PTB
+ConversationHandler + PicklePersistence bot of a few questions (what a PTB user would write
+instead), and the intake bot on SQLite and on PostgreSQL (a fresh database each run, as in
+``bench.dialogue``). For every client count and mode the four runs follow each other, so
+that a noisy neighbour on the machine touches all of them alike; ``--rounds`` repeats the
+whole sequence and reports the median of each figure.
+
+The clients are those of ``bench.dialogue``: each sends an update only when the bot has
+finished reacting to the previous one. Echo clients send 17 texts; ConversationHandler
+clients walk its dialogue (/start, a name, a button, a phone, a button) three times, 15
+updates; intake clients walk the shipped flow to a request, 17 updates.
+
+Figures per run: updates/s (updates reacted to over the wall time of the walk), p50/p99 of
+the latency from an update's injection to the bot's first Bot API call for that chat, the
+bot process's peak RSS, its CPU time (user + system, all threads, from READY to the end of
+the walk) per update, SQL statements (BEGIN included) and commits per update (intake bot),
+Bot API calls per update (all but getUpdates, and the chat-bound ones: sends and edits,
+which Telegram rate-limits per chat), spec violations (calls the strict fake refused:
+unknown parameters, bad HTML, ...), errors the clients saw, and the CPU, calls and RSS of
+each bot over the echo bot's and the ConversationHandler bot's in the same mode and count.
+Nothing is asserted: it is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.bots import ASK_NAME, ASK_PHONE
+from bench.dialogue import (
+    ANSWERS,
+    FIRST_USER_ID,
+    LANG,
+    STAFF_CHAT_ID,
+    TOKEN,
+    BenchBotAPI,
+    Clients,
+    Step,
+    Tracker,
+    asked,
+    dialogue,
+    edited,
+    fresh_database,
+    percentile,
+    webhook_poster,
+)
+from flows import load_flow_text, shipped_flow_path
+from tests.fakebotapi import Call
+
+ROOT = Path(__file__).resolve().parent.parent
+BOTS = ("echo", "conversation", "intake")
+#: Methods that put something in a chat: Telegram limits them per chat and per group.
+CHAT_BOUND = frozenset(
+    {
+        "sendMessage",
+        "sendPhoto",
+        "sendDocument",
+        "sendChatAction",
+        "editMessageText",
+        "editMessageReplyMarkup",
+        "editMessageCaption",
+        "deleteMessage",
+        "forwardMessage",
+        "copyMessage",
+    }
+)
+
+
+def _sent(text: str) -> Callable[[Call], bool]:
+    return lambda call: call.method == "sendMessage" and call.params.get("text") == text
+
+
+def echo_steps() -> list[Step]:
+    return [
+        Step(f"text {n}", f"hello {n}", None, lambda call: call.method == "sendMessage")
+        for n in range(1, 18)
+    ]
+
+
+def conversation_steps(rounds: int = 3) -> list[Step]:
+    one = [
+        Step("/start", "/start", None, _sent(ASK_NAME)),
+        Step("name", "Bench", None, asked),
+        Step("pain: No", None, "No", _sent(ASK_PHONE)),
+        Step("phone", "+79123456789", None, asked),
+        Step("confirm: Send", None, "Send", edited),
+    ]
+    return one * rounds
+
+
+def intake_steps() -> list[Step]:
+    path = shipped_flow_path()  # the bot proves it; here only its labels are read
+    return dialogue(
+        load_flow_text(path.read_text(encoding="utf-8"), origin=str(path)), ANSWERS, LANG
+    )
+
+
+@dataclass
+class Row:
+    """The figures of one run (or the medians of several)."""
+
+    bot: str
+    db: str
+    mode: str
+    clients: int
+    completed: int = 0
+    updates: int = 0
+    seconds: float = math.nan
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+    peak_rss_mb: float = math.nan
+    cpu_seconds: float = math.nan
+    calls: int = 0
+    chat_calls: int = 0
+    violations: int = 0
+    errors: int = 0
+    sql_statements: float = math.nan
+    sql_commits: float = math.nan
+    timed_out: bool = False
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"intake ({self.db})" if self.bot == "intake" else self.bot
+
+    def per_update(self, value: float) -> float:
+        return value / self.updates if self.updates else math.nan
+
+    @property
+    def updates_per_second(self) -> float:
+        return self.updates / self.seconds if self.seconds else math.nan
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.per_update(self.cpu_seconds)
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def database(bot: str, db: str) -> AsyncIterator[str | None]:
+    if bot != "intake":
+        yield None
+        return
+    async with fresh_database(db) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def bot_process(
+    bot: str, mode: str, api: BenchBotAPI, url: str | None, rate_limit: bool
+) -> AsyncIterator[Callable[[], Any]]:
+    """Start ``bench.bots`` and wait for READY; yield a function that stops it and reports."""
+    command = [
+        sys.executable, "-m", "bench.bots", bot, "--mode", mode, "--token", TOKEN,
+        "--base-url", api.base_url, "--base-file-url", api.base_file_url,
+    ]  # fmt: skip
+    if url is not None:
+        command += ["--db", url, "--staff-chat", str(STAFF_CHAT_ID)]
+    if rate_limit:
+        command.append("--rate-limit")
+    with tempfile.TemporaryFile() as stderr:
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert process.stdin is not None and process.stdout is not None
+        stdin, stdout = process.stdin, process.stdout
+
+        def failed(what: str) -> RuntimeError:
+            stderr.seek(0)
+            tail = stderr.read().decode(errors="replace").strip().splitlines()[-15:]
+            return RuntimeError(f"{bot} bot {what}:\n" + "\n".join(tail))
+
+        async def stop() -> dict[str, Any]:
+            import json
+
+            stdin.write(b"STOP\n")
+            await stdin.drain()
+            async for line in stdout:
+                if line.startswith(b"REPORT "):
+                    await process.wait()
+                    return dict(json.loads(line[len(b"REPORT ") :]))
+            raise failed("ended without a report")
+
+        try:
+            line = await asyncio.wait_for(stdout.readline(), 120)
+            if line.strip() != b"READY":
+                raise failed("did not start")
+            yield stop
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+async def run_one(bot: str, db: str, mode: str, clients: int, args: argparse.Namespace) -> Row:
+    row = Row(bot, db if bot == "intake" else "-", mode, clients)
+    steps = {"echo": echo_steps, "conversation": conversation_steps, "intake": intake_steps}[bot]()
+    tracker = Tracker()
+    api = BenchBotAPI(tracker, webhook=mode == "webhook")
+    async with api, database(bot, db) as url:
+        api.add_chat(STAFF_CHAT_ID, chat_type="supergroup", title="Staff")
+        async with bot_process(bot, mode, api, url, args.rate_limit) as stop:
+            first = len(api.calls)
+            async with webhook_poster(api, mode, shared=True) as post:
+                walkers = Clients(api, steps, post, args.step_timeout, args.retries)
+                started = time.perf_counter()
+                tasks = [
+                    asyncio.create_task(walkers.walk(user))
+                    for user in range(FIRST_USER_ID, FIRST_USER_ID + clients)
+                ]
+                _, pending = await asyncio.wait(tasks, timeout=args.timeout)
+                row.seconds = time.perf_counter() - started
+                row.timed_out = bool(pending)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            calls = [call for call in api.calls[first:] if call.method != "getUpdates"]
+            report = await stop()
+    latencies = sorted(tracker.latencies)
+    row.completed, row.updates = walkers.completed, len(latencies)
+    row.p50_ms, row.p99_ms = percentile(latencies, 50), percentile(latencies, 99)
+    row.peak_rss_mb = report["peak_rss_mb"]
+    row.cpu_seconds = report["cpu_seconds"]
+    row.sql_statements = report.get("sql_statements", math.nan)
+    row.sql_commits = report.get("sql_commits", math.nan)
+    row.calls = len(calls)
+    row.chat_calls = sum(1 for call in calls if call.method in CHAT_BOUND)
+    row.violations = sum(1 for call in calls if call.rejected)
+    row.errors = sum(tracker.client_errors.values()) + sum(
+        1 for call in calls if not call.ok and not call.rejected
+    )
+    row.notes = [f"{n} x {text}" for text, n in tracker.client_errors.most_common(3)]
+    row.notes += sorted(
+        {f"refused: {call.method}: {call.error}" for call in calls if call.rejected}
+    )[:3]
+    return row
+
+
+def median_row(rows: list[Row]) -> Row:
+    """The median of each figure over repeated runs of one configuration."""
+    if len(rows) == 1:
+        return rows[0]
+    merged = dataclasses.replace(rows[0])
+    for item in dataclasses.fields(Row):
+        values = [getattr(row, item.name) for row in rows]
+        if item.type in ("int", "float") and not any(
+            isinstance(v, float) and math.isnan(v) for v in values
+        ):
+            median = statistics.median(values)
+            setattr(merged, item.name, round(median) if item.type == "int" else median)
+    merged.timed_out = any(row.timed_out for row in rows)
+    merged.notes = [note for row in rows for note in row.notes]
+    return merged
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _ratio(value: float, base: float) -> str:
+    return "-" if math.isnan(value) or math.isnan(base) or not base else f"{value / base:.1f}"
+
+
+def table(rows: list[Row]) -> str:
+    columns = [
+        "bot", "mode", "clients", "done", "updates", "updates/s", "p50 ms", "p99 ms",
+        "peak RSS MB", "CPU ms/update", "SQL/update", "commits/update",
+        "calls/update (chat-bound)", "spec violations", "errors",
+        "CPU x echo / x conv", "calls x echo / x conv", "RSS x echo / x conv",
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        bases = {
+            base.bot: base
+            for base in rows
+            if base.bot != "intake" and (base.mode, base.clients) == (row.mode, row.clients)
+        }
+        echo, conv = bases.get("echo"), bases.get("conversation")
+
+        def ratios(
+            value: Callable[[Row], float],
+            row: Row = row,
+            against: tuple[Row | None, ...] = (echo, conv),
+        ) -> str:
+            return " / ".join(_ratio(value(row), value(base)) if base else "-" for base in against)
+
+        cells = [
+            row.name,
+            row.mode,
+            str(row.clients),
+            f"{row.completed}" + (" (timed out)" if row.timed_out else ""),
+            str(row.updates),
+            _fmt(row.updates_per_second, 0),
+            _fmt(row.p50_ms, 0),
+            _fmt(row.p99_ms, 0),
+            _fmt(row.peak_rss_mb, 0),
+            _fmt(row.cpu_ms, 2),
+            _fmt(row.per_update(row.sql_statements)),
+            _fmt(row.per_update(row.sql_commits), 2),
+            f"{_fmt(row.per_update(row.calls), 2)} ({_fmt(row.per_update(row.chat_calls), 2)})",
+            str(row.violations),
+            str(row.errors),
+            ratios(lambda r: r.cpu_ms),
+            ratios(lambda r: r.per_update(r.calls)),
+            ratios(lambda r: r.peak_rss_mb),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+async def postgres_reachable() -> bool:
+    try:
+        async with fresh_database("postgresql"):
+            return True
+    except (OSError, TimeoutError, Exception):  # noqa: BLE001 - any failure means "skip it"
+        return False
+
+
+async def main_async(args: argparse.Namespace) -> list[Row]:
+    dbs = list(args.dbs)
+    if "postgresql" in dbs and not await postgres_reachable():
+        print("PostgreSQL at 127.0.0.1:5432 is unreachable: the intake bot runs on SQLite only")
+        dbs.remove("postgresql")
+    plan = [("echo", "-"), ("conversation", "-")] + [("intake", db) for db in dbs]
+    runs: dict[tuple[str, str, str, int], list[Row]] = {}
+    for clients in args.clients:
+        for mode in args.modes:
+            for round_number in range(args.rounds):
+                for bot, db in plan:
+                    label = f"{bot}{'/' + db if db != '-' else ''}"
+                    print(
+                        f"{mode}, {clients} clients, round {round_number + 1}: {label} ...",
+                        end=" ",
+                        flush=True,
+                    )
+                    row = await run_one(bot, db, mode, clients, args)
+                    print(
+                        f"{row.updates} updates in {row.seconds:.1f} s, "
+                        f"{row.cpu_ms:.2f} CPU ms/update",
+                        flush=True,
+                    )
+                    runs.setdefault((bot, db, mode, clients), []).append(row)
+    return [median_row(rows) for rows in runs.values()]
+
+
+def _list(kind: Callable[[str], Any], allowed: tuple[Any, ...] | None = None) -> Any:
+    def parse(text: str) -> list[Any]:
+        values = [kind(part) for part in text.split(",") if part]
+        if allowed is not None and any(value not in allowed for value in values):
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(map(str, allowed))}")
+        return values
+
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.compare",
+        description="The intake bot beside a PTB echo bot and a ConversationHandler bot.",
+    )
+    parser.add_argument(
+        "--clients", type=_list(int), default=[10, 50], help="client counts (10,50)"
+    )
+    parser.add_argument(
+        "--modes",
+        type=_list(str, ("polling", "webhook")),
+        default=["polling", "webhook"],
+        help="polling,webhook",
+    )
+    parser.add_argument(
+        "--dbs",
+        type=_list(str, ("sqlite", "postgresql")),
+        default=["sqlite", "postgresql"],
+        help="databases of the intake bot (sqlite,postgresql)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="repeat and take medians (1)")
+    parser.add_argument(
+        "--rate-limit", action="store_true", help="PTB's AIORateLimiter in every bot"
+    )
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per run (300)")
+    parser.add_argument(
+        "--step-timeout", type=float, default=60, help="seconds a client waits for a reaction"
+    )
+    parser.add_argument(
+        "--retries", type=int, default=3, help="times a client resends after 'sorry' (3)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    rows = asyncio.run(main_async(args))
+    print()
+    print(table(rows))
+    notes = [
+        f"  {row.name}, {row.mode}, {row.clients}: {note}" for row in rows for note in row.notes
+    ]
+    if notes:
+        print("\n".join(["", "notes:", *notes]))
+
+
+if __name__ == "__main__":
+    main()
