@@ -51,7 +51,11 @@ CONTACT = ["consent", "name", "phone", "call_time", "confirm"]
 CASES = {
     "OK": ({"conditions": ("none",)}, [*COMMON, *SCREEN, "oils", *CONTACT]),
     "CLEAR": ({"conditions": ("back_pain",)}, [*COMMON, *SCREEN, "oils", *CONTACT]),
-    "STOP": ({"chronic": ("oncology",)}, [*COMMON, *SCREEN, "offer_call", *CONTACT]),
+    "LATER": (
+        {"conditions": ("sciatica",), "sciatica_phase": "flare"},
+        [*COMMON, "sciatica_phase", "prescription", *SCREEN, "offer_call", *CONTACT],
+    ),
+    "STOP": ({"acute": ("wounds",)}, [*COMMON, *SCREEN, "offer_call", *CONTACT]),
     "EMERGENCY": ({"emergency": ("chest_pain",)}, ["welcome", "emergency"]),
 }
 
