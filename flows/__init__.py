@@ -27,6 +27,8 @@ from flows.engine import (
     TextInput,
     Toggle,
     decode,
+    fresh_start,
+    is_question,
     new_state,
     step,
 )
@@ -84,6 +86,8 @@ __all__ = [
     "check_flow",
     "checksum",
     "decode",
+    "fresh_start",
+    "is_question",
     "load_flow",
     "load_flow_text",
     "new_state",
