@@ -9,7 +9,7 @@ from flows.engine import is_question
 from flows.schema import ChecklistNode, ChoiceNode, Flow, YesNoNode
 from tests.factories import DEFAULT_ANSWERS, Client, intake_flow
 
-PROGRESS_RE = re.compile(r"^<i>(?:Question|Вопрос) (\d+) (?:of|из) (\d+)</i>")
+PROGRESS_RE = re.compile(r"^(?:<i>)?(?:Question|Вопрос) (\d+) (?:of|из) (\d+)(?:</i>)?\n")
 
 
 def first_answers(flow: Flow) -> dict[str, str | tuple[str, ...]]:
