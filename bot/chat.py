@@ -25,7 +25,7 @@ from storage import AsyncSession, create_client
 
 __all__ = ["run_chat"]
 
-_MARKS_RE = re.compile(r"^[^\w(«\"]+")
+_MARKS_RE = re.compile(r"^[^\w(«“\"]+")
 _QUIT = {"quit", "q", "exit", "выход"}
 _BACK = {"back", "b", "назад"}
 _RESTART = {"restart", "заново"}
