@@ -128,8 +128,6 @@ __all__ = [
 #: The facts of a dialogue as (name, value) pairs.
 FactSet = frozenset[tuple[str, str]]
 
-QUESTION_KINDS = ("choice", "yesno", "checklist", "text", "phone", "confirm")
-
 
 # --- inputs -------------------------------------------------------------------
 
