@@ -286,6 +286,33 @@ async def test_red_flags_of_a_saved_request_do_not_reach_the_next_request(
     assert third.facts["contraindication"] == ["fever_infection"]
 
 
+async def test_changing_the_name_from_the_summary_keeps_the_other_answers(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 1019)
+    await person.say("/start")
+    await person.walk({"call_time": "evening"}, FULL[:-1])
+    assert "Your answers" in person.texts[-2] or "Your answers" in person.last
+    await person.press("✏️ Change an answer")
+    labels = person.labels()
+    assert "Name" in labels and not any("Opening" in x for x in labels)
+    await person.press("Name")
+    assert "name" in person.last.lower()
+    await person.say("Olga")
+    summary = "\n".join(person.texts[-2:])
+    assert "Your answers" in summary and "Olga" in summary and "+7 912 345-67-89" in summary
+    await person.press("✅ All correct, send")
+    async with bot.sessionmaker() as session:
+        [request] = await list_requests(session=session)
+    assert (request.name, request.phone, request.preferred_time) == (
+        "Olga",
+        "+79123456789",
+        "evening",
+    )
+    assert request.answers[0]["node"] == "emergency", "the opening menu is no answer"
+    assert not any("(your answer" in r for r in request.reasons)
+
+
 async def _to_phone(person: Person) -> None:
     await person.say("/start")
     await person.walk({}, [*COMMON, *SCREEN, "oils", "consent", "name"])
