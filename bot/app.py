@@ -128,7 +128,10 @@ async def run_housekeeping(app: Application) -> tuple[int, int]:  # type: ignore
 
 
 async def _register_commands(app: Application) -> None:  # type: ignore[type-arg]
-    """Register the command menu in Russian and English (and the default)."""
+    """Prove the active flow (before any update is served), then register the command menu
+    in Russian and English (and the default)."""
+    services: Services = app.bot_data
+    await services.registry.prepare(services.sessionmaker)
     for lang, code in (("ru", "ru"), ("en", "en"), ("ru", None)):
         commands = [BotCommand(c, d) for c, d in COMMANDS[lang]]  # type: ignore[index]
         await app.bot.set_my_commands(commands, scope=BotCommandScopeDefault(), language_code=code)

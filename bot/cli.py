@@ -8,6 +8,8 @@ import getpass
 import io
 import json
 import logging
+import resource
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -23,6 +25,7 @@ from telegram import Bot
 
 from bot.app import ALLOWED_UPDATES, build_application
 from bot.chat import run_chat
+from bot.checking import FlowChecker
 from bot.flowsource import FlowRefusedError, FlowRegistry
 from bot.settings import Settings
 from bot.staff import redeliver
@@ -31,8 +34,6 @@ from flows import (
     FlowError,
     Lang,
     ScriptError,
-    check_file,
-    check_text,
     diff_flows,
     load_flow_text,
     load_script,
@@ -121,14 +122,21 @@ def _flat(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+def _with_session(
+    work: Callable[[AsyncSession], Awaitable[T]], registry: FlowRegistry | None = None
+) -> T:
+    """Run ``work`` in one transaction; with ``registry``, its active flow is proven first
+    (outside the transaction)."""
     settings = _settings()
 
     async def go() -> T:
         engine = make_engine(settings.database_url)
         try:
             await upgrade(engine)
-            async with make_sessionmaker(engine)() as session, session.begin():
+            sessionmaker = make_sessionmaker(engine)
+            if registry is not None:
+                await _active_or_exit(registry, sessionmaker)
+            async with sessionmaker() as session, session.begin():
                 return await work(session)
         finally:
             await engine.dispose()
@@ -307,7 +315,7 @@ def _setup_logging(settings: Settings) -> None:
 
 def _registry_or_exit(settings: Settings) -> FlowRegistry:
     try:
-        return FlowRegistry(settings.flow_file)
+        return FlowRegistry(settings.flow_file, values=settings.flow_values)
     except FlowRefusedError as exc:
         typer.echo("The dialogue flow failed its check; refusing to start.\n", err=True)
         typer.echo(exc.report.render(), err=True)
@@ -408,8 +416,7 @@ async def _active_or_exit(
 ) -> Flow:
     """The active flow version (version 1 from the file on first start), checked."""
     try:
-        async with sessionmaker() as session, session.begin():
-            return await registry.bootstrap(session)
+        return await registry.prepare(sessionmaker)
     except FlowRefusedError as exc:
         typer.echo("The active dialogue flow failed its check; refusing to start.\n", err=True)
         typer.echo(exc.report.render(), err=True)
@@ -446,8 +453,13 @@ def flows_check(
     ] = None,
 ) -> None:
     """Check a flow: structure, texts, limits and the safety proof. Exit 1 on any problem."""
-    report = check_file(file or shipped_flow_path())
+    path = file or shipped_flow_path()
+    started = time.monotonic()
+    report = FlowChecker().check_blocking(_read_flow_file(path), str(path))
+    seconds = time.monotonic() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     typer.echo(report.render())
+    typer.echo(f"  Checked in {seconds:.1f} s in a worker process (peak memory {peak:.0f} MB).")
     if not report.ok:
         raise typer.Exit(1)
 
@@ -485,16 +497,16 @@ def flows_diff(
     registry = _registry_or_exit(settings)
     text = _read_flow_file(file)
     try:
-        new = load_flow_text(text, origin=str(file))
+        new = load_flow_text(text, origin=str(file), values=registry.values)
     except FlowError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
 
     async def work(session: AsyncSession) -> tuple[int, Flow]:
         row = await _active_version(session, registry)
-        return row.number, registry.check(row.yaml, f"version {row.number}")
+        return row.number, await registry.active(session)
 
-    number, active = _with_session(work)
+    number, active = _with_session(work, registry)
     lines = diff_flows(active, new, lang=lang.value)
     typer.echo(f"Changes from the active version {number} to {file}:")
     typer.echo("\n".join(f"  - {line}" for line in lines) if lines else "  (no changes)")
@@ -524,7 +536,7 @@ def flows_graph(
         async def work(session: AsyncSession) -> Flow:
             return await registry.active(session)
 
-        flow = _with_session(work)
+        flow = _with_session(work, registry)
     if output_format == GraphFormat.mermaid:
         text = to_mermaid(flow, lang=lang.value)
         if output is None:
@@ -550,7 +562,7 @@ def flows_publish(
     settings = _settings()
     registry = _registry_or_exit(settings)
     text = _read_flow_file(file)
-    report = check_text(text, origin=str(file), documents=file.parent)
+    report = registry.checker.check_blocking(text, str(file))
     if not report.ok or report.flow is None:
         typer.echo("Not published: the flow failed its check.\n", err=True)
         typer.echo(report.render(), err=True)
@@ -570,7 +582,7 @@ def flows_publish(
         )  # fmt: skip
         return version.number
 
-    number = _with_session(work)
+    number = _with_session(work, registry)
     typer.echo(report.render())
     typer.echo(f"Published version {number} of '{flow.name}'; new dialogues use it from now on.")
 
@@ -584,7 +596,7 @@ def flows_history() -> None:
         await registry.bootstrap(session)
         return await list_flow_versions(session=session, flow_name=registry.name)
 
-    for v in _with_session(work):
+    for v in _with_session(work, registry):
         mark = "*" if v.active else " "
         typer.echo(
             f"{mark} {v.number:>3}  {v.created_at:%Y-%m-%d %H:%M} UTC  {v.checksum}  "
@@ -599,24 +611,28 @@ def flows_rollback(
     """Make an earlier version active again (it is checked again first)."""
     registry = _registry_or_exit(_settings())
 
-    async def work(session: AsyncSession) -> str | None:
+    async def find(session: AsyncSession) -> str | None:
         await registry.bootstrap(session)
         row = await get_flow_version(session=session, flow_name=registry.name, number=version)
-        if row is None:
-            return None
-        registry.check(row.yaml, f"version {row.number}")
-        await activate_flow_version(session=session, version=row)
-        return row.checksum
+        return None if row is None else row.yaml
 
-    try:
-        found = _with_session(work)
+    text = _with_session(find, registry)
+    if text is None:
+        typer.echo(f"There is no version {version}; see `intake-bot flows history`.", err=True)
+        raise typer.Exit(1)
+    try:  # proven outside any transaction
+        registry.check(text, f"version {version}")
     except FlowRefusedError as exc:
         typer.echo(f"Version {version} no longer passes the check; not activated.\n", err=True)
         typer.echo(exc.report.render(), err=True)
         raise typer.Exit(1) from exc
-    if found is None:
-        typer.echo(f"There is no version {version}; see `intake-bot flows history`.", err=True)
-        raise typer.Exit(1)
+
+    async def activate(session: AsyncSession) -> None:
+        row = await get_flow_version(session=session, flow_name=registry.name, number=version)
+        assert row is not None
+        await activate_flow_version(session=session, version=row)
+
+    _with_session(activate)
     typer.echo(f"Version {version} is active again.")
 
 
@@ -630,7 +646,7 @@ def flows_export(
     async def work(session: AsyncSession) -> str:
         return (await _active_version(session, registry)).yaml
 
-    text = _with_session(work)
+    text = _with_session(work, registry)
     if file is None:
         typer.echo(text, nl=False)
     else:

@@ -1,16 +1,36 @@
-"""Where the running bot gets its flows: versions in the database, each checked before use.
+"""Where the running bot gets its flows: versions in the database, each proven before use.
 
 The active version is what new dialogues run; a dialogue already under way finishes on the
 version it started with. The shipped flow (or ``FLOW_FILE``) becomes version 1 on first start.
-A version that fails the checker is never used, whichever way it arrived.
+A version is used only after the checker (in a bounded worker process, see ``bot.checking``)
+has proven it in this process; no proof ever runs while a database transaction is open:
+
+* ``prepare`` proves the active version before the bot serves anyone;
+* a version another process publishes is proven in the background; until then new
+  dialogues keep the version proven before;
+* a dialogue pinned to an older version is loaded without a new proof (it was proven when
+  it became active; composing it with the screening core is still checked).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 
-from flows import CheckReport, Flow, check_file, check_text, checksum, shipped_flow_path
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from bot.checking import FlowChecker
+from flows import (
+    CheckReport,
+    Flow,
+    FlowError,
+    Problem,
+    checksum,
+    load_flow_text,
+    shipped_flow_path,
+)
 from storage import (
     AsyncSession,
     add_flow_version,
@@ -18,7 +38,9 @@ from storage import (
     get_flow_version_by_checksum,
 )
 
-__all__ = ["FlowRefusedError", "FlowRegistry", "load_checked_flow"]
+__all__ = ["FlowRefusedError", "FlowRegistry"]
+
+log = logging.getLogger(__name__)
 
 
 class FlowRefusedError(Exception):
@@ -29,57 +51,119 @@ class FlowRefusedError(Exception):
         super().__init__(report.render())
 
 
-#: Flows that passed the checker in this process, by content checksum. A check depends only
-#: on the text, the clinical source and the (fixed) safety policy, so it is done once.
-_PASSED: dict[str, Flow] = {}
+class FlowRegistry:
+    """The flow versions a process runs, each proven once per process."""
 
+    def __init__(
+        self,
+        initial: Path | None = None,
+        *,
+        values: Mapping[str, str] | None = None,
+        checker: FlowChecker | None = None,
+    ) -> None:
+        self.initial = initial or shipped_flow_path()
+        self.values = dict(values or {})
+        self.checker = checker or FlowChecker()
+        try:
+            text = self.initial.read_text(encoding="utf-8")
+            self.name = load_flow_text(text, origin=str(self.initial)).name
+        except (OSError, UnicodeDecodeError) as exc:
+            report = CheckReport(origin=str(self.initial))
+            report.problems.append(Problem(f"cannot read the file: {exc}"))
+            raise FlowRefusedError(report) from exc
+        except FlowError as exc:
+            raise FlowRefusedError(CheckReport(str(self.initial), problems=exc.problems)) from exc
+        #: proven flows (with the settings' values filled in), by content checksum
+        self._proven: dict[str, Flow] = {}
+        #: flows loaded for pinned dialogues, by checksum
+        self._loaded: dict[str, Flow] = {}
+        self._current: Flow | None = None
+        self._background: dict[str, asyncio.Task[None]] = {}
 
-def checked(text: str, origin: str, documents: Path) -> Flow:
-    """The flow in ``text`` if it passes the checker; raise FlowRefusedError otherwise."""
-    key = checksum(text)
-    if key not in _PASSED:
-        report = check_text(text, origin=origin, documents=documents)
+    # -- proving (never inside a transaction)
+
+    def _accept(self, text: str, report: CheckReport) -> Flow:
         if not report.ok or report.flow is None:
             raise FlowRefusedError(report)
-        _PASSED[key] = report.flow
-    return _PASSED[key]
-
-
-def load_checked_flow(path: Path | None = None) -> Flow:
-    """Load the flow at ``path`` (the shipped intake flow by default) if it passes the checker."""
-    path = path or shipped_flow_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        raise FlowRefusedError(check_file(path)) from None
-    return checked(text, str(path), path.parent)
-
-
-class FlowRegistry:
-    """The flow versions a process runs, loaded from the database and checked once each."""
-
-    def __init__(self, initial: Path | None = None) -> None:
-        self.initial = initial or shipped_flow_path()
-        self.name = load_checked_flow(self.initial).name
-        self._checked: dict[str, Flow] = {}
-
-    def check(self, text: str, origin: str) -> Flow:
-        """The flow in ``text`` if it passes the checker (cached by content)."""
-        flow = checked(text, origin, self.initial.parent)
-        self._checked[flow.version] = flow
+        flow = load_flow_text(text, origin=report.origin, values=self.values)
+        self._proven[flow.version] = flow
         return flow
 
+    def check(self, text: str, origin: str) -> Flow:
+        """The flow in ``text`` if it passes the checker (blocking; for the CLI)."""
+        found = self._proven.get(checksum(text))
+        if found is not None:
+            return found
+        return self._accept(text, self.checker.check_blocking(text, origin))
+
     async def checked_async(self, text: str, origin: str) -> Flow:
-        """``check`` in a worker thread when the text is new (the proof takes CPU seconds)."""
-        if checksum(text) in _PASSED:
-            return self.check(text, origin)
-        return await asyncio.to_thread(self.check, text, origin)
+        """The flow in ``text`` if it passes the checker, proven off the event loop."""
+        found = self._proven.get(checksum(text))
+        if found is not None:
+            return found
+        return self._accept(text, await self.checker.check(text, origin))
+
+    async def report(self, text: str, origin: str) -> CheckReport:
+        """The checker's full report on ``text`` (for an admin's upload)."""
+        report = await self.checker.check(text, origin)
+        if report.ok and report.flow is not None:
+            self._accept(text, report)
+        return report
+
+    def proven(self, version: str) -> bool:
+        """Whether the version with this checksum has been proven in this process."""
+        return version in self._proven
+
+    async def prepare(self, sessionmaker: async_sessionmaker[AsyncSession]) -> Flow:
+        """Prove the active version (the initial file on first start) before serving.
+
+        When the active version no longer passes (a new release's policy is stricter), the
+        initial file is published in its place, so the bot keeps running safely.
+        """
+        async with sessionmaker() as session:
+            row = await get_active_flow_version(session=session, flow_name=self.name)
+            stored = (row.yaml, f"{self.name} version {row.number}") if row else None
+        initial_text = self.initial.read_text(encoding="utf-8")
+        if stored is not None:
+            try:
+                self._current = await self.checked_async(*stored)
+                return self._current
+            except FlowRefusedError as exc:
+                if checksum(stored[0]) == checksum(initial_text):
+                    raise
+                log.warning(
+                    "the active flow version fails this release's check; publishing %s "
+                    "in its place:\n%s",
+                    self.initial.name,
+                    exc.report.render(),
+                )
+        flow = await self.checked_async(initial_text, str(self.initial))
+        async with sessionmaker() as session, session.begin():
+            row = await get_active_flow_version(session=session, flow_name=self.name)
+            if row is None or row.checksum != flow.version:
+                note = "first start" if stored is None else "the active version failed the check"
+                await add_flow_version(
+                    session=session,
+                    flow_name=flow.name,
+                    yaml=initial_text,
+                    checksum=flow.version,
+                    author=f"file {self.initial.name}",
+                    note=note,
+                )
+        self._current = flow
+        return flow
+
+    # -- inside transactions: look-ups only
 
     async def bootstrap(self, session: AsyncSession) -> Flow:
-        """Make sure the flow has an active version (the initial file on first start)."""
+        """Make sure the flow has an active version; ``prepare`` must have run."""
+        if self._current is None:
+            raise RuntimeError("FlowRegistry.prepare() must run before the bot serves")
         if await get_active_flow_version(session=session, flow_name=self.name) is None:
             text = self.initial.read_text(encoding="utf-8")
-            flow = await self.checked_async(text, str(self.initial))
+            flow = self._proven.get(checksum(text))
+            if flow is None:  # pragma: no cover - prepare proved it
+                raise RuntimeError("the initial flow has not been proven")
             await add_flow_version(
                 session=session,
                 flow_name=flow.name,
@@ -91,19 +175,54 @@ class FlowRegistry:
         return await self.active(session)
 
     async def active(self, session: AsyncSession) -> Flow:
-        """The version new dialogues use (looked up each time: publishing needs no restart)."""
+        """The version new dialogues use (looked up each time: publishing needs no restart).
+
+        A version not yet proven here is proven in the background; meanwhile the version
+        proven before is used."""
         row = await get_active_flow_version(session=session, flow_name=self.name)
-        if row is None:
-            return await self.bootstrap(session)
-        return await self.checked_async(row.yaml, f"{self.name} version {row.number}")
+        if row is not None:
+            found = self._proven.get(row.checksum)
+            if found is not None:
+                self._current = found
+                return found
+            self._prove_later(row.yaml, f"{self.name} version {row.number}")
+        if self._current is None:
+            raise RuntimeError("FlowRegistry.prepare() must run before the bot serves")
+        return self._current
+
+    def _prove_later(self, text: str, origin: str) -> None:
+        key = checksum(text)
+        if key in self._background:
+            return
+
+        async def prove() -> None:
+            try:
+                await self.checked_async(text, origin)
+            except FlowRefusedError as exc:
+                log.error("%s fails the check and is not used:\n%s", origin, exc.report.render())
+
+        task = asyncio.get_running_loop().create_task(prove(), name=f"prove {origin}")
+        self._background[key] = task
+
+    async def settled(self) -> None:
+        """Wait for background proofs (tests and shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background.values(), return_exceptions=True)
 
     async def pinned(self, session: AsyncSession, version: str) -> Flow | None:
-        """The version a dialogue started on, if it is still known."""
-        if version in self._checked:
-            return self._checked[version]
+        """The version a dialogue started on, if it is still known and still composes."""
+        found = self._proven.get(version) or self._loaded.get(version)
+        if found is not None:
+            return found
         row = await get_flow_version_by_checksum(
             session=session, flow_name=self.name, checksum=version
         )
         if row is None:
             return None
-        return await self.checked_async(row.yaml, f"{self.name} version {row.number}")
+        try:
+            flow = load_flow_text(row.yaml, origin=f"version {row.number}", values=self.values)
+        except FlowError:
+            log.warning("version %s no longer composes with the screening core", row.number)
+            return None
+        self._loaded[version] = flow
+        return flow

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     center_timezone: str = "Europe/Moscow"
     opening_hour: int = Field(default=9, ge=0, le=23)
     closing_hour: int = Field(default=21, ge=1, le=24)
+    #: The center's phone number, shown wherever a flow text says {phone}.
+    center_phone: str = "+7 (495) 085-15-13"
     #: How often the bot re-delivers failed cards and looks for overdue requests.
     housekeeping_seconds: int = Field(default=60, ge=1)
 
@@ -77,6 +79,14 @@ class Settings(BaseSettings):
     def zone(self) -> ZoneInfo:
         """The center's time zone."""
         return ZoneInfo(self.center_timezone)
+
+    @property
+    def flow_values(self) -> dict[str, str]:
+        """What flow texts' ``{phone}`` and ``{hours}`` become."""
+        return {
+            "phone": self.center_phone,
+            "hours": f"{self.opening_hour}:00–{self.closing_hour}:00",
+        }
 
     @field_validator("telegram_token", "webhook_secret")
     @classmethod

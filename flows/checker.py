@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from importlib import resources
 from itertools import combinations
 from pathlib import Path
 
@@ -38,12 +40,14 @@ from flows.engine import (
     next_node,
 )
 from flows.errors import FlowError, Problem
-from flows.loader import load_flow_text, shipped_flow_path
+from flows.lint import booking_words, diagnosis_claims, medicine_names, typed_hours, typed_phones
+from flows.loader import load_flow_text
 from flows.markup import html_problem
 from flows.policy import POLICY, PolicyItem, SafetyPolicy
 from flows.schema import (
     LANGS,
     LEVELS,
+    SOURCE_DOCUMENT,
     AllOf,
     AnyOf,
     Atom,
@@ -56,6 +60,7 @@ from flows.schema import (
     Flow,
     NotOf,
     Option,
+    PhoneNode,
     TextNode,
     TriageNode,
     YesNoNode,
@@ -63,7 +68,14 @@ from flows.schema import (
     level_rank,
 )
 
-__all__ = ["CheckReport", "check_file", "check_flow", "check_text"]
+__all__ = [
+    "PROOF_BUDGET",
+    "CheckReport",
+    "check_file",
+    "check_flow",
+    "check_text",
+    "shipped_article",
+]
 
 CALLBACK_LIMIT = 64
 #: The widest sequence number a button can carry (see engine.decode).
@@ -112,46 +124,38 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def check_file(path: str | Path, *, policy: SafetyPolicy = POLICY) -> CheckReport:
+def check_file(
+    path: str | Path, *, policy: SafetyPolicy = POLICY, budget: int | None = None
+) -> CheckReport:
     """Load the flow file at ``path`` and check it; never raises on a bad file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return CheckReport(origin=str(path), problems=[Problem(f"cannot read the file: {exc}")])
-    return check_text(text, origin=str(path), documents=path.parent, policy=policy)
+    return check_text(text, origin=str(path), policy=policy, budget=budget)
+
+
+def shipped_article() -> str:
+    """The clinical source every rule quotes (shipped with the package)."""
+    return (resources.files("flows") / "definitions" / SOURCE_DOCUMENT).read_text("utf-8")
 
 
 def check_text(
     text: str,
     *,
     origin: str = "flow",
-    documents: Path | None = None,
     policy: SafetyPolicy = POLICY,
+    budget: int | None = None,
 ) -> CheckReport:
-    """Check flow YAML ``text``; its source document is looked up in ``documents``.
-
-    By default that is the folder of the shipped flows, which holds the clinical source.
-    """
-    documents = documents or shipped_flow_path().parent
+    """Check flow YAML ``text`` against the shipped article and the safety policy."""
     try:
-        flow = load_flow_text(text, origin=origin)
+        flow = load_flow_text(text, origin=origin, policy=policy)
     except FlowError as exc:
         return CheckReport(origin=origin, problems=exc.problems)
-    source = None
-    if flow.source_document:
-        src = documents / flow.source_document
-        if not src.exists():
-            src = shipped_flow_path().parent / flow.source_document
-        try:
-            source = src.read_text(encoding="utf-8")
-        except OSError:
-            report = CheckReport(origin, flow.name, flow.version, flow=flow)
-            report.problems.append(
-                Problem(f"the source document {flow.source_document} cannot be read", origin)
-            )
-            return report
-    return check_flow(flow, origin=origin, source_text=source, policy=policy)
+    return check_flow(
+        flow, origin=origin, source_text=shipped_article(), policy=policy, budget=budget
+    )
 
 
 def check_flow(
@@ -160,8 +164,13 @@ def check_flow(
     origin: str = "flow",
     source_text: str | None = None,
     policy: SafetyPolicy = POLICY,
+    budget: int | None = None,
 ) -> CheckReport:
-    """Check a loaded flow: structure first, then (if that holds) the safety proof."""
+    """Check a composed flow: structure first, then (if that holds) the safety proof.
+
+    ``budget`` caps the states the proof may explore (default ``PROOF_BUDGET``); a flow
+    that needs more is refused as too complex to prove, with what to simplify.
+    """
     report = CheckReport(origin=origin, flow_name=flow.name, version=flow.version, flow=flow)
     problems = report.problems
     problems.extend(_references(flow))
@@ -171,8 +180,10 @@ def check_flow(
     problems.extend(_facts_and_rules(flow, source_text))
     problems.extend(_limits(flow))
     problems.extend(_block_sizes(flow))
+    problems.extend(_screening_order(flow, policy))
+    problems.extend(_texts(flow, policy))
     if not problems:
-        _Prover(flow, policy, report).run()
+        _Prover(flow, policy, report, budget or PROOF_BUDGET).run()
     return _placed(report)
 
 
@@ -245,29 +256,137 @@ def _graph(flow: Flow) -> list[Problem]:
 
 
 def _find_loop(flow: Flow) -> list[str] | None:
+    """A cycle of questions, if there is one (an iterative depth-first search)."""
     state: dict[str, int] = {}
-    path: list[str] = []
-
-    def visit(node_id: str) -> list[str] | None:
-        state[node_id] = 1
-        path.append(node_id)
-        for target in _targets(flow, node_id):
-            if state.get(target) == 1:
+    for root in flow.nodes:
+        if root in state:
+            continue
+        path: list[str] = [root]
+        stack = [iter(_targets(flow, root))]
+        state[root] = 1
+        while stack:
+            target = next(stack[-1], None)
+            if target is None:
+                stack.pop()
+                state[path.pop()] = 2
+            elif state.get(target) == 1:
                 return path[path.index(target) :] + [target]
-            if target not in state:
-                found = visit(target)
-                if found:
-                    return found
-        state[node_id] = 2
-        path.pop()
-        return None
-
-    for node_id in flow.nodes:
-        if node_id not in state:
-            found = visit(node_id)
-            if found:
-                return found
+            elif target not in state:
+                state[target] = 1
+                path.append(target)
+                stack.append(iter(_targets(flow, target)))
     return None
+
+
+def _reachable(flow: Flow, start: str, without: str) -> set[str]:
+    """Questions reachable from ``start`` when the question ``without`` is taken out."""
+    seen = {start} if start != without else set()
+    todo = list(seen)
+    while todo:
+        for target in _targets(flow, todo.pop()):
+            if target not in seen and target != without:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def _screening_order(flow: Flow, policy: SafetyPolicy) -> list[Problem]:
+    """Every path passes the emergency block first and every screening block before any
+    outcome: no branch, house rule or shortcut can skip the screening."""
+    problems = []
+    triages = [n for n, node in flow.nodes.items() if isinstance(node, TriageNode)]
+    blocks = [b for b in policy.blocks if b.entry in flow.nodes]
+    for block in blocks:
+        around = _reachable(flow, flow.start, block.entry)
+        for triage in triages:
+            if triage in around:
+                problems.append(
+                    Problem(
+                        f"a path reaches this outcome without the screening block "
+                        f"'{block.name}': every client must pass it before any outcome",
+                        node=triage,
+                    )
+                )
+    emergency = policy.blocks[0] if policy.blocks else None
+    if emergency is not None and emergency.entry in flow.nodes:
+        around = _reachable(flow, flow.start, emergency.entry)
+        for block in blocks[1:]:
+            if block.entry in around:
+                problems.append(
+                    Problem(
+                        f"a path reaches the screening block '{block.name}' before the "
+                        f"emergency signs: the '{emergency.name}' block must come first",
+                        node=block.entry,
+                    )
+                )
+    return problems
+
+
+def _admin_texts(flow: Flow, policy: SafetyPolicy) -> list[tuple[str | None, str, str]]:
+    """Every text of the flow that the admin wrote: (question, what, text)."""
+    out: list[tuple[str | None, str, str]] = []
+    core = policy.node_ids
+    policy_rules = {r.id for r in policy.rules}
+    for lang in LANGS:
+        out.append((None, f"title ({lang})", flow.title.get(lang)))
+        for node_id, node in flow.nodes.items():
+            if node_id in core:
+                continue
+            out.append((node_id, f"text ({lang})", node.text.get(lang)))
+            if node.summary is not None:
+                out.append((node_id, f"summary ({lang})", node.summary.get(lang)))
+            for o in getattr(node, "options", ()):
+                out.append((node_id, f"answer {o.id} ({lang})", o.label.get(lang)))
+        for r in flow.rules:
+            if r.id in policy_rules:
+                continue
+            out.append((None, f"rule {r.id} reason ({lang})", r.reason.get(lang)))
+            if r.advice is not None:
+                out.append((None, f"rule {r.id} advice ({lang})", r.advice.get(lang)))
+        ok = flow.outcomes["OK"]
+        out.append((None, f"outcome OK ({lang})", f"{ok.title.get(lang)}\n{ok.text.get(lang)}"))
+    return out
+
+
+def _texts(flow: Flow, policy: SafetyPolicy) -> list[Problem]:
+    """The text lint over everything the admin wrote (see ``flows.lint``)."""
+    problems = []
+    for node, what, text in _admin_texts(flow, policy):
+        for name in medicine_names(text):
+            problems.append(
+                Problem(
+                    f"{what} names a medicine ({name}): the bot never recommends medication; "
+                    "only a doctor chooses a treatment",
+                    node=node,
+                )
+            )
+        for claim in diagnosis_claims(text):
+            problems.append(
+                Problem(
+                    f"{what} presents the bot's answer as a diagnosis (“{claim}”): the bot "
+                    "never diagnoses",
+                    node=node,
+                )
+            )
+        is_phone_question = node is not None and isinstance(flow.nodes[node], PhoneNode)
+        if not is_phone_question:
+            for number in typed_phones(text):
+                problems.append(
+                    Problem(
+                        f"{what} has a phone number typed in ({number}): write {{phone}}, "
+                        "and the bot shows the center's number from its settings",
+                        node=node,
+                    )
+                )
+        for hours in typed_hours(text):
+            problems.append(
+                Problem(
+                    f"{what} has opening hours typed in ({hours}): write {{hours}}, and the "
+                    "bot shows the hours from its settings",
+                    node=node,
+                )
+            )
+    return problems
 
 
 def has_not(cond: Condition) -> bool:
@@ -352,8 +471,8 @@ def _facts_and_rules(flow: Flow, source_text: str | None) -> list[Problem]:
             if _normalise(source) not in article:
                 problems.append(
                     Problem(
-                        f"rule {rule_id}: its source is not a quote of {flow.source_document}: "
-                        f"“{source[:80]}”"
+                        f"rule {rule_id}: its source is not a quote of the article "
+                        f"{SOURCE_DOCUMENT}; copy the sentence word for word"
                     )
                 )
     return problems
@@ -453,7 +572,17 @@ def _block_sizes(flow: Flow) -> list[Problem]:
 
 # --- the safety proof ---------------------------------------------------------
 
-_MAX_STATES = 2_000_000
+#: The most states the proof may explore (the shipped flow needs about 60 thousand). A flow that
+#: needs more is refused as too complex to prove: a bound on time and memory that holds on
+#: any machine, whatever the admin wrote.
+PROOF_BUDGET = 250_000
+
+#: Outcomes after which the client may only be offered a call about a doctor's consultation.
+_PROTECTIVE = frozenset({"EMERGENCY", "STOP", "LATER"})
+
+
+class _TooComplex(Exception):
+    """The proof ran past its budget."""
 
 
 #: The answers that led somewhere, newest last, as a linked list: (earlier, label).
@@ -479,11 +608,22 @@ class _Walk:
     trail: Trail
 
 
+#: What a step of the walk asks its driver for: the number of paths from a walk, with weight.
+_Call = tuple[_Walk, int]
+_Gen = Generator[_Call, int, int]
+
+
 class _Prover:
-    def __init__(self, flow: Flow, policy: SafetyPolicy, report: CheckReport) -> None:
+    """The exhaustive walk. Written as generators driven by an explicit stack, so a flow of
+    any length needs no recursion; every state counts against the budget."""
+
+    def __init__(self, flow: Flow, policy: SafetyPolicy, report: CheckReport, budget: int) -> None:
         self.flow = flow
         self.policy = policy
         self.report = report
+        self.budget = budget
+        self.spent = 0
+        self.spent_at: Counter[str] = Counter()
         self.protective = [r for r in flow.rules if r.level != "OK"]
         guard_atoms: set[Atom] = set()
         for node in flow.nodes.values():
@@ -499,18 +639,24 @@ class _Prover:
         self.structural |= {(k, v) for k, v in policy.emergency}
         self.structural |= {w for item in policy.items for w in item.when}
         self.triage_ahead = self._triage_ahead()
-        self.memo: dict[tuple[str, FactSet], int] = {}
+        #: paths from a state, and answer combinations per unit of weight
+        self.memo: dict[object, tuple[int, int]] = {}
         self.visited: set[str] = set()
         self.seen_problems: set[str] = set()
-        self.pre_states = 0
         self.option_facts: dict[int, FactSet] = {}
         self.emergency = policy.emergency
         self.policy_facts = policy.facts
+        self.core = policy.node_ids
         self.items_by_fact: dict[tuple[str, str], list[PolicyItem]] = {}
         for item in policy.items:
             self.items_by_fact.setdefault(item.fact, []).append(item)
         self.alone: dict[PolicyItem, bool] = {}
-        conditions = [r.when for r in flow.rules] + [
+        single_rules = {
+            id(r.when)
+            for r in self.protective
+            if isinstance(r.when, FactIs) and r.when.in_ is not None and len(r.when.in_) == 1
+        }
+        conditions = [r.when for r in flow.rules if id(r.when) not in single_rules] + [
             tr.when
             for node in flow.nodes.values()
             if not isinstance(node, EndNode) and isinstance(node.next, tuple)
@@ -521,25 +667,35 @@ class _Prover:
         for cond in conditions:
             for test in _fact_tests(cond):
                 self.tests_by_key.setdefault(test.fact, []).append(test)
-        self.exact_facts = set(policy.facts) | {w for i in policy.items for w in i.when}
+        self.precondition_facts = {w for i in policy.items for w in i.when}
         self.ranked = [(level_rank(r.level), compile_condition(r.when)) for r in self.protective]
+        #: protective rules on a single answer, by that answer; the others, compiled
+        self.single: dict[tuple[str, str], int] = {}
+        self.compound: list[tuple[int, Callable[[FactSet], bool]]] = []
+        for r in self.protective:
+            w = r.when
+            if isinstance(w, FactIs) and w.in_ is not None and len(w.in_) == 1:
+                fact = (w.fact, w.in_[0])
+                self.single[fact] = max(self.single.get(fact, 0), level_rank(r.level))
+            else:
+                self.compound.append((level_rank(r.level), compile_condition(r.when)))
+        self.unconditional = [i for i in policy.items if not i.when]
+        self.conditional = [i for i in policy.items if i.when]
+        self.free_cache: dict[frozenset[tuple[str, str]], list[Option]] = {}
+        #: admin questions reached after a protective outcome, with the outcome and a path
+        self.after_protective: dict[str, tuple[str, _Walk]] = {}
 
     # -- helpers
 
     def _triage_ahead(self) -> dict[str, bool]:
-        ahead: dict[str, bool] = {}
-
-        def visit(node_id: str) -> bool:
-            """Whether a triage node is at or after ``node_id``."""
-            if node_id not in ahead:
-                ahead[node_id] = isinstance(self.flow.nodes[node_id], TriageNode)
-                ahead[node_id] = ahead[node_id] or any(
-                    visit(t) for t in _targets(self.flow, node_id)
-                )
-            return ahead[node_id]
-
-        for node_id in self.flow.nodes:
-            visit(node_id)
+        """For each question, whether a triage can still come after it (no recursion)."""
+        ahead = {n: isinstance(node, TriageNode) for n, node in self.flow.nodes.items()}
+        changed = True
+        while changed:
+            changed = False
+            for node_id in self.flow.nodes:
+                if not ahead[node_id] and any(ahead[t] for t in _targets(self.flow, node_id)):
+                    ahead[node_id] = changed = True
         return ahead
 
     def _is_structural(self, option: Option) -> bool:
@@ -570,6 +726,15 @@ class _Prover:
             offered |= self._facts(o) & self.policy_facts
         return frozenset(offered)
 
+    def _spend(self, node: str | None) -> None:
+        """Count one step of the walk against the budget (``node``: the question whose
+        answers split the path here, named in a "too complex" report)."""
+        self.spent += 1
+        if node is not None:
+            self.spent_at[node] += 1
+        if self.spent > self.budget:
+            raise _TooComplex
+
     # -- the walk
 
     def run(self) -> None:
@@ -577,65 +742,130 @@ class _Prover:
         collecting = gc.isenabled()
         gc.disable()  # the walk makes many small objects and no cycles
         try:
-            self.report.paths = self._enter(start, 1)
+            self.report.paths = self._drive(start, 1)
+        except _TooComplex:
+            self.report.problems.append(Problem(self._too_complex()))
+            return
         finally:
             if collecting:
                 gc.enable()
-        self.report.states = len(self.memo) + self.pre_states
+        self.report.states = len(self.memo)
         for node_id in self.flow.nodes:
             if node_id not in self.visited:
                 self.report.problems.append(
                     Problem("no combination of answers ever reaches this question", node=node_id)
                 )
+        self._check_after_protective()
 
-    def _enter(self, walk: _Walk, weight: int) -> int:
-        """Walk from ``walk.node``; return the number of paths from here to an end."""
+    def _too_complex(self) -> str:
+        """Name the questions whose answers multiply the paths most, and what to change."""
+        splits: list[tuple[int, str]] = []
+        for node_id, node in self.flow.nodes.items():
+            if isinstance(node, ChecklistNode):
+                count = sum(1 for o in node.options if self._is_structural(o))
+                if count > 1:
+                    splits.append((2**count, node_id))
+            elif isinstance(node, ChoiceNode | YesNoNode):
+                splits.append((len(self._alike(node.options)), node_id))
+        splits.sort(key=lambda x: (-x[0], x[1]))
+        named = [f"'{n}' ({k} ways on)" for k, n in splits[:3] if k > 2]
+        busiest = ", ".join(named) or ", ".join(f"'{n}'" for n, _ in self.spent_at.most_common(3))
+        return (
+            f"the flow is too complex to prove safe: the proof would need more than "
+            f"{self.budget} steps. The paths split most at the questions {busiest}. "
+            "Simplify: fewer answers in one checklist that branches, rules or follow-ups look "
+            "at, fewer questions that split the path after the screening, or fewer branches "
+            "that read several answers at once"
+        )
+
+    def _drive(self, start: _Walk, weight: int) -> int:
+        """Run the walk with an explicit stack of generators instead of recursion."""
+        stack: list[_Gen] = [self._enter(start, weight)]
+        result: int | None = None
+        while stack:
+            try:
+                call = stack[-1].send(result)  # type: ignore[arg-type]
+            except StopIteration as done:
+                stack.pop()
+                result = done.value
+                continue
+            stack.append(self._enter(*call))
+            result = None
+        assert result is not None
+        return result
+
+    def _enter(self, walk: _Walk, weight: int) -> _Gen:
+        """Walk from ``walk.node``; return the number of paths from here to an end.
+
+        Equal states are explored once: before the triage a state is the node with every
+        fact, policy item asked and free option offered; after it, the node with the facts
+        a later branch looks at.
+        """
         self.visited.add(walk.node)
         node = self.flow.nodes[walk.node]
         if self.triage_ahead[walk.node]:
-            self.pre_states += 1
-            if self.pre_states > _MAX_STATES:  # pragma: no cover - a flow far beyond ours
-                raise RuntimeError("the flow is too large to prove")
-            return self._expand(walk, node, weight)
-        key = (walk.node, frozenset((k, v) for k, v in walk.facts if k in self.guard_keys))
-        if key not in self.memo:
-            projected = _Walk(walk.node, key[1], frozenset(), frozenset(), walk.trail)
-            self.memo[key] = self._expand(projected, node, weight)
-        return self.memo[key]
+            key: object = (walk.node, walk.facts, walk.free, walk.asked)
+            found = self.memo.get(key)
+            self._spend(None)
+            if found is None:
+                before = self.report.combinations
+                paths = yield from self._expand(walk, node, 1)
+                found = (paths, self.report.combinations - before)
+                self.memo[key] = found
+                self.report.combinations += (weight - 1) * found[1]
+            else:
+                self.report.combinations += weight * found[1]
+            return found[0]
+        projected = frozenset((k, v) for k, v in walk.facts if k in self.guard_keys)
+        key = (walk.node, projected)
+        found = self.memo.get(key)
+        self._spend(None)
+        if found is None:
+            level = next((v for k, v in projected if k == "outcome"), None)
+            if level in _PROTECTIVE and walk.node not in self.core:
+                self.after_protective.setdefault(walk.node, (level, walk))
+            plain = _Walk(walk.node, projected, frozenset(), frozenset(), walk.trail)
+            paths = yield from self._expand(plain, node, weight)
+            found = (paths, 0)
+            self.memo[key] = found
+        return found[0]
 
-    def _expand(self, walk: _Walk, node: object, weight: int) -> int:
+    def _expand(self, walk: _Walk, node: object, weight: int) -> _Gen:
         if isinstance(node, EndNode):
             if not any(k == "outcome" for k, _ in walk.facts):
                 self._problem("a dialogue can end here without any outcome", walk, walk.node)
             return 1
         if isinstance(node, TriageNode):
-            return self._triage(walk, weight)
+            return (yield from self._triage(walk, weight))
         if isinstance(node, ChoiceNode | YesNoNode):
             total = 0
             asked = walk.asked | self._policy_offered(node.options)
-            for group in self._alike(node.options):
+            groups = self._alike(node.options)
+            self.spent_at[walk.node] += len(groups) - 1
+            for group in groups:
                 o = group[0]
                 facts = walk.facts | self._facts(o)
                 label = f"{walk.node}={'|'.join(x.id for x in group)}"
                 nxt = _Walk(walk.node, facts, walk.free, asked, (walk.trail, label))
-                total += len(group) * self._after_answer(nxt, o, weight * len(group))
+                total += len(group) * (yield from self._after_answer(nxt, o, weight * len(group)))
             return total
         if isinstance(node, ChecklistNode):
-            return self._checklist(walk, node, weight)
+            return (yield from self._checklist(walk, node, weight))
         # text, phone, info, confirm: one way on, no facts
         step = _Walk(walk.node, walk.facts, walk.free, walk.asked, (walk.trail, walk.node))
-        return self._after_answer(step, None, weight)
+        return (yield from self._after_answer(step, None, weight))
 
-    def _checklist(self, walk: _Walk, node: ChecklistNode, weight: int) -> int:
+    def _checklist(self, walk: _Walk, node: ChecklistNode, weight: int) -> _Gen:
         structural = [o for o in node.options if self._is_structural(o)]
         free = [o for o in node.options if not self._is_structural(o)]
         free_plain = [o for o in free if not o.exclusive]
         free_excl = [o for o in free if o.exclusive]
         asked = walk.asked | self._policy_offered(node.options)
-        offered = walk.free | {(walk.node, o.id) for o in free_plain}
+        offered = walk.free | {(walk.node, o.id) for o in free_plain if not self._settled(o)}
         total = 0
         for size in range(len(structural) + 1):
             for chosen in combinations(structural, size):
+                self._spend(walk.node)
                 if any(o.exclusive for o in chosen) and size > 1:
                     continue
                 facts = walk.facts.union(*(self._facts(o) for o in chosen))
@@ -646,12 +876,12 @@ class _Prover:
                     nxt = _Walk(
                         walk.node, facts, offered, asked, (walk.trail, f"{walk.node}={label}")
                     )
-                    total += self._after_answer(nxt, None, combos)
+                    total += yield from self._after_answer(nxt, None, combos)
                 elif chosen:
                     nxt = _Walk(
                         walk.node, facts, walk.free, asked, (walk.trail, f"{walk.node}={label}")
                     )
-                    total += self._after_answer(nxt, None, weight)
+                    total += yield from self._after_answer(nxt, None, weight)
                 else:
                     # no structural option: one or more free options, or one free exclusive one
                     if free_plain:
@@ -661,7 +891,7 @@ class _Prover:
                             f"{walk.node}=(any of {', '.join(o.id for o in free_plain)})",
                         )
                         nxt = _Walk(walk.node, facts, offered, asked, trail)
-                        total += self._after_answer(nxt, None, combos)
+                        total += yield from self._after_answer(nxt, None, combos)
                     for o in free_excl:
                         facts_x = facts | self._facts(o)
                         nxt = _Walk(
@@ -671,10 +901,10 @@ class _Prover:
                             asked,
                             (walk.trail, f"{walk.node}={o.id}"),
                         )
-                        total += self._after_answer(nxt, None, weight)
+                        total += yield from self._after_answer(nxt, None, weight)
         return total
 
-    def _after_answer(self, walk: _Walk, option: Option | None, weight: int) -> int:
+    def _after_answer(self, walk: _Walk, option: Option | None, weight: int) -> _Gen:
         flow = self.flow
         fired = emergency_fires(flow, walk.facts)
         if fired:
@@ -682,9 +912,8 @@ class _Prover:
             self.report.outcomes["EMERGENCY"] += 1
             if self.triage_ahead[walk.node]:
                 self.report.combinations += weight
-            return self._enter(
-                _Walk(flow.emergency_node, facts, frozenset(), walk.asked, walk.trail), weight
-            )
+            nxt = _Walk(flow.emergency_node, facts, frozenset(), walk.asked, walk.trail)
+            return (yield (nxt, weight))
         missed = sorted(f"{k}={v}" for k, v in walk.facts if (k, v) in self.emergency)
         if missed:
             self._problem(
@@ -698,7 +927,7 @@ class _Prover:
             shown = ", ".join(sorted(f"{k}={v}" for k, v in walk.facts)) or "no answers"
             self._problem(f"dead end: no branch matches the answers ({shown})", walk, walk.node)
             return 0
-        return self._enter(_Walk(target, walk.facts, walk.free, walk.asked, walk.trail), weight)
+        return (yield (_Walk(target, walk.facts, walk.free, walk.asked, walk.trail), weight))
 
     def _fires_at_least(self, facts: FactSet, level: str) -> bool:
         rank = level_rank(level)  # type: ignore[arg-type]
@@ -714,21 +943,37 @@ class _Prover:
         return list(groups.values())
 
     def _value_class(self, fact: tuple[str, str]) -> object:
+        """What every rule, branch and policy item can tell of a fact.
+
+        Two policy answers with the same items (level and precondition) that no condition
+        tells apart (prescription "no" and "unsure", say) are the same to the proof."""
         key, value = fact
-        if fact in self.exact_facts:
-            return fact
         tests = self.tests_by_key.get(key, [])
-        return (key, tuple(t.in_ is None or value in t.in_ for t in tests))
+        seen = (key, tuple(t.in_ is None or value in t.in_ for t in tests))
+        if fact in self.precondition_facts:
+            return fact
+        items = tuple((i.min_level, i.when) for i in self.items_by_fact.get(fact, ()))
+        return (seen, items, self.single.get(fact, 0))
+
+    def _settled(self, option: Option) -> bool:
+        """Whether a free option needs no check at the triage: it records only policy answers,
+        each of which a rule of its level fires on by itself (so on any larger set too)."""
+        facts = self._facts(option)
+        return all(
+            fact in self.policy_facts
+            and all(self._protected(item, frozenset()) for item in self.items_by_fact[fact])
+            for fact in facts
+        )
 
     def _protected(self, item: PolicyItem, facts: FactSet) -> bool:
         """Whether a rule of the item's level or stricter fires on ``facts``.
 
-        Protective rules are monotone, so a rule that fires on the item with its
-        preconditions alone fires on every larger set: that answer is cached per item.
+        Protective rules are monotone, so a rule that fires on the item's fact alone fires
+        on every larger set: that answer is cached per item.
         """
         alone = self.alone.get(item)
         if alone is None:
-            alone = self._fires_at_least(frozenset({item.fact, *item.when}), item.min_level)
+            alone = self._fires_at_least(frozenset({item.fact}), item.min_level)
             self.alone[item] = alone
         return alone or self._fires_at_least(facts, item.min_level)
 
@@ -740,11 +985,24 @@ class _Prover:
             out.extend(o for o in node.options if o.id == option_id)
         return out
 
-    def _triage(self, walk: _Walk, weight: int) -> int:
+    def _top(self, facts: FactSet) -> int:
+        """The rank of the strictest protective rule that fires on ``facts`` (0: none).
+
+        Rules on one answer (all of the policy's) are looked up by fact; the rest are
+        evaluated."""
+        top = max((self.single[f] for f in facts if f in self.single), default=0)
+        for rank, fires in self.compound:
+            if rank > top and fires(facts):
+                top = rank
+        return top
+
+    def _triage(self, walk: _Walk, weight: int) -> _Gen:
         self.report.combinations += weight
         base = walk.facts
-        free = self._free_options(walk)
-        # (1) every policy answer on this path leads at least to its level
+        free = self.free_cache.get(walk.free)
+        if free is None:
+            free = self.free_cache[walk.free] = self._free_options(walk)
+        # (1) every policy answer on this path leads at least to its level, whatever else
         candidates: list[tuple[PolicyItem, FactSet]] = []
         for fact in base & self.policy_facts:
             candidates += [(item, base) for item in self.items_by_fact[fact]]
@@ -753,8 +1011,6 @@ class _Prover:
             for fact in extra & self.policy_facts:
                 candidates += [(item, base | extra) for item in self.items_by_fact[fact]]
         for item, facts in candidates:
-            if not all(w in facts for w in item.when):
-                continue
             if not self._protected(item, facts):
                 got = evaluate(self.flow, facts).level
                 self._problem(
@@ -764,21 +1020,20 @@ class _Prover:
                     walk,
                     walk.node,
                 )
-        # (2) a path that may still end in OK must have asked about every policy item
-        forced = any(fires(base) for _, fires in self.ranked)
-        if not forced:
-            for item in self.policy.applicable(base):
+        # (2) a path that may still end in OK or CLEAR has asked about every policy item
+        top = self._top(base)
+        if top < level_rank("LATER"):
+            for item in self.unconditional:
                 if item.fact not in walk.asked:
-                    self._problem(
-                        f"SAFETY: a path that can end in a massage suggestion never asks about "
-                        f"{item.fact[0]}={item.fact[1]} ({item.why})",
-                        walk,
-                        walk.node,
-                    )
+                    self._unasked(item, walk)
+            for item in self.conditional:
+                if item.fact not in walk.asked and any(w in base for w in item.when):
+                    self._unasked(item, walk)
         # (3) go on with every level this path can have
-        levels = self._levels(base)
         total = 0
-        for level in levels:
+        for level in LEVELS:
+            if level == "EMERGENCY" or level_rank(level) < top:
+                continue
             self.report.outcomes[level] += 1
             facts = base | {("outcome", level)}
             trail = (walk.trail, f"{walk.node}:{level}")
@@ -786,10 +1041,40 @@ class _Prover:
             if target is None:
                 self._problem(f"dead end after the outcome {level}", walk, walk.node)
                 continue
-            total += self._enter(_Walk(target, facts, frozenset(), walk.asked, trail), 1)
+            total += yield (_Walk(target, facts, frozenset(), walk.asked, trail), 1)
         return total
 
-    def _levels(self, base: FactSet) -> list[str]:
-        """The levels a path can end in (over-approximated): at least what its answers force."""
-        forced = max((rank for rank, fires in self.ranked if fires(base)), default=0)
-        return [lv for lv in LEVELS if lv != "EMERGENCY" and level_rank(lv) >= forced]
+    def _unasked(self, item: PolicyItem, walk: _Walk) -> None:
+        self._problem(
+            f"SAFETY: a path that can end in a massage suggestion or a doctor check "
+            f"never asks about {item.fact[0]}={item.fact[1]} ({item.why})",
+            walk,
+            walk.node,
+        )
+
+    def _check_after_protective(self) -> None:
+        """After STOP or LATER only a call about a doctor's consultation may be offered:
+        questions that record answers (oils, a massage booking) and texts that suggest a
+        massage are refused there."""
+        for node_id, (level, walk) in sorted(self.after_protective.items()):
+            node = self.flow.nodes[node_id]
+            options: tuple[Option, ...] = getattr(node, "options", ())
+            if any(o.facts for o in options):
+                self._problem(
+                    f"after the outcome {level} the client reaches this question, which "
+                    "records answers for a massage: after STOP or LATER only a call about a "
+                    "doctor's consultation (consent, name, phone, call time) may follow",
+                    walk,
+                    node_id,
+                )
+            texts = [node.text.get(lang) for lang in LANGS]
+            texts += [o.label.get(lang) for o in options for lang in LANGS]
+            words = sorted({w for text in texts for w in booking_words(text)})
+            if words:
+                self._problem(
+                    f"after the outcome {level} the client reads here words that suggest a "
+                    f"massage ({', '.join(words)}): a client who must not have a massage may "
+                    "only be offered a call about a doctor's consultation",
+                    walk,
+                    node_id,
+                )

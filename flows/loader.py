@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -10,14 +11,30 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 
+from flows.compose import compose
 from flows.errors import FlowError, Problem
-from flows.schema import Flow
+from flows.policy import POLICY, SafetyPolicy
+from flows.schema import Flow, FlowFile
 
-__all__ = ["checksum", "load_flow", "load_flow_text", "shipped_flow_path"]
+__all__ = ["MAX_FLOW_CHARS", "checksum", "load_flow", "load_flow_text", "shipped_flow_path"]
 
-_KINDS = {"choice", "yesno", "checklist", "text", "phone", "info", "triage", "confirm", "end"}
+_KINDS = {
+    "choice",
+    "yesno",
+    "checklist",
+    "text",
+    "phone",
+    "info",
+    "triage",
+    "confirm",
+    "end",
+    "screening",
+}
+#: The largest flow file accepted (the shipped one is about a quarter of it).
+MAX_FLOW_CHARS = 200_000
 _LANG_NAMES = {"ru": "Russian (ru)", "en": "English (en)"}
 
 
@@ -43,24 +60,73 @@ def load_flow(path: str | Path) -> Flow:
     return load_flow_text(text, origin=str(path))
 
 
-def load_flow_text(text: str, *, origin: str = "flow") -> Flow:
-    """Validate flow YAML ``text``; ``origin`` names it in error messages."""
+def load_flow_text(
+    text: str,
+    *,
+    origin: str = "flow",
+    policy: SafetyPolicy = POLICY,
+    values: Mapping[str, str] | None = None,
+) -> Flow:
+    """Validate flow YAML ``text`` and compose it with the safety policy's screening core.
+
+    ``origin`` names the text in error messages; ``values`` fills ``{phone}`` and
+    ``{hours}`` in the admin's texts.
+    """
+    if len(text) > MAX_FLOW_CHARS:
+        size = f"{len(text) // 1000} thousand characters"
+        msg = f"the file is too large ({size}; at most {MAX_FLOW_CHARS // 1000} thousand)"
+        raise FlowError([Problem(msg, file=origin)])
+    _refuse_aliases(text, origin)
     yaml = YAML(typ="rt")
     try:
         data = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else None
-        msg = f"this is not valid YAML ({exc.problem})"
-        raise FlowError([Problem(msg, file=origin, line=line)]) from exc
+    except (MarkedYAMLError, YAMLError) as exc:
+        raise FlowError([_yaml_problem(exc, origin)]) from exc
     if not isinstance(data, dict):
         raise FlowError([Problem("the file must be a mapping with name, nodes, rules…", origin)])
     try:
-        flow = Flow.model_validate(_plain(data))
+        file = FlowFile.model_validate(_plain(data))
     except ValidationError as exc:
         problems = [_problem(err, data, origin) for err in exc.errors()]
         raise FlowError(problems) from exc
+    try:
+        flow = compose(file, policy, values=values)
+    except FlowError as exc:
+        raise FlowError([_placed(p, data, origin) for p in exc.problems]) from exc
     return flow.model_copy(update={"version": checksum(text)})
+
+
+def _yaml_problem(exc: Exception, origin: str) -> Problem:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return Problem(f"this is not valid YAML ({problem})", file=origin, line=line)
+
+
+def _refuse_aliases(text: str, origin: str) -> None:
+    """Refuse anchors and aliases before anything is built: they can multiply a small file
+    into gigabytes, and a flow has no need of them."""
+    try:
+        for event in YAML(typ="safe").parse(text):
+            if isinstance(event, AliasEvent) or getattr(event, "anchor", None):
+                mark = event.start_mark
+                line = mark.line + 1 if mark is not None else None
+                msg = (
+                    "YAML anchors and aliases (& and *) are not allowed in a flow file; "
+                    "write each text out in full"
+                )
+                raise FlowError([Problem(msg, file=origin, line=line)])
+    except (MarkedYAMLError, YAMLError) as exc:
+        raise FlowError([_yaml_problem(exc, origin)]) from exc
+
+
+def _placed(problem: Problem, data: Any, origin: str) -> Problem:
+    """Give a composition problem the line of its question."""
+    line = None
+    nodes = data.get("nodes") if isinstance(data, CommentedMap) else None
+    if problem.node and isinstance(nodes, CommentedMap) and problem.node in nodes:
+        line = nodes.lc.key(problem.node)[0] + 1
+    return Problem(problem.message, file=origin, line=line, node=problem.node)
 
 
 def _plain(value: Any) -> Any:
@@ -132,7 +198,7 @@ def _problem(err: Any, data: Any, origin: str) -> Problem:
     elif kind == "union_tag_invalid":
         msg = (
             f"unknown kind '{err['ctx'].get('tag')}'; use one of: "
-            "choice, yesno, checklist, text, phone, info, triage, confirm, end"
+            "choice, yesno, checklist, text, phone, info, triage, confirm, end, screening"
         )
     elif kind == "union_tag_not_found":
         msg = "every question needs a kind (choice, yesno, checklist, text, phone, info, …)"

@@ -20,7 +20,13 @@ __all__ = [
     "ChoiceNode",
     "Condition",
     "ConfirmNode",
+    "AdminRule",
     "EndNode",
+    "FileNode",
+    "FlowFile",
+    "LOCKED_KEYS",
+    "SOURCE_DOCUMENT",
+    "ScreeningNode",
     "FactIs",
     "Flow",
     "InfoNode",
@@ -264,6 +270,27 @@ class ConfirmNode(_NodeBase):
     kind: Literal["confirm"]
 
 
+class ScreeningNode(_Frozen):
+    """A reference to a screening block of the safety policy (its questions are not editable)."""
+
+    kind: Literal["screening"]
+    block: Ident
+    next: Next
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_it_is(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            extra = sorted(set(data) - {"kind", "block", "next"})
+            if extra:
+                raise ValueError(
+                    "a screening block is included as it is: its questions, answers, labels "
+                    "and facts are locked by the safety policy, so only 'block' and 'next' "
+                    f"may be written here (found: {', '.join(extra)})"
+                )
+        return data
+
+
 class EndNode(_Frozen):
     """The end of a dialogue; ``save`` queues a consultation request."""
 
@@ -283,6 +310,22 @@ Node = Annotated[
     | TriageNode
     | ConfirmNode
     | EndNode,
+    Field(discriminator="kind"),
+]
+
+
+#: A node as an admin writes it: any node, or a reference to a screening block.
+FileNode = Annotated[
+    ChoiceNode
+    | YesNoNode
+    | ChecklistNode
+    | TextNode
+    | PhoneNode
+    | InfoNode
+    | TriageNode
+    | ConfirmNode
+    | EndNode
+    | ScreeningNode,
     Field(discriminator="kind"),
 ]
 
@@ -329,6 +372,89 @@ class OutcomeText(_Frozen):
     text: Text
 
 
+#: The only clinical source a flow may quote (shipped with the package).
+SOURCE_DOCUMENT = "massage-article.txt"
+
+#: Keys of a flow file that belong to the safety policy, and why, for the refusal message.
+LOCKED_KEYS = {
+    "emergency_node": "the emergency end (call 112 / 103) is fixed by the safety policy",
+    "default_rule": "when no rule matches, the safety policy sends the client to a doctor",
+}
+
+
+class AdminRule(Rule):
+    """A rule an admin writes: OK advice, or an extra doctor check (CLEAR).
+
+    STOP, LATER and EMERGENCY are decided by the safety policy alone.
+    """
+
+    @field_validator("level")
+    @classmethod
+    def _admin_level(cls, value: str) -> str:
+        if value not in ("OK", "CLEAR"):
+            raise ValueError(
+                f"level {value} is decided by the safety policy only (the screening core in "
+                "the program); a rule in a flow file may be OK or CLEAR"
+            )
+        return value
+
+
+class FlowFile(_Frozen):
+    """A flow file as an admin writes it: the dialogue around the screening core.
+
+    The loader composes it with the safety policy into a ``Flow``.
+    """
+
+    name: Ident
+    title: Text
+    version: str = ""
+    source_document: str | None = None
+    start: Ident
+    nodes: dict[Ident, FileNode] = Field(min_length=1)
+    rules: tuple[AdminRule, ...] = Field(min_length=1)
+    outcomes: dict[Level, OutcomeText]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _locked(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, why in LOCKED_KEYS.items():
+                if key in data:
+                    raise ValueError(f"'{key}' cannot be set in a flow file: {why}")
+        return data
+
+    @field_validator("source_document")
+    @classmethod
+    def _shipped_source(cls, value: str | None) -> str | None:
+        if value is not None and value != SOURCE_DOCUMENT:
+            raise ValueError(
+                f"the only clinical source a flow may quote is the shipped article "
+                f"{SOURCE_DOCUMENT}"
+            )
+        return value
+
+    @field_validator("outcomes")
+    @classmethod
+    def _only_ok(cls, value: dict[Level, OutcomeText]) -> dict[Level, OutcomeText]:
+        locked = [lv for lv in LEVELS if lv != "OK" and lv in value]
+        if locked:
+            raise ValueError(
+                f"the {', '.join(locked)} outcome text(s) belong to the safety policy (they "
+                "carry the emergency numbers and the doctor's advice); write only OK here"
+            )
+        if "OK" not in value:
+            raise ValueError("the OK outcome text is missing")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_rules(self) -> Self:
+        ids = [r.id for r in self.rules]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"two rules share the id {', '.join(dupes)}")
+        return self
+
+
 class Flow(_Frozen):
     """A whole dialogue: questions, branches, triage rules and outcome texts."""
 
@@ -362,5 +488,5 @@ class Flow(_Frozen):
         return self.nodes[node_id]
 
 
-for _model in (AllOf, AnyOf, NotOf, Transition, _NodeBase, Rule):
+for _model in (AllOf, AnyOf, NotOf, Transition, _NodeBase, Rule, ScreeningNode):
     _model.model_rebuild()

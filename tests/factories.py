@@ -39,6 +39,8 @@ DEFAULT_ANSWERS: dict[str, str | tuple[str, ...]] = {
     "welcome": "start",
     "emergency": ("none",),
     "conditions": ("none",),
+    "sciatica_phase": "calm",
+    "prescription": "yes",
     "acute": ("none",),
     "chronic": ("none",),
     "fracture": "no",

@@ -12,7 +12,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, Mess
 
 from bot.context import BotContext
 from bot.flowsource import FlowRefusedError
-from flows import check_text, diff_flows, to_png
+from flows import diff_flows, to_png
 from storage import (
     activate_flow_version,
     add_flow_version,
@@ -29,7 +29,10 @@ MAX_UPLOAD = 512 * 1024
 _T = {
     "refused": "This is for the center's admins only.",
     "not_yaml": "Please send the flow as a UTF-8 YAML file (.yaml).",
-    "too_big": "That file is too large for a flow.",
+    "too_big": (
+        "Sorry, that file is too large for a flow (at most {kb} KB). "
+        "Please send the flow's YAML file, as /flow gives it."
+    ),
     "failed": "❌ The flow failed its check and cannot be published:",
     "passed": "✅ The flow passed its check, including the safety proof.",
     "changes": "Changes from the active version {n}:",
@@ -106,9 +109,12 @@ async def on_upload(update: Update, context: BotContext) -> None:
         return
     document = message.document
     if document.file_size and document.file_size > MAX_UPLOAD:
-        await message.reply_text(_T["too_big"])
+        await message.reply_text(_T["too_big"].format(kb=MAX_UPLOAD // 1024))
         return
     raw = await (await document.get_file()).download_as_bytearray()
+    if len(raw) > MAX_UPLOAD:
+        await message.reply_text(_T["too_big"].format(kb=MAX_UPLOAD // 1024))
+        return
     try:
         text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
@@ -117,14 +123,14 @@ async def on_upload(update: Update, context: BotContext) -> None:
     svc = context.services
     origin = document.file_name or "upload.yaml"
     # The proof and the picture take CPU seconds: off the event loop, clients keep being served.
-    report = await asyncio.to_thread(
-        check_text, text, origin=origin, documents=svc.registry.initial.parent
-    )
+    # The proof runs in a bounded worker process, outside any transaction.
+    report = await svc.registry.report(text, origin)
     rendered = html.escape(report.render())
     if not report.ok or report.flow is None:
         await message.reply_text(f"{_T['failed']}\n<pre>{rendered[:3500]}</pre>")
         return
-    flow = report.flow
+    # as clients would see it ({phone} and {hours} filled in), like the active version
+    flow = await svc.registry.checked_async(text, origin)
     async with svc.sessionmaker() as session, session.begin():
         await svc.registry.bootstrap(session)
         row = await get_active_flow_version(session=session, flow_name=svc.registry.name)
@@ -211,14 +217,18 @@ async def on_rollback(update: Update, context: BotContext) -> None:
     number = int(query.data.split(":")[1])
     svc = context.services
     await query.answer()
+    async with svc.sessionmaker() as session:
+        row = await get_flow_version(session=session, flow_name=svc.registry.name, number=number)
+        text = None if row is None else row.yaml
+    if text is None:
+        return
+    try:  # proven outside any transaction
+        await svc.registry.checked_async(text, f"version {number}")
+    except FlowRefusedError:
+        await query.edit_message_text(_T["unsafe_now"].format(n=number))
+        return
     async with svc.sessionmaker() as session, session.begin():
         row = await get_flow_version(session=session, flow_name=svc.registry.name, number=number)
-        if row is None:
-            return
-        try:
-            await svc.registry.checked_async(row.yaml, f"version {number}")
-        except FlowRefusedError:
-            await query.edit_message_text(_T["unsafe_now"].format(n=number))
-            return
+        assert row is not None
         await activate_flow_version(session=session, version=row)
     await query.edit_message_text(_T["rolled_back"].format(n=number))

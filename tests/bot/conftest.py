@@ -64,7 +64,7 @@ async def start_bot(
     settings = bot_settings(api, url, **extra)
     app = build_application(
         settings,
-        registry=FlowRegistry(),
+        registry=FlowRegistry(values=settings.flow_values),
         sessionmaker=make_sessionmaker(engine),
         clock=clock,
         housekeeping=False,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from functools import cache
 from typing import Any
 
+from bot.settings import Settings
+from flows import Flow, load_flow_text
 from flows.texts import t as engine_t
-from tests.factories import DEFAULT_ANSWERS, intake_flow
+from tests.factories import DEFAULT_ANSWERS, INTAKE_PATH
 from tests.fakebotapi import FakeBotAPI
 
 Plan = dict[str, str | tuple[str, ...]]
@@ -15,6 +18,14 @@ SCREEN = ["acute", "chronic", "fracture"]
 CONTACT = ["consent", "name", "phone", "call_time", "confirm"]
 #: The shortest way through the whole intake to a saved request.
 FULL = [*COMMON, *SCREEN, "oils", *CONTACT]
+
+
+@cache
+def shown_flow() -> Flow:
+    """The shipped flow as the bot shows it: {phone} and {hours} filled from the settings."""
+    values = Settings(_env_file=None).flow_values
+    text = INTAKE_PATH.read_text(encoding="utf-8")
+    return load_flow_text(text, origin=str(INTAKE_PATH), values=values)
 
 
 class Person:
@@ -79,8 +90,7 @@ class Person:
         return []
 
     async def answer(self, node_id: str, value: str | tuple[str, ...]) -> None:
-        flow = intake_flow()
-        node = flow.nodes[node_id]
+        node = shown_flow().nodes[node_id]
         lang = self.lang
         if node.kind == "info":
             await self.press(engine_t("continue", lang))  # type: ignore[arg-type]

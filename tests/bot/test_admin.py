@@ -15,6 +15,7 @@ import pytest
 from ruamel.yaml import YAML
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.handlers.admin import MAX_UPLOAD
 from storage import get_active_flow_version, list_flow_versions, list_requests
 from tests.bot.conftest import RunningBot, start_bot
 from tests.bot.people import FULL, Person
@@ -34,8 +35,20 @@ def edited(change: str) -> str:
     data = yaml.load(INTAKE_PATH.read_text())
     if change == "reworded":
         data["nodes"]["welcome"]["text"]["en"] = NEW_WELCOME
-    elif change == "unsafe":  # a contraindication routed to a massage suggestion
-        data["rules"].remove(next(r for r in data["rules"] if r["id"] == "c_oncology"))
+    elif change == "unsafe":  # after STOP, questions about oils for a massage
+        data["nodes"]["triage"]["next"][0]["when"]["in"] = ["OK", "CLEAR", "STOP"]
+    elif change == "own_emergency":  # its own emergency question instead of the locked block
+        data["nodes"]["emergency"] = {
+            "kind": "yesno",
+            "text": {"ru": "Есть ли у вас острая боль?", "en": "Are you in acute pain?"},
+            "options": [
+                {"id": "yes", "label": {"ru": "Да", "en": "Yes"}, "goto": "goodbye"},
+                {"id": "no", "label": {"ru": "Нет", "en": "No"}},
+            ],
+            "next": "conditions",
+        }
+    elif change == "emergency_node":  # its own emergency end
+        data["emergency_node"] = "goodbye"
     out = StringIO()
     yaml.dump(data, out)
     return out.getvalue()
@@ -55,7 +68,12 @@ async def admin_bot(
 
 async def upload(api: FakeBotAPI, user: int, text: str) -> None:
     api.user_document(user, text.encode(), file_name="intake.yaml", mime_type="application/x-yaml")
-    final = ("Changes from the active version", "same as the active version", "failed its check")
+    final = (
+        "Changes from the active version",
+        "same as the active version",
+        "failed its check",
+        "too large for a flow",
+    )
 
     def last_reply(call: Any) -> bool:
         return call.params["chat_id"] == user and any(f in call.params["text"] for f in final)
@@ -116,17 +134,69 @@ async def test_a_valid_upload_is_checked_shown_and_published_without_restart(
     assert request.flow_version != active.checksum, "the early client finished on version 1"
 
 
+async def refusal_shown(bot: RunningBot, api: FakeBotAPI) -> str:
+    """What the admin was shown, after checking nothing was offered or published."""
+    assert not any("Publish" in b for b in Person(api, ADMIN).labels())
+    async with bot.sessionmaker() as session:
+        versions = await list_flow_versions(session=session, flow_name="intake")
+    assert [v.number for v in versions] in ([], [1]), "nothing published"
+    return "\n".join(texts(api, ADMIN))
+
+
 async def test_an_unsafe_upload_is_refused_with_the_reason(
     admin_bot: RunningBot, fake_bot_api: FakeBotAPI
 ) -> None:
     await upload(fake_bot_api, ADMIN, edited("unsafe"))
-    shown = "\n".join(texts(fake_bot_api, ADMIN))
+    shown = await refusal_shown(admin_bot, fake_bot_api)
     assert "failed its check and cannot be published" in shown
-    assert "SAFETY: the answer contraindication=oncology must lead to LATER" in shown
-    assert not any("Publish" in b for b in Person(fake_bot_api, ADMIN).labels())
-    async with admin_bot.sessionmaker() as session:
-        versions = await list_flow_versions(session=session, flow_name="intake")
-    assert [v.number for v in versions] in ([], [1]), "nothing published"
+    assert "after the outcome STOP the client reaches this question" in shown
+    assert "triage:STOP → oils" in shown, "an example path shows how"
+
+
+async def test_an_upload_that_writes_its_own_emergency_question_is_refused(
+    admin_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    await upload(fake_bot_api, ADMIN, edited("own_emergency"))
+    shown = await refusal_shown(admin_bot, fake_bot_api)
+    assert "failed its check and cannot be published" in shown
+    assert "question 'emergency': the id 'emergency' belongs to the screening core" in shown
+    assert "its questions, answers and texts are locked" in shown
+    assert "include the block with 'kind: screening'" in shown
+    assert "the screening block 'emergency' is missing" in shown
+
+
+async def test_an_upload_that_sets_the_emergency_end_is_refused(
+    admin_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    await upload(fake_bot_api, ADMIN, edited("emergency_node"))
+    shown = await refusal_shown(admin_bot, fake_bot_api)
+    assert "failed its check and cannot be published" in shown
+    assert "'emergency_node' cannot be set in a flow file" in shown
+    assert "the emergency end (call 112 / 103) is fixed by the safety policy" in shown
+
+
+async def test_an_unchanged_upload_is_the_same_as_the_active_version(
+    admin_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    # the settings' phone and hours fill both versions alike: no change is invented
+    await upload(fake_bot_api, ADMIN, INTAKE_PATH.read_text())
+    shown = "\n".join(texts(fake_bot_api, ADMIN))
+    assert "It is the same as the active version 1." in shown
+    assert "changed" not in shown
+
+
+async def test_an_oversized_upload_is_refused_politely(
+    admin_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    await upload(fake_bot_api, ADMIN, "#" * (MAX_UPLOAD + 1))
+    shown = await refusal_shown(admin_bot, fake_bot_api)
+    assert "Sorry, that file is too large for a flow (at most 512 KB)" in shown
+    assert not fake_bot_api.calls_of("getFile"), "refused before downloading it"
+    # under the upload limit but over the flow's own: the check names both sizes
+    padding = "# " + "x" * 98 + "\n"
+    await upload(fake_bot_api, ADMIN, INTAKE_PATH.read_text() + padding * 2000)
+    shown = await refusal_shown(admin_bot, fake_bot_api)
+    assert "the file is too large (" in shown and "at most 200 thousand)" in shown
 
 
 async def test_history_and_rollback(admin_bot: RunningBot, fake_bot_api: FakeBotAPI) -> None:
@@ -176,7 +246,9 @@ async def test_cli_publish_history_rollback_export(backend: str, tmp_path: Path)
 
         refused = await asyncio.to_thread(run, "publish", str(bad), "--note", "oops")
         assert refused.returncode == 1 and "Not published" in refused.stderr
-        assert "contraindication=oncology" in refused.stderr
+        assert "after the outcome STOP the client reaches this question" in refused.stderr
+        same = await asyncio.to_thread(run, "diff", str(INTAKE_PATH))
+        assert same.returncode == 0 and "(no changes)" in same.stdout, same.stdout
         diff = await asyncio.to_thread(run, "diff", str(good))
         assert "Question 'welcome': text (en) changed" in diff.stdout
         done = await asyncio.to_thread(
@@ -216,7 +288,7 @@ async def test_cli_graph_and_simulate(tmp_path: Path) -> None:
     script.write_text("lang: en\ndefaults: true\nanswers:\n  acute: [fever_infection]\n")
     sim = await asyncio.to_thread(run, "simulate", str(INTAKE_PATH), "--script", str(script))
     assert sim.returncode == 0, sim.stderr
-    assert "LATER" in sim.stdout and "c_fever" in sim.stdout
+    assert "LATER" in sim.stdout and "c_infection" in sim.stdout
 
 
 async def test_two_bots_on_one_database_both_switch_on_publish(
@@ -237,8 +309,12 @@ async def test_two_bots_on_one_database_both_switch_on_publish(
                 cli, "publish", str(good), "--note", "both", url=url, cwd=tmp_path
             )
             assert published.returncode == 0, published.stderr
-            for api, user in ((api_one, 4002), (api_two, 4003)):
-                person = Person(api, user)
+            for running, api, user in ((one, api_one, 4002), (two, api_two, 4003)):
+                # the first dialogue after the publish has each bot prove the new version,
+                # in the background: meanwhile it keeps the version it proved before
+                await Person(api, user).say("/start")
+                await running.app.bot_data.registry.settled()
+                person = Person(api, user + 10)
                 await person.say("/start")
                 assert NEW_WELCOME in person.last
         finally:

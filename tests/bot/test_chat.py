@@ -7,12 +7,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flows import Flow
 from flows.texts import t
 from storage import get_request, make_engine, make_sessionmaker
+from tests.bot.people import shown_flow
 from tests.dbs import fresh_database
 from tests.factories import DEFAULT_ANSWERS, intake_flow
 
@@ -79,7 +81,7 @@ async def test_chat_through_each_outcome_saves_the_request(
 ) -> None:
     plan, path = CASES[outcome]
     url = f"sqlite:///{tmp_path / 'data' / 'intake.db'}"
-    result = run_chat(lang, url, typed_lines(intake_flow(), lang, plan, path), tmp_path)
+    result = run_chat(lang, url, typed_lines(shown_flow(), lang, plan, path), tmp_path)
     assert result.returncode == 0, result.stderr
     found = re.search(SAVED[lang], result.stdout)
     assert found, result.stdout[-2000:]
@@ -99,12 +101,15 @@ async def test_chat_through_each_outcome_saves_the_request(
     else:
         assert request.phone == "+79123456789"
         assert request.name == "Анна"
+        # the closing text gives the center's phone and hours from the settings
+        assert "+7 (495) 085-15-13" in result.stdout and "9:00–21:00" in result.stdout
+    assert "{phone}" not in result.stdout and "{hours}" not in result.stdout
 
 
 async def test_chat_on_postgresql(tmp_path: Path) -> None:
     plan, path = CASES["CLEAR"]
     async with fresh_database("postgresql", tmp_path) as url:
-        result = run_chat("en", url, typed_lines(intake_flow(), "en", plan, path), tmp_path)
+        result = run_chat("en", url, typed_lines(shown_flow(), "en", plan, path), tmp_path)
         assert result.returncode == 0, result.stderr
         assert re.search(r"Request #1 saved", result.stdout), result.stdout[-1500:]
 
@@ -165,9 +170,12 @@ async def test_red_flags_of_a_saved_request_do_not_reach_the_next_one_in_the_cha
 
 
 def test_chat_refuses_to_start_on_an_unsafe_flow(tmp_path: Path) -> None:
-    from tests.flows.test_checker import drop_rule, variant
+    from tests.flows.test_checker import variant
 
-    broken = variant(tmp_path, lambda d: drop_rule(d, "c_heart"))
+    def offer_oils_after_stop(d: Any) -> None:
+        d["nodes"]["triage"]["next"][0]["when"]["in"] = ["OK", "CLEAR", "STOP"]
+
+    broken = variant(tmp_path, offer_oils_after_stop)
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "FLOW_FILE": str(broken)}
     result = subprocess.run(
         [sys.executable, "-m", "bot", "chat"],
@@ -180,4 +188,4 @@ def test_chat_refuses_to_start_on_an_unsafe_flow(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "refusing to start" in result.stderr
-    assert "contraindication=heart" in result.stderr
+    assert "after the outcome STOP the client reaches this question" in result.stderr

@@ -71,7 +71,7 @@ async def test_list_show_and_set_status(seeded: str, tmp_path: Path) -> None:
         (1, "OK", "new"),
         (2, "CLEAR", "new"),
     ]
-    assert rows[1]["rule_ids"][0] == "fracture" and rows[1]["reasons"]
+    assert rows[1]["rule_ids"][0] == "caution_recent_fracture" and rows[1]["reasons"]
     assert rows[0]["flow_version"] and rows[0]["source"] == "site"
 
     changed = await asyncio.to_thread(

@@ -1,4 +1,8 @@
-"""The checker: passes the shipped flow, fails each flow broken on purpose, for the right reason."""
+"""The checker: passes the shipped flow, refuses each flow broken or attacked on purpose.
+
+The attacks (``tests/flows/attacks.py``) are what a careless or hostile admin could write;
+each must be refused, for the right reason, in words an admin can act on.
+"""
 
 from __future__ import annotations
 
@@ -10,30 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ruamel.yaml import YAML
 
-from flows import check_file, load_flow
+from bot.checking import FlowChecker
+from flows import POLICY, check_file, check_text, load_flow, load_flow_text
 from flows.errors import FlowError
+from flows.lint import booking_words, diagnosis_claims, medicine_names
 from tests.factories import INTAKE_PATH
+from tests.flows.attacks import ATTACKS, Attack, edited, option, rule
 
 FIXTURES = Path(__file__).parent / "fixtures"
+ARTICLE = " ".join((INTAKE_PATH.parent / "massage-article.txt").read_text().split())
 
 
 def variant(tmp_path: Path, edit: Callable[[Any], None], name: str = "intake.yaml") -> Path:
-    """Write the shipped flow, changed by ``edit``, next to a copy of the article."""
-    yaml = YAML(typ="rt")
-    yaml.width = 4096
-    data = yaml.load(INTAKE_PATH.read_text())
-    edit(data)
+    """Write the shipped flow, changed by ``edit``."""
     out = tmp_path / name
-    with out.open("w") as fh:
-        yaml.dump(data, fh)
-    shutil.copy(INTAKE_PATH.parent / "massage-article.txt", tmp_path / "massage-article.txt")
+    out.write_text(edited(edit), encoding="utf-8")
     return out
-
-
-def rule(data: Any, rule_id: str) -> Any:
-    return next(r for r in data["rules"] if r["id"] == rule_id)
 
 
 def drop_rule(data: Any, rule_id: str) -> None:
@@ -47,7 +44,7 @@ def messages(path: Path) -> str:
 
 
 def test_the_shipped_flow_passes_with_a_proof() -> None:
-    report = check_file(INTAKE_PATH)
+    report = check_text(INTAKE_PATH.read_text())
     assert report.ok, report.render()
     assert report.states > 1000 and report.paths > report.states
     assert report.combinations > 10**6
@@ -55,32 +52,281 @@ def test_the_shipped_flow_passes_with_a_proof() -> None:
     assert "OK: the flow is valid and safe." in report.render()
 
 
+def test_the_shipped_flow_passes_in_the_bounded_worker() -> None:
+    text = INTAKE_PATH.read_text() + "\n# a copy, so that no cached proof is reused\n"
+    report = FlowChecker().check_blocking(text, "copy of intake.yaml")
+    assert report.ok, report.render()
+
+
 def test_an_unchanged_copy_passes(tmp_path: Path) -> None:
     assert check_file(variant(tmp_path, lambda d: None)).ok
 
 
-def test_a_contraindication_routed_to_ok_fails(tmp_path: Path) -> None:
-    # Without its STOP rule, oncology plus "I want to relax" would get a massage suggestion.
-    text = messages(variant(tmp_path, lambda d: drop_rule(d, "c_oncology")))
-    assert "SAFETY: the answer contraindication=oncology must lead to LATER or stricter" in text
-    assert "the outcome can be OK" in text
+# --- what a hostile or careless admin could write --------------------------------------
 
 
-def test_a_contraindication_weakened_to_a_doctor_check_fails(tmp_path: Path) -> None:
-    def weaken(d: Any) -> None:
-        rule(d, "c_fever")["level"] = "CLEAR"
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+def test_every_attack_is_refused_with_a_readable_reason(attack: Attack, tmp_path: Path) -> None:
+    report = check_file(variant(tmp_path, attack.edit))
+    text = "\n".join(str(p) for p in report.problems)
+    assert not report.ok
+    assert attack.says in text
+    assert "Traceback" not in text
 
-    assert "contraindication=fever_infection must lead to LATER" in messages(
-        variant(tmp_path, weaken)
-    )
+
+def test_a_refused_source_document_is_never_read_back(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("Each course must be supervised by a physician. TOKEN=12345:abcdef")
+
+    def point_at_secret(d: Any) -> None:
+        d["source_document"] = str(secret)
+        rule(d, "ok_wellbeing")["source"] = "TOKEN=12345:abcdef is the token."
+
+    text = messages(variant(tmp_path, point_at_secret))
+    assert "the only clinical source a flow may quote is the shipped article" in text
+    assert "12345" not in text and "abcdef" not in text
+
+
+def test_a_house_rule_to_clear_is_allowed_but_screening_stays() -> None:
+    """An admin may send more clients to a doctor; the screening still runs first."""
+
+    def doctor_first(d: Any) -> None:
+        d["rules"].append(
+            {
+                "id": "doctor_first",
+                "level": "CLEAR",
+                "when": {"fact": "goal", "in": ["wellbeing"]},
+                "reason": {"ru": "Сначала врач", "en": "A doctor first"},
+                "source": "Each course must be supervised by a physician.",
+            }
+        )
+
+    report = check_text(edited(doctor_first))
+    assert report.ok, report.render()
+
+
+def test_the_policy_owns_labels_facts_and_protective_texts() -> None:
+    """Whatever the admin's file says, the composed flow carries the policy's own."""
+    flow = load_flow_text(INTAKE_PATH.read_text())
+    for block in POLICY.blocks:
+        for node_id, node in block.nodes:
+            mine = flow.nodes[node_id]
+            assert getattr(mine, "options", None) == getattr(node, "options", None)
+            assert mine.text == node.text
+    for level, text in POLICY.outcomes.items():
+        assert flow.outcomes[level].title == text.title
+        assert flow.outcomes[level].text.en.startswith(text.text.en.strip())
+    emergency = flow.outcomes["EMERGENCY"].text.en + flow.nodes["emergency_stop"].text.en
+    assert "112" in emergency and "103" in emergency and "Do not wait for our call" in emergency
+    assert POLICY.disclaimer is not None
+    for outcome in flow.outcomes.values():
+        assert outcome.text.en.endswith(POLICY.disclaimer.en)
+        assert outcome.text.ru.endswith(POLICY.disclaimer.ru)
+
+
+def test_every_policy_item_quotes_the_article_and_has_the_articles_level() -> None:
+    by_fact = {f"{i.fact[0]}={i.fact[1]}": i for i in POLICY.items}
+    for item in POLICY.items:
+        assert " ".join(item.source.split()) in ARTICLE, item.fact
+        value = item.fact[1]
+        assert value in POLICY.vocabulary[item.fact[0]]
+    # what the article lists as a contraindication is STOP unless it qualifies it
+    for fact in (
+        "contraindication=oncology",
+        "contraindication=heart",
+        "contraindication=clotting",
+        "contraindication=hiv",
+        "contraindication=mental",
+        "contraindication=high_pressure",
+        "contraindication=skin",
+        "contraindication=lymphadenitis",
+        "contraindication=wounds",
+        "hernia_stage=pain_now",
+        "scoliosis_degree=4",
+    ):
+        assert by_fact[fact].min_level == "STOP", fact
+    for fact in (
+        "contraindication=infection",
+        "contraindication=intoxication",
+        "contraindication=exacerbation",
+        "radiculitis_phase=exacerbation",
+        "sciatica_phase=flare",
+    ):
+        assert by_fact[fact].min_level == "LATER", fact
+    for fact in ("caution=recent_fracture", "prescription=no", "prescription=unsure"):
+        assert by_fact[fact].min_level == "CLEAR", fact
+    assert {i.fact[1] for i in POLICY.items if i.min_level == "EMERGENCY"} == {
+        "chest_pain",
+        "leg_weakness",
+        "bladder_bowel",
+        "trauma",
+    }
+
+
+def test_every_policy_fact_is_recorded_by_a_screening_question() -> None:
+    recorded = {
+        (k, v)
+        for block in POLICY.blocks
+        for _, node in block.nodes
+        for o in getattr(node, "options", ())
+        for k, vs in o.facts.items()
+        for v in vs
+    }
+    assert POLICY.facts <= recorded
+    for key, values in POLICY.vocabulary.items():
+        assert {(key, v) for v in values} <= recorded, key
+
+
+def test_the_policys_own_texts_pass_the_lint() -> None:
+    flow = load_flow(INTAKE_PATH)
+    texts = []
+    for block in POLICY.blocks:
+        for _, node in block.nodes:
+            texts += [node.text.ru, node.text.en]
+            texts += [t for o in getattr(node, "options", ()) for t in (o.label.ru, o.label.en)]
+    texts += [r.reason.ru for r in POLICY.rules] + [r.reason.en for r in POLICY.rules]
+    for text in texts + [o.text.en for o in flow.outcomes.values()]:
+        assert medicine_names(text) == [] and diagnosis_claims(text) == [], text
+
+
+def test_the_lint_folds_spellings_a_hostile_admin_would_try() -> None:
+    for text in (
+        "Финалгон",
+        "F-i-n-a-l-g-o-n",
+        "F i n a l g o n",
+        "Finalgоn",
+        "<b>Фастум</b>-гель",
+    ):
+        assert medicine_names(text), text
+    assert medicine_names("the paring knife") == []
+    assert diagnosis_claims("Это не диагноз.") == []
+    assert diagnosis_claims("I will diagnose you") and diagnosis_claims("Поставлю вам диагноз")
+    assert booking_words("Would you like us to call you?") == []
+    assert booking_words("Запишитесь на массаж") and booking_words("Book a session")
+
+
+# --- bounded checking ----------------------------------------------------------------
+
+
+def _text(ru: str, en: str) -> dict[str, str]:
+    return {"ru": ru, "en": en}
+
+
+def extra_checklists(questions: int, options: int) -> Callable[[Any], None]:
+    """Checklists after the triage, each branching on every one of its answers."""
+
+    def edit(d: Any) -> None:
+        d["nodes"]["triage"]["next"][0]["to"] = "extra0"
+        for q in range(questions):
+            nxt = f"extra{q + 1}" if q + 1 < questions else "oils"
+            branches: list[dict[str, Any]] = [
+                {"when": {"fact": f"x{q}", "in": [f"v{i}"]}, "to": nxt} for i in range(options)
+            ]
+            d["nodes"][f"extra{q}"] = {
+                "kind": "checklist",
+                "text": _text(f"Вопрос {q}", f"Question {q}"),
+                "options": [
+                    {"id": f"o{i}", "label": _text(f"П{i}", f"O{i}"), "facts": {f"x{q}": f"v{i}"}}
+                    for i in range(options)
+                ],
+                "next": [*branches, {"to": nxt}],
+            }
+
+    return edit
+
+
+def info_chain(length: int) -> Callable[[Any], None]:
+    def edit(d: Any) -> None:
+        option(d["nodes"]["welcome"], "start")["goto"] = "i0"
+        for k in range(length):
+            nxt = f"i{k + 1}" if k + 1 < length else "emergency"
+            d["nodes"][f"i{k}"] = {
+                "kind": "info",
+                "text": _text(f"Экран {k}", f"Screen {k}"),
+                "next": nxt,
+            }
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "name"),
+    [
+        (extra_checklists(1, 12), "a 12-answer checklist after the triage, branching on it"),
+        (extra_checklists(1, 16), "a 16-answer checklist"),
+        (extra_checklists(6, 12), "six distinguishable 12-answer checklists"),
+    ],
+)
+def test_a_flow_too_complex_to_prove_is_refused_with_what_to_simplify(
+    edit: Callable[[Any], None], name: str
+) -> None:
+    # a small budget keeps the suite fast; the worker test below uses the real one
+    report = check_text(edited(edit), budget=20_000)
+    [problem] = report.problems
+    assert "too complex to prove safe" in problem.message
+    assert "'extra0'" in problem.message and "Simplify" in problem.message
+
+
+def test_a_runaway_flow_is_refused_by_the_worker_within_its_limits() -> None:
+    checker = FlowChecker()
+    report = checker.check_blocking(edited(extra_checklists(6, 12)), "six checklists")
+    assert not report.ok
+    assert "too complex to prove safe" in str(report.problems[0])
+
+
+def test_a_worker_over_its_time_limit_is_stopped_and_reported() -> None:
+    checker = FlowChecker(seconds=0.01)
+    report = checker.check_blocking(edited(extra_checklists(1, 12)), "slow")
+    assert not report.ok
+    assert "did not finish within 0.01 seconds" in str(report.problems[0])
+
+
+def test_a_worker_over_its_memory_limit_is_reported_not_crashed() -> None:
+    checker = FlowChecker(memory_bytes=64 << 20)
+    report = checker.check_blocking(edited(extra_checklists(1, 3)), "small memory")
+    assert not report.ok
+    assert "too complex to prove safe" in str(report.problems[0])
+
+
+async def test_concurrent_checks_of_the_same_content_share_one_run() -> None:
+    import asyncio
+
+    checker = FlowChecker()
+    text = INTAKE_PATH.read_text() + "\n# shared check\n"
+    reports = await asyncio.gather(*(checker.check(text, f"upload {i}") for i in range(5)))
+    assert all(r is reports[0] for r in reports)
+    assert reports[0].ok
+
+
+def test_a_long_chain_of_screens_is_walked_without_recursion() -> None:
+    report = check_text(edited(info_chain(400)))
+    assert report.ok, report.render()
+
+
+def test_yaml_aliases_are_refused_before_they_can_expand() -> None:
+    levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdefg", "bcdefgh", strict=True):
+        levels.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    [problem] = check_text("\n".join(levels)).problems
+    assert "anchors and aliases" in problem.message and problem.line == 1
+
+
+def test_an_oversized_file_and_odd_bytes_are_refused_readably() -> None:
+    [big] = check_text("#" * 300_000).problems
+    assert "too large" in big.message
+    [odd] = check_text("name: x\n\x00\x01").problems
+    assert "not valid YAML" in odd.message
+
+
+# --- structure -----------------------------------------------------------------------
 
 
 def test_a_dangling_transition_fails(tmp_path: Path) -> None:
     def dangle(d: Any) -> None:
-        d["nodes"]["fracture"]["next"] = "triagee"
+        d["nodes"]["oil_info"]["next"] = "consentt"
 
     text = messages(variant(tmp_path, dangle))
-    assert "question 'fracture': leads to 'triagee', which does not exist" in text
+    assert "question 'oil_info': leads to 'consentt', which does not exist" in text
 
 
 def test_a_missing_translation_fails_with_file_line_and_node(tmp_path: Path) -> None:
@@ -98,10 +344,20 @@ def test_a_missing_translation_fails_with_file_line_and_node(tmp_path: Path) -> 
     assert "consent:" in "\n".join(lines[: problem.line])
 
 
+def test_a_locked_part_is_named_with_its_line(tmp_path: Path) -> None:
+    def own_fracture(d: Any) -> None:
+        d["nodes"]["fracture"] = {"kind": "info", "text": _text("Перелом", "Fracture"), "next": "x"}
+
+    path = variant(tmp_path, own_fracture)
+    problems = [p for p in check_file(path).problems if p.node == "fracture"]
+    assert problems and "belongs to the screening core" in problems[0].message
+    assert problems[0].line is not None
+    assert path.read_text().splitlines()[problems[0].line - 1].strip() == "fracture:"
+
+
 def test_an_unreachable_node_fails(tmp_path: Path) -> None:
     def orphan(d: Any) -> None:
-        welcome = d["nodes"]["welcome"]
-        next(o for o in welcome["options"] if o["id"] == "types")["goto"] = "emergency"
+        option(d["nodes"]["welcome"], "types")["goto"] = "emergency"
 
     text = messages(variant(tmp_path, orphan))
     assert "question 'massage_types': unreachable: no question leads here" in text
@@ -109,69 +365,35 @@ def test_an_unreachable_node_fails(tmp_path: Path) -> None:
 
 def test_a_question_no_answers_can_reach_fails(tmp_path: Path) -> None:
     def guard(d: Any) -> None:
-        d["nodes"]["conditions"]["next"][0]["when"] = {"all": [
-            {"fact": "condition", "in": ["scoliosis"]}, {"fact": "goal", "in": ["wellbeing"]}
+        d["nodes"]["triage"]["next"][0]["when"] = {"all": [
+            {"fact": "outcome", "in": ["OK"]}, {"fact": "outcome", "in": ["STOP"]}
         ]}  # fmt: skip
 
     text = messages(variant(tmp_path, guard))
-    assert "question 'scoliosis_degree': no combination of answers ever reaches" in text
+    assert "question 'oils': no combination of answers ever reaches" in text
 
 
-def test_deleting_a_policy_option_opens_no_way_to_ok(tmp_path: Path) -> None:
-    def delete_hiv(d: Any) -> None:
-        chronic = d["nodes"]["chronic"]["options"]
-        chronic.remove(next(o for o in chronic if o["id"] == "hiv"))
-        drop_rule(d, "c_hiv")
-
-    text = messages(variant(tmp_path, delete_hiv))
-    assert "never asks about contraindication=hiv" in text
-
-
-def test_retagging_an_option_opens_no_way_to_ok(tmp_path: Path) -> None:
-    def retag(d: Any) -> None:
-        acute = d["nodes"]["acute"]["options"]
-        next(o for o in acute if o["id"] == "intoxication")["facts"] = {"mood": "relaxed"}
-
-    text = messages(variant(tmp_path, retag))
-    assert "rule c_intoxication looks for contraindication=intoxication, which no answer" in text
-
-    def retag_and_drop_rule(d: Any) -> None:
-        retag(d)
-        drop_rule(d, "c_intoxication")
-
-    text = messages(variant(tmp_path, retag_and_drop_rule))
-    assert "never asks about contraindication=intoxication" in text
-
-
-def test_an_emergency_that_does_not_stop_the_questionnaire_fails(tmp_path: Path) -> None:
-    text = messages(variant(tmp_path, lambda d: drop_rule(d, "em_legs")))
-    assert "emergency sign(s) emergency=leg_weakness do not stop the questionnaire" in text
-
-
-def test_a_protective_rule_built_on_a_missing_answer_fails(tmp_path: Path) -> None:
+def test_an_ok_rule_with_not_is_fine_but_a_clear_rule_with_not_fails(tmp_path: Path) -> None:
     def negate(d: Any) -> None:
-        rule(d, "c_hiv")["when"] = {"not": {"fact": "contraindication", "in": ["none_of_these"]}}
+        d["rules"].append(
+            {
+                "id": "not_relaxing",
+                "level": "CLEAR",
+                "when": {"not": {"fact": "goal", "in": ["wellbeing"]}},
+                "reason": _text("Врач", "Doctor"),
+                "source": "Each course must be supervised by a physician.",
+            }
+        )
 
     text = messages(variant(tmp_path, negate))
-    assert "rule c_hiv: a STOP rule must be built from answers given" in text
-    assert "rule c_hiv looks for contraindication=none_of_these, which no answer sets" in text
-
-
-def test_a_rule_source_that_is_not_in_the_article_fails(tmp_path: Path) -> None:
-    def invent(d: Any) -> None:
-        rule(d, "c_hiv")["source"] = "Massage cures everything, says nobody."
-
-    assert "rule c_hiv: its source is not a quote of massage-article.txt" in messages(
-        variant(tmp_path, invent)
-    )
+    assert "rule not_relaxing: a CLEAR rule must be built from answers given" in text
 
 
 def test_a_loop_fails(tmp_path: Path) -> None:
     def loop(d: Any) -> None:
-        d["nodes"]["fracture"]["next"] = "emergency"
+        d["nodes"]["oil_info"]["next"] = "oils"
 
-    text = messages(variant(tmp_path, loop))
-    assert "a loop:" in text
+    assert "a loop:" in messages(variant(tmp_path, loop))
 
 
 def test_a_dead_end_after_an_outcome_fails(tmp_path: Path) -> None:
@@ -196,7 +418,7 @@ def test_too_long_text_and_broken_html_fail(tmp_path: Path) -> None:
 
 def test_an_id_too_long_for_button_data_is_refused_readably(tmp_path: Path) -> None:
     def long_id(d: Any) -> None:
-        d["nodes"]["fracture"]["options"][0]["id"] = "y" * 25
+        d["nodes"]["oils"]["options"][0]["id"] = "y" * 25
 
     text = messages(variant(tmp_path, long_id))
     assert "is not a valid id" in text and "at most 24 characters" in text
@@ -222,12 +444,26 @@ def test_load_errors_name_file_line_and_node(
     assert words in problem.message
 
 
-def test_the_cli_exits_zero_on_the_shipped_flow_and_one_on_a_broken_one(tmp_path: Path) -> None:
+def test_the_cli_exits_zero_on_the_shipped_flow_and_one_on_an_attack(tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "bot", "flows", "check"]
     ok = subprocess.run(cli, capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "Safety proof: explored" in ok.stdout
-    broken = variant(tmp_path, lambda d: drop_rule(d, "c_oncology"))
+    lowered = next(a for a in ATTACKS if a.name == "oncology lowered from STOP to LATER")
+    broken = variant(tmp_path, lowered.edit)
     bad = subprocess.run([*cli, str(broken)], capture_output=True, text=True, check=False)
     assert bad.returncode == 1
-    assert "FAILED" in bad.stdout and "contraindication=oncology" in bad.stdout
+    assert "FAILED" in bad.stdout and lowered.says in bad.stdout
+
+
+def test_a_fixture_copy_keeps_its_article(tmp_path: Path) -> None:
+    """A flow file in any folder is checked against the shipped article, not a neighbour."""
+    fake = tmp_path / "massage-article.txt"
+    fake.write_text("Massage cures everything, says nobody.")
+    shutil.copy(INTAKE_PATH, tmp_path / "intake.yaml")
+
+    def invent(d: Any) -> None:
+        rule(d, "ok_wellbeing")["source"] = "Massage cures everything, says nobody."
+
+    (tmp_path / "intake.yaml").write_text(edited(invent))
+    assert "is not a quote of the article" in messages(tmp_path / "intake.yaml")

@@ -1,0 +1,115 @@
+"""Flow checks in a worker process with time and memory limits, one check per content.
+
+The proof in ``flows`` is bounded by a budget of states; this adds the bounds a pure core
+cannot set: wall-clock seconds and memory, whatever the admin wrote or the machine does.
+A check never runs in the bot's own process (a runaway check cannot stall clients or grow
+the bot), never inside a database transaction (callers hold no session while they wait),
+and concurrent requests for the same content share one check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import resource
+from multiprocessing.connection import Connection
+
+from flows import CheckReport, Problem, check_text, checksum
+
+__all__ = ["CHECK_MEMORY_BYTES", "CHECK_SECONDS", "FlowChecker"]
+
+log = logging.getLogger(__name__)
+
+#: How long one check may take, and how much memory its process may use.
+CHECK_SECONDS = 30.0
+CHECK_MEMORY_BYTES = 1 << 30
+
+
+def _work(text: str, origin: str, memory: int, out: Connection) -> None:
+    """The worker process: cap memory, check, send the report back."""
+    with contextlib.suppress(ValueError, OSError):  # a platform without RLIMIT_AS
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    try:
+        report = check_text(text, origin=origin)
+    except MemoryError:
+        report = _too_complex(origin, "it needed more memory than the check may use")
+    except RecursionError:  # pragma: no cover - the walk is iterative; a last guard
+        report = _too_complex(origin, "it nests too deeply")
+    out.send(report)
+    out.close()
+
+
+def _too_complex(origin: str, why: str) -> CheckReport:
+    return CheckReport(
+        origin=origin,
+        problems=[
+            Problem(
+                f"the flow is too complex to prove safe: {why}. Simplify it: fewer answers "
+                "that branches or rules look at in one checklist, fewer questions that split "
+                "the path, shorter texts",
+                file=origin,
+            )
+        ],
+    )
+
+
+#: Reports of flows that passed, by content checksum. A proof depends only on the text and
+#: the safety policy (fixed for the life of the process), so it is done once per process.
+_PASSED: dict[str, CheckReport] = {}
+
+
+class FlowChecker:
+    """Runs ``flows.check_text`` in a fresh process per new content, with limits."""
+
+    def __init__(
+        self, *, seconds: float = CHECK_SECONDS, memory_bytes: int = CHECK_MEMORY_BYTES
+    ) -> None:
+        self.seconds = seconds
+        self.memory_bytes = memory_bytes
+        self._running: dict[str, asyncio.Task[CheckReport]] = {}
+
+    def check_blocking(self, text: str, origin: str) -> CheckReport:
+        """Check ``text`` in a worker process and wait (for the CLI and worker threads)."""
+        passed = _PASSED.get(checksum(text))
+        if passed is not None:
+            return passed
+        ctx = multiprocessing.get_context("spawn")
+        receive, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(
+            target=_work, args=(text, origin, self.memory_bytes, send), name="flow-check"
+        )
+        proc.start()
+        send.close()
+        try:
+            if receive.poll(self.seconds):
+                try:
+                    report: CheckReport = receive.recv()
+                except EOFError:  # the process died: out of memory, most likely
+                    report = _too_complex(origin, "its check ran out of memory")
+            else:
+                log.warning("flow check of %s stopped after %g s", origin, self.seconds)
+                report = _too_complex(
+                    origin, f"its check did not finish within {self.seconds:g} seconds"
+                )
+        finally:
+            receive.close()
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
+        if report.ok:
+            _PASSED[checksum(text)] = report
+        return report
+
+    async def check(self, text: str, origin: str) -> CheckReport:
+        """Check ``text`` off the event loop; callers asking for the same content share it."""
+        key = checksum(text)
+        if key in _PASSED:
+            return _PASSED[key]
+        task = self._running.get(key)
+        if task is None:
+            task = asyncio.create_task(asyncio.to_thread(self.check_blocking, text, origin))
+            self._running[key] = task
+            task.add_done_callback(lambda _: self._running.pop(key, None))
+        return await asyncio.shield(task)

@@ -1,0 +1,209 @@
+"""Text lint: what no text a client reads may say, whoever wrote it.
+
+* No medicine: every drug and active ingredient the article names, and common painkillers,
+  in Russian, English and transliteration. Texts are folded (case, Cyrillic to Latin,
+  look-alike letters, separators) before matching, so "Финалгон", "F-i-n-a-l-g-o-n" and a
+  Latin word with one Cyrillic letter are all caught.
+* No claim of a diagnosis ("I will diagnose you").
+* No phone number or opening hours typed into a text: ``{phone}`` and ``{hours}`` come from
+  the settings, so a text can never show another number.
+* After a STOP or LATER outcome, nothing that suggests a massage, a course or booking one.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "booking_words",
+    "diagnosis_claims",
+    "fold",
+    "medicine_names",
+    "typed_hours",
+    "typed_phones",
+]
+
+_TRANSLIT = str.maketrans(
+    {
+        "а": "a",
+        "б": "b",
+        "в": "v",
+        "г": "g",
+        "д": "d",
+        "е": "e",
+        "ё": "e",
+        "ж": "zh",
+        "з": "z",
+        "и": "i",
+        "й": "i",
+        "к": "k",
+        "л": "l",
+        "м": "m",
+        "н": "n",
+        "о": "o",
+        "п": "p",
+        "р": "r",
+        "с": "s",
+        "т": "t",
+        "у": "u",
+        "ф": "f",
+        "х": "h",
+        "ц": "c",
+        "ч": "ch",
+        "ш": "sh",
+        "щ": "sch",
+        "ъ": "",
+        "ы": "y",
+        "ь": "",
+        "э": "e",
+        "ю": "yu",
+        "я": "ya",
+        "і": "i",
+        "ї": "i",
+        "є": "e",
+    }
+)
+#: Latin spellings that different transliterations and the drugs' own names produce.
+_SPELLINGS = (("ks", "x"), ("ph", "f"), ("kh", "h"), ("c", "k"), ("y", "i"), ("w", "v"))
+
+
+def fold(text: str) -> str:
+    """Lower-case Latin letters only: transliterated, look-alikes merged, separators dropped."""
+    text = re.sub(r"<[^>]*>", " ", text)  # tags are markup, not words
+    low = text.casefold().translate(_TRANSLIT)
+    letters = "".join(ch for ch in low if "a" <= ch <= "z")
+    for a, b in _SPELLINGS:
+        letters = letters.replace(a, b)
+    return letters
+
+
+def _stems(*names: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(fold(n) for n in names))
+
+
+#: Drugs and active ingredients the article names, then common painkillers and ointments.
+MEDICINES = _stems(
+    "Fastum",
+    "Фастум",
+    "ketoprofen",
+    "кетопрофен",
+    "Finalgon",
+    "Финалгон",
+    "nonivamide",
+    "нонивамид",
+    "nicoboxil",
+    "никобоксил",
+    "Dolobene",
+    "Долобене",
+    "dexpanthenol",
+    "декспантенол",
+    "heparin",
+    "гепарин",
+    "dimethyl sulfoxide",
+    "диметилсульфоксид",
+    "dimexide",
+    "димексид",
+    "ibuprofen",
+    "ибупрофен",
+    "diclofenac",
+    "диклофенак",
+    "Voltaren",
+    "Вольтарен",
+    "nimesulide",
+    "нимесулид",
+    "Nurofen",
+    "Нурофен",
+    "Ketorol",
+    "Кеторол",
+    "ketorolac",
+    "analgin",
+    "анальгин",
+    "metamizole",
+    "метамизол",
+    "paracetamol",
+    "парацетамол",
+    "aspirin",
+    "аспирин",
+    "meloxicam",
+    "мелоксикам",
+    "Movalis",
+    "Мовалис",
+    "Mydocalm",
+    "Мидокалм",
+    "tolperisone",
+    "толперизон",
+    "Kapsikam",
+    "Капсикам",
+    "Nise",
+    "Найз",
+)
+#: Names this short could hide inside other words: they count as whole words only.
+_SHORT = {m for m in MEDICINES if len(m) < 6}
+
+
+def medicine_names(text: str) -> list[str]:
+    """The medicine names found in ``text`` (folded spellings)."""
+    words = [fold(w) for w in re.sub(r"<[^>]*>", " ", text).split()]
+    runs: list[str] = []  # words, with spelled-out letters ("F i n a l g o n") joined
+    for w in words:
+        if len(w) == 1 and runs and runs[-1].startswith(" "):
+            runs[-1] += w
+        else:
+            runs.append(" " + w if len(w) == 1 else w)
+    tokens = [r.strip() for r in runs if r.strip()]
+    found = [m for m in MEDICINES if m not in _SHORT and any(m in tok for tok in tokens)]
+    found += [m for m in MEDICINES if m in _SHORT and m in tokens]
+    return found
+
+
+_CLAIMS = (
+    re.compile(r"\b(i|we)\s+(will|can|shall|'ll)\s+(make\s+a\s+)?diagnos", re.I),
+    re.compile(r"\byour\s+diagnosis\s+is\b", re.I),
+    re.compile(r"\bthis\s+is\s+a\s+diagnosis\b", re.I),
+    re.compile(r"(поставлю|поставим|ставлю|ставим|установлю|установим)\s+(вам\s+)?диагноз", re.I),
+    re.compile(r"диагностиру(ю|ем)\b", re.I),
+    re.compile(r"ваш\s+диагноз\s*[:—-]", re.I),
+    re.compile(r"(?<!не\s)это\s+диагноз", re.I),
+)
+
+
+def diagnosis_claims(text: str) -> list[str]:
+    """Phrases in ``text`` that present the bot's answer as a diagnosis."""
+    return [m.group(0) for rx in _CLAIMS for m in [rx.search(text)] if m]
+
+
+_PHONE = re.compile(r"(?:\+|\b)\d[\d\s()\-–.]{5,}\d")
+
+
+def typed_phones(text: str) -> list[str]:
+    """Phone numbers typed into ``text`` (seven digits or more)."""
+    out = []
+    for m in _PHONE.finditer(text):
+        digits = re.sub(r"\D", "", m.group(0))
+        if len(digits) >= 7:
+            out.append(m.group(0).strip())
+    return out
+
+
+_TIME = re.compile(r"\b([01]?\d|2[0-4])[:.]([0-5]\d)\b")
+
+
+def typed_hours(text: str) -> list[str]:
+    """Opening hours typed into ``text``: two times of day at least eight hours apart."""
+    hours = [int(h) + int(m) / 60 for h, m in _TIME.findall(text)]
+    if len(hours) >= 2 and max(hours) - min(hours) >= 8:
+        return [f"{int(min(hours))}:00…{int(max(hours))}:00"]
+    return []
+
+
+#: Words that suggest a massage, a course, aromatic oils or booking one (stems).
+_BOOKING = re.compile(
+    r"(массаж|сеанс|курс\b|курса|курсом|масл|аромат|запис\w*\s+на\s+(массаж|сеанс|курс)"
+    r"|massage|session|\bcourse|\boils?\b|aroma|\bbook\w*\s+(a\s+|your\s+)?(massage|session|course))",
+    re.I,
+)
+
+
+def booking_words(text: str) -> list[str]:
+    """Words in ``text`` that would suggest a massage to a client who must not have one."""
+    return sorted({m.group(0).casefold() for m in _BOOKING.finditer(re.sub(r"<[^>]*>", " ", text))})

@@ -1,0 +1,303 @@
+"""Flow files a careless or hostile admin could write, each with the words of its refusal.
+
+Each attack edits the shipped flow file the way an admin could (the YAML, nothing else).
+The checker tests run every one through ``flows check``; the admin tests upload every one
+through Telegram. Both must refuse it with a readable reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from io import StringIO
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from tests.factories import INTAKE_PATH
+
+Edit = Callable[[Any], None]
+
+
+def edited(edit: Edit) -> str:
+    """The shipped flow file's text, changed by ``edit``."""
+    yaml = YAML(typ="rt")
+    yaml.width = 4096
+    data = yaml.load(INTAKE_PATH.read_text())
+    edit(data)
+    buf = StringIO()
+    yaml.dump(data, buf)
+    return buf.getvalue()
+
+
+def rule(data: Any, rule_id: str) -> Any:
+    return next(r for r in data["rules"] if r["id"] == rule_id)
+
+
+def option(node: Any, option_id: str) -> Any:
+    return next(o for o in node["options"] if o["id"] == option_id)
+
+
+def _text(ru: str, en: str) -> dict[str, str]:
+    return {"ru": ru, "en": en}
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: str
+    edit: Edit
+    #: words the refusal must contain
+    says: str
+
+
+def _redefine_conditions(d: Any) -> None:
+    """Write the conditions question out, with values renamed and labels of one's own."""
+    d["nodes"]["conditions"] = {
+        "kind": "checklist",
+        "text": _text("Что беспокоит?", "What bothers you?"),
+        "options": [
+            {"id": "hernia", "label": _text("Грыжа", "Hernia"), "facts": {"condition": "disc"}},
+            {"id": "none", "label": _text("Ничего", "Nothing"), "exclusive": True},
+        ],
+        "next": "acute",
+    }
+
+
+def _own_question(facts: dict[str, str], label: str = "HIV") -> Edit:
+    def edit(d: Any) -> None:
+        d["nodes"]["extra"] = {
+            "kind": "checklist",
+            "text": _text("Уточним", "One more thing"),
+            "options": [
+                {"id": "x", "label": _text(label, label), "facts": facts},
+                {"id": "none", "label": _text("Нет", "None"), "exclusive": True},
+            ],
+            "next": "emergency",
+        }
+        option(d["nodes"]["welcome"], "start")["goto"] = "extra"
+
+    return edit
+
+
+def _renamed_value(d: Any) -> None:
+    rule(d, "ok_hernia_recovery")["when"]["all"][0]["in"] = ["herniated_disc"]
+
+
+def _swap_labels(d: Any) -> None:
+    d["nodes"]["emergency"]["options"] = [
+        {"id": "chest_pain", "label": _text("Ничего из этого", "None of these")},
+    ]
+
+
+def _skip_screening(d: Any) -> None:
+    option(d["nodes"]["welcome"], "start")["goto"] = "triage"
+
+
+def _house_rule_clear_early(d: Any) -> None:
+    """ "Every course starts with a doctor": CLEAR for all, and the screening skipped."""
+    d["rules"].append(
+        {
+            "id": "doctor_first",
+            "level": "CLEAR",
+            "when": {"fact": "goal", "in": ["wellbeing"]},
+            "reason": _text("Сначала врач", "A doctor first"),
+            "source": "Each course must be supervised by a physician.",
+        }
+    )
+    d["nodes"]["emergency"]["next"] = "triage"
+
+
+def _delete_emergency_block(d: Any) -> None:
+    del d["nodes"]["emergency"]
+    for o in d["nodes"]["welcome"]["options"]:
+        if o.get("goto") == "emergency":
+            o["goto"] = "conditions"
+    d["nodes"]["after_massage"]["next"] = "conditions"
+    d["nodes"]["massage_types"]["next"] = "conditions"
+
+
+def _conditions_first(d: Any) -> None:
+    for o in d["nodes"]["welcome"]["options"]:
+        if o.get("goto") == "emergency":
+            o["goto"] = "conditions"
+    d["nodes"]["after_massage"]["next"] = "conditions"
+    d["nodes"]["massage_types"]["next"] = "conditions"
+    d["nodes"]["conditions"]["next"] = "emergency"
+    d["nodes"]["emergency"]["next"] = "acute"
+
+
+def _set(key: str, value: Any) -> Edit:
+    def edit(d: Any) -> None:
+        d[key] = value
+
+    return edit
+
+
+def _reword(node: str, en: str) -> Edit:
+    def edit(d: Any) -> None:
+        d["nodes"][node]["text"]["en"] = en
+
+    return edit
+
+
+def _stop_to_oils(d: Any) -> None:
+    d["nodes"]["triage"]["next"][0]["when"]["in"] = ["OK", "CLEAR", "STOP"]
+
+
+def _stop_outcome_text(d: Any) -> None:
+    d["outcomes"]["STOP"] = {
+        "title": _text("Массаж вам подходит", "Massage suits you"),
+        "text": _text("Запишитесь на курс.", "Book a course."),
+    }
+
+
+def _medicine(d: Any) -> None:
+    advice = rule(d, "ok_sciatica")["advice"]
+    advice["en"] = advice["en"].rstrip() + " Rub in some Finalgon after the session."
+
+
+def _lower_oncology(d: Any) -> None:
+    d["rules"].append(
+        {
+            "id": "oncology_later",
+            "level": "LATER",
+            "when": {"fact": "contraindication", "in": ["oncology"]},
+            "reason": _text("Позже", "Later"),
+            "source": "Oncological diseases.",
+        }
+    )
+
+
+def _invented_source(d: Any) -> None:
+    rule(d, "ok_wellbeing")["source"] = "Massage cures everything, says nobody."
+
+
+def _into_the_block(d: Any) -> None:
+    option(d["nodes"]["welcome"], "types")["goto"] = "prescription"
+
+
+ATTACKS = [
+    Attack(
+        "a question of the screening core written out with renamed values",
+        _redefine_conditions,
+        "the id 'conditions' belongs to the screening core",
+    ),
+    Attack(
+        "an own question recording a policy fact (decoy HIV option)",
+        _own_question({"contraindication": "hiv"}),
+        "records contraindication, a fact owned by the safety policy",
+    ),
+    Attack(
+        "an own question recording a renamed policy value",
+        _own_question({"contraindication": "HIV_acute"}),
+        "records contraindication, a fact owned by the safety policy",
+    ),
+    Attack(
+        "a rule looking for a renamed condition value",
+        _renamed_value,
+        "looks for condition=herniated_disc, but the safety policy's 'condition' has only",
+    ),
+    Attack(
+        "labels swapped inside a screening block",
+        _swap_labels,
+        "a screening block is included as it is",
+    ),
+    Attack(
+        "the screening skipped straight to the outcome",
+        _skip_screening,
+        "without the screening block 'emergency'",
+    ),
+    Attack(
+        "a house rule sends everyone to a doctor and skips the contraindications",
+        _house_rule_clear_early,
+        "without the screening block 'contraindications'",
+    ),
+    Attack(
+        "the emergency block deleted",
+        _delete_emergency_block,
+        "the screening block 'emergency' is missing",
+    ),
+    Attack(
+        "the emergency signs asked after the conditions",
+        _conditions_first,
+        "before the emergency signs: the 'emergency' block must come first",
+    ),
+    Attack(
+        "the emergency end pointed at the goodbye",
+        _set("emergency_node", "goodbye"),
+        "'emergency_node' cannot be set in a flow file",
+    ),
+    Attack(
+        "a default rule of one's own",
+        _set(
+            "default_rule",
+            {
+                "id": "d",
+                "level": "CLEAR",
+                "reason": _text("a", "a"),
+                "source": "Each course must be supervised by a physician.",
+            },
+        ),
+        "'default_rule' cannot be set in a flow file",
+    ),  # fmt: skip
+    Attack(
+        "the STOP outcome text rewritten to suggest a massage",
+        _stop_outcome_text,
+        "outcome text(s) belong to the safety policy",
+    ),
+    Attack(
+        "a massage offered in the call offer after STOP",
+        _reword("offer_call", "Massage suits you anyway: book a course with us!"),
+        "words that suggest a massage",
+    ),
+    Attack(
+        "STOP clients sent on to the aromatic oils",
+        _stop_to_oils,
+        "records answers for a massage",
+    ),
+    Attack(
+        "a claim to diagnose",
+        _reword("welcome", "Hello! I will diagnose you in three minutes."),
+        "presents the bot's answer as a diagnosis",
+    ),
+    Attack(
+        "a medicine in the advice",
+        _medicine,
+        "names a medicine (finalgon)",
+    ),
+    Attack(
+        "another phone number typed into a text",
+        _reword("goodbye", "Take care. Call us on +7 999 123-45-67."),
+        "phone number typed in (+7 999 123-45-67)",
+    ),
+    Attack(
+        "opening hours typed into a text",
+        _reword("goodbye", "Take care. We are open from 8:00 to 23:00."),
+        "opening hours typed in",
+    ),
+    Attack(
+        "oncology lowered from STOP to LATER",
+        _lower_oncology,
+        "level LATER is decided by the safety policy only",
+    ),
+    Attack(
+        "a source document outside the package",
+        _set("source_document", "/etc/passwd"),
+        "the only clinical source a flow may quote is the shipped article",
+    ),
+    Attack(
+        "a source document climbing out of the folder",
+        _set("source_document", "../../.env"),
+        "the only clinical source a flow may quote is the shipped article",
+    ),
+    Attack(
+        "a rule source that is not in the article",
+        _invented_source,
+        "rule ok_wellbeing: its source is not a quote of the article",
+    ),
+    Attack(
+        "a jump into the middle of a screening block",
+        _into_the_block,
+        "a question inside a screening block",
+    ),
+]
