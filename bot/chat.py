@@ -25,14 +25,28 @@ from storage import AsyncSession, create_client
 
 __all__ = ["run_chat"]
 
-_MARKS_RE = re.compile(r"^[^\w(«\"]+")
+_MARKS_RE = re.compile(r"^[^\w(«“\"]+")
 _QUIT = {"quit", "q", "exit", "выход"}
 _BACK = {"back", "b", "назад"}
 _RESTART = {"restart", "заново"}
-_HINT = {
-    "en": "Type a number to choose, or text when asked. Commands: back, restart, quit.",
-    "ru": "Введите номер варианта или текст, если он нужен. Команды: back (назад), restart, quit.",
+_TEXTS: dict[str, dict[Lang, str]] = {
+    "hint": {
+        "en": "Type a number to choose, or text when asked. Commands: back, restart, quit.",
+        "ru": (
+            "Введите номер варианта или текст, если он нужен. "
+            "Команды: назад (back), заново (restart), выход (quit)."
+        ),
+    },
+    "no_number": {"en": "There is no such number.", "ru": "Нет такого номера."},
+    "saved": {"en": "✔ Request #{id} saved.", "ru": "✔ Заявка №{id} сохранена."},
+    "none_saved": {"en": "No request was saved.", "ru": "Заявка не сохранена."},
+    "all_saved": {"en": "Saved request(s): {ids}.", "ru": "Сохранённые заявки: {ids}."},
+    "number": {"en": "#{id}", "ru": "№{id}"},
 }
+
+
+def _t(key: str, lang: Lang, **fmt: object) -> str:
+    return _TEXTS[key][lang].format(**fmt)
 
 
 def _show(message: Message, out: Callable[[str], None]) -> list[Button]:
@@ -79,14 +93,17 @@ async def run_chat(
     read: Callable[[str], str] = input,
     out: Callable[[str], None] = print,
 ) -> list[int]:
-    """Run one terminal conversation until quit or end of input; return the saved request ids."""
+    """Run one terminal conversation until quit or end of input; return the saved request ids.
+
+    Every line it prints, the closing one included, is in the conversation's language.
+    """
     async with sessionmaker() as session, session.begin():
         client = await create_client(
             session=session, telegram_id=None, channel="terminal", language=lang
         )
         assert client.id is not None
         client_id = client.id
-    out(_HINT[lang])
+    out(_t("hint", lang))
     saved: list[int] = []
     buttons: list[Button] = []
     inp: Input | None = EngineBegin()
@@ -107,7 +124,7 @@ async def run_chat(
                     out(f"! {plain_text(reply.text)}")
                 elif isinstance(reply, SaveRequest) and result.request_id is not None:
                     saved.append(result.request_id)
-                    out(f"\n✔ Request #{result.request_id} saved.")
+                    out("\n" + _t("saved", lang, id=result.request_id))
         try:
             line = read("> ")
         except EOFError:
@@ -116,5 +133,10 @@ async def run_chat(
             break
         inp = _parse(line, buttons, seq)
         if inp is None:
-            out("! " + ("Нет такого номера." if lang == "ru" else "There is no such number."))
+            out("! " + _t("no_number", lang))
+    if saved:
+        ids = ", ".join(_t("number", lang, id=i) for i in saved)
+        out("\n" + _t("all_saved", lang, ids=ids))
+    else:
+        out("\n" + _t("none_saved", lang))
     return saved

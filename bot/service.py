@@ -14,6 +14,7 @@ from flows import (
     Restart,
     SaveRequest,
     State,
+    fresh_start,
     new_state,
     step,
 )
@@ -50,7 +51,8 @@ async def load_state(
     """Return (state, the flow it runs on, last update id, restarted) for a client.
 
     A dialogue under way stays on the flow version it started with (``pinned`` finds it);
-    one whose version is unknown starts over on ``flow``, keeping its red flags.
+    one whose version is unknown starts over on ``flow`` (keeping its red flags unless it
+    had ended).
     """
     stored = await get_dialogue(session=session, client_id=client_id)
     if stored is None:
@@ -61,7 +63,9 @@ async def load_state(
     older = await pinned(state.version) if pinned is not None else None
     if older is not None and older.name == state.flow:
         return state, older, stored.last_update_id, False
-    fresh = new_state(flow, state.lang, red_flags=state.red_flags)
+    fresh = fresh_start(flow, state)
+    # Buttons drawn on the lost version are stale on the new dialogue.
+    fresh = fresh.model_copy(update={"seq": state.seq + 1})
     return fresh, flow, stored.last_update_id, True
 
 
@@ -124,8 +128,8 @@ async def advance(
     if update_id is not None and last_update_id is not None and update_id <= last_update_id:
         return StepResult(state, (), flow=runs_on, duplicate=True)
     if runs_on is not flow and (isinstance(inp, Restart) or state.finished):
-        # A new dialogue always starts on the active version.
-        state, runs_on = new_state(flow, state.lang, red_flags=state.red_flags), flow
+        # A new dialogue always starts on the active version; an ended one leaves no red flags.
+        state, runs_on = fresh_start(flow, state), flow
     state, replies = step(runs_on, state, inp)
     request_id = None
     for reply in replies:

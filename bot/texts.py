@@ -67,8 +67,20 @@ _TEXTS: dict[str, dict[Lang, str]] = {
         "en": "I can only read text and button presses. Please answer the question below.",
     },
     "edited": {
-        "ru": "Исправленные сообщения я не читаю — отправьте, пожалуйста, новое.",
-        "en": "I do not read edited messages: please send a new one.",
+        "ru": (
+            "Я вижу, что вы исправили сообщение. Исправление не меняет уже данные ответы. "
+            "Вот текущий вопрос:"
+        ),
+        "en": (
+            "I saw you edited a message. Edits do not change answers already given. "
+            "Here is the current question:"
+        ),
+    },
+    "edited_asking": {
+        "ru": (
+            "Я вижу, что вы исправили сообщение. Отправьте, пожалуйста, исправленный текст заново."
+        ),
+        "en": "I saw you edited a message. Please send the corrected text as a new message.",
     },
     "private_only": {
         "ru": "Пожалуйста, напишите мне в личные сообщения.",

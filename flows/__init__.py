@@ -27,6 +27,8 @@ from flows.engine import (
     TextInput,
     Toggle,
     decode,
+    fresh_start,
+    is_question,
     new_state,
     step,
 )
@@ -34,11 +36,15 @@ from flows.errors import FlowError, FlowMismatchError, Problem
 from flows.graph import to_mermaid, to_png, to_svg
 from flows.loader import checksum, load_flow, load_flow_text, shipped_flow_path
 from flows.markup import plain_text
+from flows.paths import PathCount, format_table, path_table
 from flows.policy import POLICY, SafetyPolicy
 from flows.schema import LANGS, LEVELS, Flow, Lang, Level
 from flows.simulate import Script, ScriptError, Transcript, load_script, simulate
 
 __all__ = [
+    "PathCount",
+    "format_table",
+    "path_table",
     "simulate",
     "load_script",
     "Transcript",
@@ -84,6 +90,8 @@ __all__ = [
     "check_flow",
     "checksum",
     "decode",
+    "fresh_start",
+    "is_question",
     "load_flow",
     "load_flow_text",
     "new_state",

@@ -5,8 +5,23 @@ Theory of operation
 A dialogue is a walk through a checked ``Flow``. ``State`` is a small frozen
 value: the node the client is at, the history of accepted answers (each entry
 records the facts it set, so Back undoes exactly those), the checklist ticks in
-progress, and every red flag ever reported. Facts are never stored on their
-own; they are the union of the history's entries.
+progress, every red flag reported in this dialogue, and (while the client changes
+one answer from the summary) the later answers ``kept`` to be re-applied. Facts are
+never stored on their own; they are the union of the history's entries.
+
+Red flags outlive Back and Start over inside one dialogue, so staff see an answer
+that was taken back; a dialogue that reached an end node leaves nothing to the next
+one (``fresh_start``).
+
+A *question* (``is_question``) is a node that asks something and records the answer
+under a summary name: only questions are listed in the summary, counted by the
+progress line ("Question k of n") and offered for change. Menus (a choice whose
+answers record nothing, such as the welcome) and info texts are screens, not questions.
+
+Changing an answer from the summary goes back to that question with the later
+answers kept; after the new answer the engine re-applies every kept answer whose
+question is still on the path, asks only the questions the change made necessary,
+and returns to the summary.
 
 ``step(flow, state, input)`` returns a new state and a tuple of replies. Replies
 are data: ``Message`` (text and buttons), ``Alert`` (a short notice, e.g. for a
@@ -40,7 +55,6 @@ from flows.schema import (
     LEVELS,
     AllOf,
     AnyOf,
-    Atom,
     ChecklistNode,
     ChoiceNode,
     Condition,
@@ -52,6 +66,7 @@ from flows.schema import (
     InfoNode,
     Lang,
     Level,
+    Node,
     NotOf,
     Option,
     PhoneNode,
@@ -59,7 +74,6 @@ from flows.schema import (
     TextNode,
     TriageNode,
     YesNoNode,
-    atoms_of,
     level_rank,
 )
 from flows.texts import t
@@ -95,7 +109,9 @@ __all__ = [
     "emergency_fires",
     "evaluate",
     "facts_of",
+    "fresh_start",
     "holds",
+    "is_question",
     "last_outcome",
     "new_state",
     "next_node",
@@ -103,6 +119,7 @@ __all__ = [
     "outcome_blocks",
     "pack",
     "progress",
+    "reasons",
     "request_draft",
     "step",
     "summary_lines",
@@ -110,8 +127,6 @@ __all__ = [
 
 #: The facts of a dialogue as (name, value) pairs.
 FactSet = frozenset[tuple[str, str]]
-
-QUESTION_KINDS = ("choice", "yesno", "checklist", "text", "phone", "confirm")
 
 
 # --- inputs -------------------------------------------------------------------
@@ -188,7 +203,7 @@ class Back:
 
 @dataclass(frozen=True)
 class Restart:
-    """Start the dialogue over (red flags stay on record)."""
+    """Start the dialogue over (red flags stay on record unless the dialogue had ended)."""
 
     seq: int | None = None
 
@@ -243,10 +258,14 @@ class State(_Frozen):
     seq: int = 0
     history: tuple[Entry, ...] = ()
     pending: tuple[str, ...] = ()
-    #: Every policy fact the client ever reported here, as "name=value"; never shrinks.
+    #: Every policy fact the client reported in this dialogue, as "name=value"; Back and
+    #: Start over do not shrink it; a new dialogue after an ended one starts empty.
     red_flags: tuple[str, ...] = ()
     revising: bool = False
     finished: bool = False
+    #: While an answer is changed from the summary: the later answers, to re-apply
+    #: where their questions are still on the path (and the old outcome, to compare).
+    kept: tuple[Entry, ...] = ()
 
 
 def new_state(flow: Flow, lang: Lang, *, red_flags: tuple[str, ...] = ()) -> State:
@@ -254,6 +273,17 @@ def new_state(flow: Flow, lang: Lang, *, red_flags: tuple[str, ...] = ()) -> Sta
     return State(
         flow=flow.name, version=flow.version, lang=lang, node=flow.start, red_flags=red_flags
     )
+
+
+def fresh_start(flow: Flow, state: State) -> State:
+    """Return a new dialogue on ``flow`` for the client of ``state`` (same language and seq).
+
+    Red flags carry over from a dialogue that has not ended (Start over, a flow update),
+    so an answer taken back stays on record; a dialogue that reached an end node (a
+    saved request, a goodbye) leaves nothing to the next one.
+    """
+    flags = () if state.finished else state.red_flags
+    return new_state(flow, state.lang, red_flags=flags).model_copy(update={"seq": state.seq})
 
 
 def facts_of(state: State) -> FactSet:
@@ -456,8 +486,7 @@ def step(flow: Flow, state: State, inp: Input) -> tuple[State, tuple[Reply, ...]
     if seq is not None and seq != state.seq:
         return state, (Alert(t("stale", lang)),)
     if isinstance(inp, Restart):
-        fresh = new_state(flow, lang, red_flags=state.red_flags)
-        fresh = fresh.model_copy(update={"seq": state.seq + 1})
+        fresh = fresh_start(flow, state).model_copy(update={"seq": state.seq + 1})
         return fresh, _render(flow, fresh)
     if state.finished:
         return state, (Alert(t("finished", lang)), *_render(flow, state))
@@ -603,8 +632,24 @@ def _answered(flow: Flow, state: State) -> list[Entry]:
     return [
         e
         for e in state.history
-        if not e.auto and flow.nodes[e.node].kind in QUESTION_KINDS and e.node != state.node
+        if not e.auto and is_question(flow.nodes[e.node]) and e.node != state.node
     ]
+
+
+def is_question(node: Node) -> bool:
+    """Whether ``node`` is a question: it asks something and records the answer by name.
+
+    Questions have a ``summary`` name and record a typed value, a field or facts; only
+    they are listed in the summary, counted in "question k of n" and offered for change.
+    A menu (a choice whose answers record nothing) and an info text are not questions.
+    """
+    if node.summary is None:
+        return False
+    if isinstance(node, TextNode | PhoneNode):
+        return True
+    if isinstance(node, ChoiceNode | YesNoNode | ChecklistNode):
+        return node.field is not None or any(o.facts for o in node.options)
+    return False
 
 
 def _red_flags(state: State, entry: Entry) -> tuple[str, ...]:
@@ -615,35 +660,59 @@ def _red_flags(state: State, entry: Entry) -> tuple[str, ...]:
 def _accept(
     flow: Flow, state: State, entry: Entry, option: Option | None
 ) -> tuple[State, tuple[Reply, ...]]:
-    """Record an accepted answer and move on to the next question that asks something."""
-    state = state.model_copy(
-        update={
-            "history": state.history + (entry,),
-            "pending": (),
-            "revising": False,
-            "seq": state.seq + 1,
-            "red_flags": _red_flags(state, entry),
-        }
-    )
-    facts = facts_of(state)
-    fired = emergency_fires(flow, facts)
-    if fired:
-        stop = Entry(
-            node=entry.node,
-            facts={"outcome": ("EMERGENCY",)},
-            rules=tuple(r.id for r in fired),
-            auto=True,
+    """Record an accepted answer and move on to the next question that asks something.
+
+    While answers are kept (an answer changed from the summary), every later question
+    that still lies on the path takes its kept answer again without being asked.
+    """
+    state = state.model_copy(update={"pending": (), "revising": False, "seq": state.seq + 1})
+    replies: list[Reply] = []
+    for _ in range(len(flow.nodes) + 1):
+        state = state.model_copy(
+            update={"history": state.history + (entry,), "red_flags": _red_flags(state, entry)}
         )
-        state = state.model_copy(update={"history": state.history + (stop,)})
-        return _advance(flow, state, flow.emergency_node, ())
-    target = next_node(flow, entry.node, option, facts)
-    return _advance(flow, state, target, ())
+        facts = facts_of(state)
+        fired = emergency_fires(flow, facts)
+        if fired:
+            stop = Entry(
+                node=entry.node,
+                facts={"outcome": ("EMERGENCY",)},
+                rules=tuple(r.id for r in fired),
+                auto=True,
+            )
+            state = state.model_copy(update={"history": state.history + (stop,)})
+            target: str | None = flow.emergency_node
+        else:
+            target = next_node(flow, entry.node, option, facts)
+        state, replay = _advance(flow, state, target, replies)
+        if replay is None:
+            return state, tuple(replies)
+        entry, option = replay
+    raise FlowError([Problem("the dialogue loops without asking anything", node=state.node)])
+
+
+def _kept_answer(flow: Flow, state: State, node_id: str) -> tuple[Entry, Option | None] | None:
+    """The kept answer to ``node_id`` (with its option, for a choice), if it can be re-applied."""
+    entry = next((e for e in state.kept if e.node == node_id and not e.auto), None)
+    if entry is None:
+        return None
+    node = flow.nodes[node_id]
+    if isinstance(node, ChoiceNode | YesNoNode):
+        option = next((o for o in node.options if entry.options[:1] == (o.id,)), None)
+        return (entry, option) if option is not None else None
+    if isinstance(node, ChecklistNode | TextNode | PhoneNode | InfoNode):
+        return entry, None
+    return None
 
 
 def _advance(
-    flow: Flow, state: State, target: str | None, said: tuple[Reply, ...]
-) -> tuple[State, tuple[Reply, ...]]:
-    replies = list(said)
+    flow: Flow, state: State, target: str | None, replies: list[Reply]
+) -> tuple[State, tuple[Entry, Option | None] | None]:
+    """Walk to ``target`` and on through triage nodes, adding what to show to ``replies``.
+
+    Returns the new state and, when the node reached has a kept answer, that answer (the
+    caller records it and goes on); None when the client has something to answer.
+    """
     for _ in range(len(flow.nodes) + 1):
         if target is None:
             raise FlowError([Problem("no way forward from here", node=state.node)])
@@ -657,20 +726,33 @@ def _advance(
                 rules=tuple(r.id for r in result.fired),
                 auto=True,
             )
-            state = state.model_copy(update={"history": state.history + (entry,), "node": target})
-            blocks = outcome_blocks(flow, state, node.text.get(state.lang), result)
-            replies.extend(Message(text, (), target, "outcome") for text in pack(blocks))
+            old = [i for i, e in enumerate(state.kept) if e.node == target and e.auto]
+            before = state.kept[old[0]] if old else None
+            rest = state.kept[: old[0]] + state.kept[old[0] + 1 :] if old else state.kept
+            state = state.model_copy(
+                update={"history": state.history + (entry,), "node": target, "kept": rest}
+            )
+            if before is None or (before.facts, before.rules) != (entry.facts, entry.rules):
+                blocks = outcome_blocks(flow, state, node.text.get(state.lang), result)
+                replies.extend(Message(text, (), target, "outcome") for text in pack(blocks))
             target = next_node(flow, target, None, facts_of(state))
             continue
         state = state.model_copy(update={"node": target, "pending": (), "revising": False})
         if isinstance(node, EndNode):
-            state = state.model_copy(update={"finished": True})
+            state = state.model_copy(update={"finished": True, "kept": ()})
             replies.extend(_render(flow, state))
             if node.save:
                 replies.append(SaveRequest(request_draft(flow, state)))
-            return state, tuple(replies)
+            return state, None
+        if isinstance(node, ConfirmNode):
+            state = state.model_copy(update={"kept": ()})
+        kept = _kept_answer(flow, state, target)
+        if kept is not None:
+            i = state.kept.index(kept[0])
+            state = state.model_copy(update={"kept": state.kept[:i] + state.kept[i + 1 :]})
+            return state, kept
         replies.extend(_render(flow, state))
-        return state, tuple(replies)
+        return state, None
     raise FlowError([Problem("the dialogue loops without asking anything", node=state.node)])
 
 
@@ -688,16 +770,23 @@ def _back(flow: Flow, state: State) -> tuple[State, tuple[Reply, ...]]:
 
 
 def _rewind(flow: Flow, state: State, target: str) -> tuple[State, tuple[Reply, ...]]:
+    """Go back to ``target`` from the summary, keeping the answers after it (see ``kept``)."""
     history = list(state.history)
+    later: list[Entry] = []
     while history:
         last = history.pop()
         if last.node == target and not last.auto:
-            return _restore(flow, state, history, last)
+            return _restore(flow, state, history, last, kept=tuple(reversed(later)))
+        later.append(last)
     return _reprompt(flow, state, "unknown_option")  # pragma: no cover - guarded by caller
 
 
 def _restore(
-    flow: Flow, state: State, history: list[Entry], undone: Entry
+    flow: Flow,
+    state: State,
+    history: list[Entry],
+    undone: Entry,
+    kept: tuple[Entry, ...] | None = None,
 ) -> tuple[State, tuple[Reply, ...]]:
     node = flow.nodes[undone.node]
     pending = undone.options if isinstance(node, ChecklistNode) else ()
@@ -708,6 +797,7 @@ def _restore(
             "pending": pending,
             "revising": False,
             "seq": state.seq + 1,
+            "kept": state.kept if kept is None else kept,
         }
     )
     return moved, _render(flow, moved)
@@ -735,7 +825,7 @@ def _render(flow: Flow, state: State, *, edit: bool = False) -> tuple[Reply, ...
         return (
             Message(text, ((Button(t("restart", lang), _data("r", seq)),),), state.node, "end"),
         )
-    if node.kind in QUESTION_KINDS and not state.revising:
+    if is_question(node):
         k, n = progress(flow, state)
         text = f"<i>{t('progress', lang, k=k, n=n)}</i>\n\n{text}"
     if isinstance(node, ChoiceNode | YesNoNode):
@@ -767,24 +857,35 @@ def _render(flow: Flow, state: State, *, edit: bool = False) -> tuple[Reply, ...
 
 
 def progress(flow: Flow, state: State) -> tuple[int, int]:
-    """Return (k, n): this is question k of about n on the path the answers so far predict."""
-    done = sum(1 for e in state.history if not e.auto and flow.nodes[e.node].kind in QUESTION_KINDS)
+    """Return (k, n): the current question is question k of the n on the client's path.
+
+    The path is the questions answered so far and those ahead as the flow predicts them
+    from the answers given: an unanswered choice takes its first answer, other branches
+    the first transition that holds without the unknown answers, a triage the outcome of
+    the facts so far, and a question whose answer is kept (see ``kept``) that answer. So
+    n changes only when an answer takes the path somewhere other than predicted.
+    """
+    done = sum(1 for e in state.history if not e.auto and is_question(flow.nodes[e.node]))
     facts = facts_of(state)
-    remaining = 0
+    ahead = 0
     node_id: str | None = state.node
     for _ in range(len(flow.nodes)):
         if node_id is None:
             break
         node = flow.nodes[node_id]
-        if isinstance(node, EndNode):
+        if isinstance(node, EndNode | ConfirmNode):
             break
-        if node.kind in QUESTION_KINDS:
-            remaining += 1
+        if is_question(node):
+            ahead += 1
         if isinstance(node, TriageNode):
             facts = facts | {("outcome", evaluate(flow, facts).level)}
-        first = node.options[0] if isinstance(node, ChoiceNode | YesNoNode) else None
-        node_id = next_node(flow, node_id, first, facts)
-    return done + 1, max(done + remaining, done + 1)
+        option = node.options[0] if isinstance(node, ChoiceNode | YesNoNode) else None
+        kept = _kept_answer(flow, state, node_id) if node_id != state.node else None
+        if kept is not None:
+            option = kept[1]
+            facts = facts | {(k, v) for k, vs in kept[0].facts.items() for v in vs}
+        node_id = next_node(flow, node_id, option, facts)
+    return done + 1, done + max(ahead, 1)
 
 
 def _question_name(flow: Flow, node_id: str, lang: Lang) -> str:
@@ -810,8 +911,7 @@ def answers(flow: Flow, state: State) -> tuple[AnswerRecord, ...]:
     """Return the client's answers in order, in the client's language (unescaped text)."""
     out = []
     for e in state.history:
-        node = flow.nodes[e.node]
-        if e.auto or node.kind not in QUESTION_KINDS or isinstance(node, ConfirmNode):
+        if e.auto or not is_question(flow.nodes[e.node]):
             continue
         question = _question_name(flow, e.node, state.lang)
         out.append(AnswerRecord(e.node, question, _answer_text_of(flow, e, state.lang)))
@@ -836,36 +936,12 @@ def summary_lines(flow: Flow, state: State) -> list[str]:
     return lines
 
 
-def _evidence(flow: Flow, state: State, rule: Rule | DefaultRule) -> list[str]:
-    """The client's answers (option labels) that made ``rule`` fire."""
-    if isinstance(rule, DefaultRule):
-        return []
-    wanted: frozenset[Atom] = atoms_of(rule.when)
-    labels: list[str] = []
-    for e in state.history:
-        node = flow.nodes[e.node]
-        if e.auto or not isinstance(node, ChoiceNode | YesNoNode | ChecklistNode):
-            continue
-        for o in node.options:
-            if o.id not in e.options:
-                continue
-            if any(
-                (k, v) in wanted or (k, None) in wanted for k, vs in o.facts.items() for v in vs
-            ):
-                labels.append(o.label.get(state.lang))
-    return list(dict.fromkeys(labels))
-
-
 def reasons(flow: Flow, state: State, result: Triage) -> tuple[str, ...]:
-    """Why the outcome is what it is, one plain-text line per deciding rule."""
-    out = []
-    for rule in result.deciding:
-        line = rule.reason.get(state.lang)
-        ev = _evidence(flow, state, rule)
-        if ev:
-            line += f" ({t('your_answer', state.lang)}: " + ", ".join(f"«{x}»" for x in ev) + ")"
-        out.append(line)
-    return tuple(out)
+    """Why the outcome is what it is: each deciding rule's reason once, in plain text.
+
+    The reason names the answer in its own words; the client's answer is not echoed.
+    """
+    return tuple(dict.fromkeys(rule.reason.get(state.lang) for rule in result.deciding))
 
 
 #: Longest text the engine puts in one message (Telegram allows 4096 characters).
@@ -890,9 +966,8 @@ def outcome_blocks(flow: Flow, state: State, intro: str, result: Triage) -> list
     blocks = [intro, f"<b>{texts.title.get(lang)}</b>\n{texts.text.get(lang)}"]
     if result.level == "OK":
         blocks.append(t("suggest", lang))
-        blocks += [
-            f"• {r.advice.get(lang)}" for r in result.deciding if isinstance(r, Rule) and r.advice
-        ]
+        advice = [r.advice.get(lang) for r in result.deciding if isinstance(r, Rule) and r.advice]
+        blocks += [f"• {a}" for a in dict.fromkeys(advice)]
     blocks.append(t("why", lang))
     blocks += [f"• {html.escape(r)}" for r in reasons(flow, state, result)]
     return blocks

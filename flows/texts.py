@@ -7,7 +7,7 @@ from flows.schema import Lang
 __all__ = ["t"]
 
 _TEXTS: dict[str, dict[Lang, str]] = {
-    "progress": {"ru": "Вопрос {k} из ~{n}", "en": "Question {k} of about {n}"},
+    "progress": {"ru": "Вопрос {k} из {n}", "en": "Question {k} of {n}"},
     "back": {"ru": "⬅️ Назад", "en": "⬅️ Back"},
     "restart": {"ru": "🔄 Начать заново", "en": "🔄 Start over"},
     "continue": {"ru": "Продолжить ➡️", "en": "Continue ➡️"},
@@ -22,7 +22,6 @@ _TEXTS: dict[str, dict[Lang, str]] = {
     "result": {"ru": "Итог", "en": "Result"},
     "why": {"ru": "<b>Почему:</b>", "en": "<b>Why:</b>"},
     "suggest": {"ru": "<b>Что мы предлагаем:</b>", "en": "<b>What we suggest:</b>"},
-    "your_answer": {"ru": "ваш ответ", "en": "your answer"},
     "use_buttons": {
         "ru": "Пожалуйста, выберите ответ кнопкой под вопросом.",
         "en": "Please choose an answer with the buttons under the question.",

@@ -464,10 +464,13 @@ async def on_contact(update: Update, context: BotContext) -> None:
 
 
 async def on_edited(update: Update, context: BotContext) -> None:
-    """Edits are not answers: say so, change nothing."""
+    """Edits are not answers: a polite note, then the current question again; nothing changes."""
     lang = await _client_lang(update, context)
-    if update.effective_chat:
-        await context.bot.send_message(update.effective_chat.id, t("edited", lang))
+    if await _is_asking(update, context):
+        if update.effective_chat:
+            await context.bot.send_message(update.effective_chat.id, t("edited_asking", lang))
+        return
+    await drive(update, context, Begin(), notice=t("edited", lang))
 
 
 async def on_other(update: Update, context: BotContext) -> None:

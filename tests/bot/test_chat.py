@@ -60,6 +60,10 @@ CASES = {
 }
 
 
+#: The line the chat prints when a request is saved, in each language.
+SAVED = {"en": r"✔ Request #(\d+) saved\.", "ru": r"✔ Заявка №(\d+) сохранена\."}
+
+
 def run_chat(lang: str, url: str, text: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": url}
     return subprocess.run(
@@ -83,7 +87,7 @@ async def test_chat_through_each_outcome_saves_the_request(
     url = f"sqlite:///{tmp_path / 'data' / 'intake.db'}"
     result = run_chat(lang, url, typed_lines(shown_flow(), lang, plan, path), tmp_path)
     assert result.returncode == 0, result.stderr
-    found = re.search(r"Request #(\d+) saved", result.stdout)
+    found = re.search(SAVED[lang], result.stdout)
     assert found, result.stdout[-2000:]
     engine = make_engine(url)
     try:
@@ -123,6 +127,50 @@ def test_chat_answers_bad_input_politely_and_quits_cleanly(tmp_path: Path) -> No
     assert "Please choose an answer" in result.stdout
     assert "No request was saved." in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_the_russian_chat_speaks_russian(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    plan, path = CASES["OK"]
+    typed = typed_lines(shown_flow(), "ru", plan, path) + "заново\n99\nвыход\n"
+    result = run_chat("ru", url, typed, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Команды: назад (back), заново (restart), выход (quit)." in result.stdout
+    assert re.search(SAVED["ru"], result.stdout)
+    assert "! Нет такого номера." in result.stdout
+    assert "Сохранённые заявки: №1." in result.stdout
+    assert "Request #" not in result.stdout and "There is no such number" not in result.stdout
+
+
+async def test_red_flags_of_a_saved_request_do_not_reach_the_next_one_in_the_chat(
+    tmp_path: Path,
+) -> None:
+    """Regression: "restart" after a saved request carried the old red flags along."""
+    url = f"sqlite:///{tmp_path / 'data' / 'intake.db'}"
+    flow = shown_flow()
+    stop_plan, stop_path = CASES["STOP"]
+    ok_plan, ok_path = CASES["OK"]
+    typed = (
+        typed_lines(flow, "en", stop_plan, stop_path)
+        + "restart\n"
+        + typed_lines(flow, "en", ok_plan, ok_path)
+    )
+    result = run_chat("en", url, typed, tmp_path)
+    assert result.returncode == 0, result.stderr
+    ids = [int(i) for i in re.findall(SAVED["en"], result.stdout)]
+    assert len(ids) == 2, result.stdout[-2000:]
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            first = await get_request(session=session, request_id=ids[0])
+            second = await get_request(session=session, request_id=ids[1])
+    finally:
+        await engine.dispose()
+    assert first is not None and second is not None
+    assert first.outcome == "STOP" and first.facts["contraindication"]
+    assert second.outcome == "OK"
+    assert (second.red_flag_changed, second.withdrawn_red_flags) == (False, [])
+    assert "contraindication" not in second.facts
 
 
 def test_chat_refuses_to_start_on_an_unsafe_flow(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import ALLOWED_UPDATES, build_application
 from bot.flowsource import FlowRegistry
+from flows import is_question
 from storage import (
     Client,
     ConsultationRequest,
@@ -25,8 +26,10 @@ from storage import (
     make_sessionmaker,
 )
 from tests.bot.conftest import RunningBot, bot_settings, start_bot
-from tests.bot.people import COMMON, CONTACT, SCREEN, Person, Plan
+from tests.bot.people import COMMON, CONTACT, FULL, SCREEN, Person, Plan
+from tests.factories import intake_flow
 from tests.fakebotapi import FakeBotAPI
+from tests.flows.test_path import PROGRESS_RE
 
 
 async def count(engine: AsyncEngine, model: Any) -> int:
@@ -74,9 +77,15 @@ async def test_full_dialogue_to_each_outcome(
     else:
         assert request.phone == "+79123456789"
         assert ("9:00" in closing) and ("+7 (495) 085-15-13" in closing)
-    # every question showed its progress and Back / Start over
-    questions = [m for m in person.texts if ("Question " in m or "Вопрос " in m)]
-    assert len(questions) >= len(path) - 1
+    # every question showed its exact place: question k of the n on this client's path
+    flow = intake_flow()
+    asked = [n for n in path if is_question(flow.nodes[n])]
+    shown = [m for m in person.texts if PROGRESS_RE.match(m)]
+    assert [int(PROGRESS_RE.match(m).group(1)) for m in shown] == list(  # type: ignore[union-attr]
+        range(1, len(asked) + 1)
+    )
+    if outcome != "EMERGENCY":  # an emergency cuts the path short
+        assert int(PROGRESS_RE.match(shown[-1]).group(2)) == len(asked)  # type: ignore[union-attr]
 
 
 async def test_commands_are_registered_in_both_languages(
@@ -213,8 +222,12 @@ async def test_edited_messages_and_group_messages_are_handled_politely(
     edited["edited_message"] = edited.pop("message")
     edited["edited_message"]["edit_date"] = 1_700_000_100
     await person.send(edited)
-    assert "edited messages" in person.last
-    assert await state_of(bot, person.id) == before
+    note, question = person.texts[-2:]
+    assert "edited a message" in note and "answers already given" in note
+    assert "Where shall we start?" in question, "and the current question again"
+    after = await state_of(bot, person.id)
+    assert after is not None and before is not None
+    assert {**after, "seq": 0} == {**before, "seq": 0}
     fake_bot_api.user_message(person.id, "/start", chat_id=-100500, chat_type="group")
     await fake_bot_api.wait_for("sendMessage", lambda c: c.params["chat_id"] == -100500)
     await person.settle()
@@ -226,6 +239,78 @@ async def test_edited_messages_and_group_messages_are_handled_politely(
         len([c for c in fake_bot_api.calls_of("sendMessage") if c.params["chat_id"] == -100500])
         == 1
     )
+
+
+async def test_an_edit_in_russian_is_answered_in_russian_with_the_current_question(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 1017, lang="ru")
+    await person.say("/start")
+    await person.walk({}, ["welcome"])
+    edited = _message(person.id, text="исправлено")
+    edited["edited_message"] = edited.pop("message")
+    edited["edited_message"]["from"]["language_code"] = "ru"
+    edited["edited_message"]["edit_date"] = 1_700_000_100
+    await person.send(edited)
+    note, question = person.texts[-2:]
+    assert "исправили" in note
+    assert question.startswith("Вопрос 1 из ") and "Сначала о безопасности" in question
+
+
+async def test_red_flags_of_a_saved_request_do_not_reach_the_next_request(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    """Regression: /start after a saved request began a dialogue with the old red flags."""
+    person = Person(fake_bot_api, 1018)
+    await person.say("/start")
+    # a red flag answered, taken back with Back, then a STOP answer: request 1
+    await person.walk({"conditions": ("neck_pain",)}, [*COMMON])
+    await person.press("No")
+    await person.press("⬅️ Back")
+    await person.walk({"neck_checked": "yes", "chronic": ("oncology",)},
+                      ["neck_checked", *SCREEN, "offer_call", *CONTACT])  # fmt: skip
+    await person.say("/start")
+    await person.walk({}, FULL)
+    await person.say("/start")
+    await person.walk({"acute": ("fever_infection",)}, [*COMMON, *SCREEN, "offer_call", *CONTACT])
+    async with bot.sessionmaker() as session:
+        requests = sorted(await list_requests(session=session), key=lambda r: r.id or 0)
+    first, second, third = requests
+    assert first.outcome == "STOP" and first.red_flag_changed
+    assert first.withdrawn_red_flags == ["neck_checked=no"]
+    assert second.outcome == "OK"
+    assert (second.red_flag_changed, second.withdrawn_red_flags) == (False, [])
+    assert "contraindication" not in second.facts
+    assert third.outcome == "LATER"
+    assert (third.red_flag_changed, third.withdrawn_red_flags) == (False, [])
+    assert third.facts["contraindication"] and "oncology" not in third.facts["contraindication"]
+
+
+async def test_changing_the_name_from_the_summary_keeps_the_other_answers(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 1019)
+    await person.say("/start")
+    await person.walk({"call_time": "evening"}, FULL[:-1])
+    assert "Your answers" in person.texts[-2] or "Your answers" in person.last
+    await person.press("✏️ Change an answer")
+    labels = person.labels()
+    assert "Name" in labels and not any("Opening" in x for x in labels)
+    await person.press("Name")
+    assert "name" in person.last.lower()
+    await person.say("Olga")
+    summary = "\n".join(person.texts[-2:])
+    assert "Your answers" in summary and "Olga" in summary and "+7 912 345-67-89" in summary
+    await person.press("✅ All correct, send")
+    async with bot.sessionmaker() as session:
+        [request] = await list_requests(session=session)
+    assert (request.name, request.phone, request.preferred_time) == (
+        "Olga",
+        "+79123456789",
+        "evening",
+    )
+    assert request.answers[0]["node"] == "emergency", "the opening menu is no answer"
+    assert not any("(your answer" in r for r in request.reasons)
 
 
 async def _to_phone(person: Person) -> None:
@@ -307,18 +392,20 @@ async def test_cancel_and_restart_commands(bot: RunningBot, fake_bot_api: FakeBo
     state = await state_of(bot, person.id)
     assert state is not None and state["node"] == "welcome" and state["history"] == []
     await person.say("/restart")
-    assert "Question 1" in person.last
+    assert "Where shall we start?" in person.last
 
 
 async def test_help_info_and_language_switch(bot: RunningBot, fake_bot_api: FakeBotAPI) -> None:
     person = Person(fake_bot_api, 1012, lang="de")
     await person.say("/start")
-    assert "Вопрос 1" in person.last, "an unknown language falls back to DEFAULT_LANGUAGE (ru)"
+    assert "С чего начнём?" in person.last, (
+        "an unknown language falls back to DEFAULT_LANGUAGE (ru)"
+    )
     await person.say("/info")
     assert "9:00" in person.last and "085-15-13" in person.last
     await person.say("/lang")
     await person.press("English")
-    assert "Question 1" in person.last
+    assert "Where shall we start?" in person.last
     await person.say("/help")
     assert "/forget" in person.last
 
@@ -353,7 +440,7 @@ async def test_429_and_5xx_from_the_api_are_retried_without_losing_anything(
     fake_bot_api.fail_next("sendMessage", status=429, retry_after=1)
     await person.say("/start")
     await fake_bot_api.wait_for("sendMessage", lambda c: c.ok, timeout=10)
-    assert "Question 1" in person.last
+    assert "Where shall we start?" in person.last
     fake_bot_api.fail_next("sendMessage", status=502, times=2)
     await person.press("Start the questions")
     await fake_bot_api.wait_for("sendMessage", lambda c: c.ok and "Safety" in c.params["text"])
@@ -384,7 +471,7 @@ async def test_the_same_update_delivered_twice_is_processed_once(
         person = Person(fake_bot_api, 1016)
         start = fake_bot_api.user_message(person.id, "/start")
         assert await fake_bot_api.push_webhook(start) == 200
-        await fake_bot_api.wait_for("sendMessage", lambda c: "Question 1" in c.params["text"])
+        await fake_bot_api.wait_for("sendMessage", lambda c: "start?" in c.params["text"])
         # A typed answer carries no button sequence number: only the update id can tell
         # that the second delivery is the same update.
         update = fake_bot_api.user_message(person.id, "Start the questions")
