@@ -225,7 +225,9 @@ async def intake(args: argparse.Namespace) -> tuple[Application, Any]:  # type: 
         staff_chat_id=args.staff_chat,
     )
     sessionmaker = make_sessionmaker(engine)
-    registry = FlowRegistry()  # post_init proves the shipped flow; it becomes version 1
+    registry = FlowRegistry(
+        values=settings.flow_values
+    )  # post_init proves the shipped flow; it becomes version 1
     app = build_application(
         settings, registry=registry, sessionmaker=sessionmaker, rate_limit=args.rate_limit
     )

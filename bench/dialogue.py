@@ -469,7 +469,9 @@ async def run_bot(
         staff_chat_id=STAFF_CHAT_ID,
     )
     sessionmaker = make_sessionmaker(engine)
-    registry = FlowRegistry()  # the shipped flow, which becomes version 1 as on a first start
+    registry = FlowRegistry(
+        values=settings.flow_values
+    )  # the shipped flow, which becomes version 1 as on a first start
     flow = await registry.prepare(sessionmaker)
     app = build_application(
         settings, registry=registry, sessionmaker=sessionmaker, rate_limit=args.rate_limit

@@ -487,13 +487,8 @@ def chat(
         finally:
             await engine.dispose()
 
-    saved = asyncio.run(go())
-    where = normalize_url(settings.database_url)
-    if saved:
-        ids = ", ".join(f"#{i}" for i in saved)
-        typer.echo(f"\nSaved request(s) {ids} in {where}.")
-    else:
-        typer.echo("\nNo request was saved.")
+    # the chat itself says, in its language, which requests were saved
+    asyncio.run(go())
 
 
 @app.command()

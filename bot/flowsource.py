@@ -58,11 +58,13 @@ class FlowRegistry:
         self,
         initial: Path | None = None,
         *,
-        values: Mapping[str, str] | None = None,
+        values: Mapping[str, str],
         checker: FlowChecker | None = None,
     ) -> None:
         self.initial = initial or shipped_flow_path()
-        self.values = dict(values or {})
+        #: what ``{phone}``, ``{hours}``… become in texts people see (required: a flow
+        #: shown without them would show the placeholders)
+        self.values = dict(values)
         self.checker = checker or FlowChecker()
         try:
             text = self.initial.read_text(encoding="utf-8")

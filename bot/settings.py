@@ -86,10 +86,11 @@ class Settings(BaseSettings):
 
     @property
     def flow_values(self) -> dict[str, str]:
-        """What flow texts' ``{phone}`` and ``{hours}`` become."""
+        """What flow texts' ``{phone}``, ``{hours}`` and ``{retention_days}`` become."""
         return {
             "phone": self.center_phone,
             "hours": f"{self.opening_hour}:00–{self.closing_hour}:00",
+            "retention_days": str(self.retention_days),
         }
 
     @field_validator("telegram_token", "webhook_secret")
