@@ -92,7 +92,7 @@ _STAFF: dict[str, dict[Lang, str]] = {
     "b_declined": {"ru": "❌ Позвонили: отказ", "en": "❌ Called: declined"},
     "b_no_answer": {"ru": "📵 Не ответил", "en": "📵 No answer"},
     "b_close": {"ru": "🗄 Закрыть", "en": "🗄 Close"},
-    "b_follow": {"ru": "✉️ Отправить клиенту итог", "en": "✉️ Send the client a follow-up"},
+    "b_follow": {"ru": "✉️ Поблагодарить клиента", "en": "✉️ Send the client a thank-you"},
     "r1": {"ru": "через 1 ч", "en": "in 1 h"},
     "r3": {"ru": "через 3 ч", "en": "in 3 h"},
     "rt": {"ru": "завтра 10:00", "en": "tomorrow 10:00"},

@@ -12,8 +12,8 @@ _TEXTS: dict[str, dict[Lang, str]] = {
     "help": {
         "ru": (
             "Я помощник центра «Вероника Херба». Задам несколько вопросов о вашей спине или шее, "
-            "подскажу, подходит ли вам сейчас массаж, и передам заявку — наши сотрудники "
-            "перезвонят.\n\nЭто не диагноз: окончательное решение принимают специалист и врач.\n\n"
+            "подскажу, подходит ли вам сейчас массаж, и передам заявку — наш сотрудник "
+            "позвонит вам.\n\nЭто не диагноз: окончательное решение принимают специалист и врач.\n\n"
             "/start — начать или продолжить\n/restart — начать заново\n/lang — сменить язык\n"
             "/info — часы работы и телефон\n/status — состояние заявки\n"
             "/ask — задать вопрос сотруднику\n/cancel — прервать анкету\n"
@@ -22,7 +22,7 @@ _TEXTS: dict[str, dict[Lang, str]] = {
         "en": (
             "I am the assistant of the Veronika Herba center. I ask a few questions about your "
             "back or neck, tell you whether a massage suits you now, and pass your request on: "
-            "our staff will call you back.\n\nThis is not a diagnosis: a specialist and a doctor "
+            "our staff will call you.\n\nThis is not a diagnosis: a specialist and a doctor "
             "make the final decision.\n\n/start — begin or continue\n/restart — start over\n"
             "/lang — change the language\n/info — opening hours and phone\n"
             "/status — the state of your request\n/ask — ask our staff a question\n"

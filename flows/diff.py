@@ -387,6 +387,11 @@ def _rules(old: Flow, new: Flow, lang: Lang) -> list[str]:
             )
         changes += _text_changes("reason", p.reason, r.reason, lang)
         changes += _text_changes("advice", p.advice, r.advice, lang)
+        if p.course_sessions != r.course_sessions:
+            changes.append(
+                f"course changed from {p.course_sessions or 'none'} to "
+                f"{r.course_sessions or 'none'} sessions"
+            )
         changes += _str_change("source", p.source, r.source)
         if p.basis != r.basis:
             changes.append(f"basis changed from {p.basis} to {r.basis}")

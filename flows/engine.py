@@ -966,11 +966,46 @@ def outcome_blocks(flow: Flow, state: State, intro: str, result: Triage) -> list
     blocks = [intro, f"<b>{texts.title.get(lang)}</b>\n{texts.text.get(lang)}"]
     if result.level == "OK":
         blocks.append(t("suggest", lang))
-        advice = [r.advice.get(lang) for r in result.deciding if isinstance(r, Rule) and r.advice]
-        blocks += [f"• {a}" for a in dict.fromkeys(advice)]
+        rules = [r for r in result.deciding if isinstance(r, Rule)]
+        blocks += [f"• {a}" for a in merged_advice([r.advice.get(lang) for r in rules if r.advice])]
+        courses = [r.course_sessions for r in rules if r.course_sessions]
+        if courses:
+            n = max(courses)
+            key = "course" if len(courses) == 1 else "course_longest"
+            blocks.append(t(key, lang, n=n, sessions=_sessions(n, lang)))
     blocks.append(t("why", lang))
     blocks += [f"• {html.escape(r)}" for r in reasons(flow, state, result)]
     return blocks
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def merged_advice(advice: list[str]) -> list[str]:
+    """Several suggestions as one reads them: every sentence once, in the order first given."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for text in advice:
+        kept = []
+        for sentence in _SENTENCE_END.split(text.strip()):
+            key = " ".join(re.sub(r"<[^>]+>", "", sentence).split()).casefold()
+            if key and key not in seen:
+                seen.add(key)
+                kept.append(sentence)
+        if kept:
+            out.append(" ".join(kept))
+    return out
+
+
+def _sessions(n: int, lang: Lang) -> str:
+    """'sessions' agreeing with ``n`` (Russian has three forms)."""
+    if lang == "en":
+        return "session" if n == 1 else "sessions"
+    if n % 10 == 1 and n % 100 != 11:
+        return "сеанс"
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return "сеанса"
+    return "сеансов"
 
 
 def _level(raw: str) -> Level:

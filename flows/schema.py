@@ -341,8 +341,11 @@ class Rule(_Frozen):
     when: Condition
     #: Why, in the client's words: "You reported an acute infection with fever."
     reason: Text
-    #: What is suggested (massage type, technique, course notes); OK rules only.
+    #: What is suggested (massage type, technique); OK rules only.
     advice: Text | None = None
+    #: How many sessions the course takes (OK rules). When several OK rules apply, the
+    #: client reads one course line: the longest, saying why.
+    course_sessions: int | None = Field(default=None, ge=1, le=100)
     #: The sentence of the clinical source this rule rests on, quoted verbatim.
     source: str = Field(min_length=10)
     #: "precaution" when the article is silent and the rule errs towards a doctor.

@@ -20,6 +20,17 @@ _TEXTS: dict[str, dict[Lang, str]] = {
     },
     "summary_title": {"ru": "<b>Ваши ответы</b>", "en": "<b>Your answers</b>"},
     "result": {"ru": "Итог", "en": "Result"},
+    "course": {"ru": "<b>Курс:</b> {n} {sessions}.", "en": "<b>Course:</b> {n} {sessions}."},
+    "course_longest": {
+        "ru": (
+            "<b>Курс:</b> {n} {sessions} — это самый длинный из курсов для того, что вы "
+            "отметили, он покрывает и более короткие."
+        ),
+        "en": (
+            "<b>Course:</b> {n} {sessions}, the longest of the courses for what you reported; "
+            "it covers the shorter ones too."
+        ),
+    },
     "why": {"ru": "<b>Почему:</b>", "en": "<b>Why:</b>"},
     "suggest": {"ru": "<b>Что мы предлагаем:</b>", "en": "<b>What we suggest:</b>"},
     "use_buttons": {

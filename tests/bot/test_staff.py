@@ -164,7 +164,7 @@ async def test_take_called_and_no_answer_edit_the_card_in_place_and_are_audited(
     assert stored is not None and stored.first_call_at == MORNING + timedelta(minutes=10)
     assert len(fake_bot_api.messages(1102)) == client_messages
     # closing did not message the client; the follow-up is a deliberate choice
-    await press_card(fake_bot_api, STAFF, request.id, "follow-up")
+    await press_card(fake_bot_api, STAFF, request.id, "thank-you")
     assert "Thank you for contacting" in fake_bot_api.last_message(1102)["text"]  # type: ignore[index]
 
 

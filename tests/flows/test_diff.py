@@ -359,3 +359,11 @@ def test_settings_rules_and_outcomes_changes_are_named(tmp_path: Path) -> None:
         'Outcome OK: text (ru) changed: "По вашим ответам противопоказаний не найдено. Ниже — '
         'что мы…" → "Подходит. Это не диагноз: окончательное решение всегда прини…"',
     ]
+
+
+def test_a_changed_course_length_is_named(tmp_path: Path) -> None:
+    def longer(d: Any) -> None:
+        rule(d, "ok_osteochondrosis")["course_sessions"] = 12
+
+    lines = diff_flows(intake_flow(), changed(tmp_path, longer))
+    assert lines == ["Rule 'ok_osteochondrosis': course changed from 10 to 12 sessions"]

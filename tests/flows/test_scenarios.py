@@ -268,12 +268,12 @@ SCENARIOS = [
         ("em_bladder_bowel", "em_trauma"),
     ),
     Scenario(
-        "several OK conditions give every course note",
+        "several OK conditions: one merged suggestion, the longest course",
         "The minimum course duration is 10 sessions.",
         {"conditions": ("osteochondrosis", "sciatica"), "osteo_region": "lumbosacral"},
         "OK",
         ("ok_osteochondrosis", "ok_sciatica"),
-        ("10 sessions", "15 sessions"),
+        ("15 sessions, the longest of the courses",),
     ),
     Scenario(
         "spine condition without a doctor's prescription: a doctor first",
@@ -419,3 +419,17 @@ def test_no_allergy_goes_on_to_the_scent() -> None:
     client = Client(lang="en")
     client.run({"oils": "yes", "oil_allergy": "none", "oil_scent": "calming"})
     assert any(a.question == "Scent" for a in client.saved[0].answers)
+
+
+def test_several_conditions_read_as_one_suggestion() -> None:
+    """Each sentence once, one course length (the longest, saying why)."""
+    assert "it is recommended to do 15 sessions" in ARTICLE
+    client = Client(lang="en")
+    client.run({"conditions": ("osteochondrosis", "sciatica"), "osteo_region": "lumbosacral"})
+    shown = "\n".join(client.transcript)
+    assert shown.count("The course is supervised by a physician.") == 1
+    assert shown.count("Course:</b>") == 1 and "10 sessions" not in shown
+    ru = Client(lang="ru")
+    ru.run({"conditions": ("osteochondrosis", "sciatica"), "osteo_region": "lumbosacral"})
+    shown_ru = "\n".join(ru.transcript)
+    assert "15 сеансов" in shown_ru and shown_ru.count("Курс проходит под наблюдением врача.") == 1
