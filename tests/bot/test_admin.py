@@ -23,6 +23,8 @@ from tests.dbs import BACKENDS, fresh_database
 from tests.factories import INTAKE_PATH
 from tests.fakebotapi import FakeBotAPI
 from tests.fakebotapi.fixtures import TEST_TOKEN
+from tests.flows.attacks import ATTACKS
+from tests.flows.attacks import edited as attack_text
 
 ADMIN, STRANGER = 901, 555
 NEW_WELCOME = "Welcome to the renewed questionnaire of the Veronika Herba center."
@@ -327,3 +329,23 @@ async def test_two_bots_on_one_database_both_switch_on_publish(
         finally:
             await one.stop()
             await two.stop()
+
+
+async def test_every_attack_uploaded_in_telegram_is_refused_readably(
+    admin_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    """The attack catalogue of the checker tests, each sent as an admin's upload."""
+    for attack in ATTACKS:
+        before = len(fake_bot_api.messages(ADMIN))
+        await upload(fake_bot_api, ADMIN, attack_text(attack.edit))
+        replies = fake_bot_api.messages(ADMIN)[before:]
+        shown = "\n".join(m.get("text") or m.get("caption") or "" for m in replies)
+        reports = [
+            c.params["document"].content.decode()
+            for c in fake_bot_api.calls
+            if c.method == "sendDocument" and c.params.get("chat_id") == ADMIN
+        ]
+        assert "failed its check and cannot be published" in shown, attack.name
+        assert attack.says in shown or any(attack.says in r for r in reports), attack.name
+        assert "Traceback" not in shown
+    await refusal_shown(admin_bot, fake_bot_api)
