@@ -144,16 +144,21 @@ class FlowRegistry:
             row = await get_active_flow_version(session=session, flow_name=self.name)
             if row is None or row.checksum != flow.version:
                 note = "first start" if stored is None else "the active version failed the check"
-                await add_flow_version(
-                    session=session,
-                    flow_name=flow.name,
-                    yaml=initial_text,
-                    checksum=flow.version,
-                    author=f"file {self.initial.name}",
-                    note=note,
-                )
+                await self._publish_initial(session, initial_text, flow, note)
         self._current = flow
         return flow
+
+    async def _publish_initial(
+        self, session: AsyncSession, text: str, flow: Flow, note: str
+    ) -> None:
+        await add_flow_version(
+            session=session,
+            flow_name=flow.name,
+            yaml=text,
+            checksum=flow.version,
+            author=f"file {self.initial.name}",
+            note=note,
+        )
 
     # -- inside transactions: look-ups only
 
@@ -166,14 +171,7 @@ class FlowRegistry:
             flow = self._proven.get(checksum(text))
             if flow is None:  # pragma: no cover - prepare proved it
                 raise RuntimeError("the initial flow has not been proven")
-            await add_flow_version(
-                session=session,
-                flow_name=flow.name,
-                yaml=text,
-                checksum=flow.version,
-                author=f"file {self.initial.name}",
-                note="first start",
-            )
+            await self._publish_initial(session, text, flow, "first start")
         return await self.active(session)
 
     async def active(self, session: AsyncSession) -> Flow:

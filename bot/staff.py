@@ -6,6 +6,7 @@ import html
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
@@ -335,16 +336,7 @@ async def announce_overdue(
     for request_id, card_id, text, keyboard in due:
         message = f"{st('again', settings.staff_language)}\n\n{text}"
         try:
-            await with_retries(
-                lambda m=message, k=keyboard, c=card_id: bot.send_message(  # type: ignore[misc]
-                    chat_id,
-                    m,
-                    reply_markup=k,
-                    reply_to_message_id=c,
-                    allow_sending_without_reply=True,
-                    parse_mode=ParseMode.HTML,
-                )
-            )
+            await _reply_to_card(bot, chat_id, card_id, message, keyboard)
         except TelegramError:
             logger.warning("could not re-announce request %s", request_id)
             continue
@@ -354,6 +346,22 @@ async def announce_overdue(
                 await mark_announced(session=session, request=request, at=now)
         announced += 1
     return announced
+
+
+async def _reply_to_card(
+    bot: Bot, chat_id: int, card_id: int | None, message: str, keyboard: Any
+) -> None:
+    """Post ``message`` with the card's buttons as a reply to the card (retried)."""
+    await with_retries(
+        lambda: bot.send_message(
+            chat_id,
+            message,
+            reply_markup=keyboard,
+            reply_to_message_id=card_id,
+            allow_sending_without_reply=True,
+            parse_mode=ParseMode.HTML,
+        )
+    )
 
 
 def into_opening_hours(at: datetime, settings: Settings) -> datetime:
@@ -384,16 +392,7 @@ async def remind_callbacks(
     for request_id, card_id, text, keyboard in due:
         message = f"{st('call_back', settings.staff_language)}\n\n{text}"
         try:
-            await with_retries(
-                lambda m=message, k=keyboard, c=card_id: bot.send_message(  # type: ignore[misc]
-                    chat_id,
-                    m,
-                    reply_markup=k,
-                    reply_to_message_id=c,
-                    allow_sending_without_reply=True,
-                    parse_mode=ParseMode.HTML,
-                )
-            )
+            await _reply_to_card(bot, chat_id, card_id, message, keyboard)
         except TelegramError:
             logger.warning("could not remind staff of the call-back of request %s", request_id)
             continue

@@ -300,22 +300,7 @@ class EndNode(_Frozen):
     save: bool = False
 
 
-Node = Annotated[
-    ChoiceNode
-    | YesNoNode
-    | ChecklistNode
-    | TextNode
-    | PhoneNode
-    | InfoNode
-    | TriageNode
-    | ConfirmNode
-    | EndNode,
-    Field(discriminator="kind"),
-]
-
-
-#: A node as an admin writes it: any node, or a reference to a screening block.
-FileNode = Annotated[
+_Kinds = (
     ChoiceNode
     | YesNoNode
     | ChecklistNode
@@ -325,9 +310,10 @@ FileNode = Annotated[
     | TriageNode
     | ConfirmNode
     | EndNode
-    | ScreeningNode,
-    Field(discriminator="kind"),
-]
+)
+Node = Annotated[_Kinds, Field(discriminator="kind")]
+#: A node as an admin writes it: any node, or a reference to a screening block.
+FileNode = Annotated[_Kinds | ScreeningNode, Field(discriminator="kind")]
 
 
 # --- rules and the flow -----------------------------------------------------
