@@ -413,6 +413,9 @@ def test_an_allergy_to_oils_means_a_base_oil_only(allergy: str) -> None:
     assert "patch test first" in shown and "almond" in shown
     assert "oil_scent" not in client.saved[0].answers.__repr__()
     assert all(a.question != "Scent" for a in client.saved[0].answers)
+    # what the staff card shows
+    [line] = [a for a in client.saved[0].answers if a.question.startswith("Allergy")]
+    assert "no essential oils, patch test first" in line.question
 
 
 def test_no_allergy_goes_on_to_the_scent() -> None:
