@@ -378,6 +378,17 @@ def _texts(flow: Flow, policy: SafetyPolicy) -> list[Problem]:
                         node=node,
                     )
                 )
+        if node is not None and isinstance(flow.nodes[node], TriageNode):
+            words = booking_words(text)
+            if words:
+                problems.append(
+                    Problem(
+                        f"{what} suggests a massage ({', '.join(words)}), but the triage text "
+                        "is shown with every outcome, STOP and LATER included: keep it neutral "
+                        "(the outcome's own text says what follows)",
+                        node=node,
+                    )
+                )
         for hours in typed_hours(text):
             problems.append(
                 Problem(
@@ -1069,6 +1080,8 @@ class _Prover:
                 )
             texts = [node.text.get(lang) for lang in LANGS]
             texts += [o.label.get(lang) for o in options for lang in LANGS]
+            summary = getattr(node, "summary", None)
+            texts += [summary.get(lang) for lang in LANGS] if summary is not None else []
             words = sorted({w for text in texts for w in booking_words(text)})
             if words:
                 self._problem(

@@ -251,6 +251,11 @@ ATTACKS = [
         "words that suggest a massage",
     ),
     Attack(
+        "a triage text that promises a massage before a STOP headline",
+        _reword("triage", "Great news: massage suits you, book your course today!"),
+        "the triage text is shown with every outcome",
+    ),
+    Attack(
         "STOP clients sent on to the aromatic oils",
         _stop_to_oils,
         "records answers for a massage",
