@@ -30,6 +30,7 @@ from bot.chat import run_chat
 from bot.checking import FlowChecker
 from bot.flowsource import FlowRefusedError, FlowRegistry
 from bot.logs import configure_logging
+from bot.publishing import publish_text, rollback
 from bot.settings import Settings
 from bot.staff import local_time, redeliver
 from bot.workflow import MAX_REQUEST_ID, Acted, RequestNotFoundError, act
@@ -56,10 +57,7 @@ from storage import (
     IllegalMoveError,
     Status,
     action_to,
-    activate_flow_version,
-    add_flow_version,
     get_active_flow_version,
-    get_flow_version,
     get_request,
     list_events,
     list_flow_versions,
@@ -730,32 +728,43 @@ def flows_publish(
     author: Annotated[str | None, typer.Option(help="Who publishes (default: your login).")] = None,
 ) -> None:
     """Check FILE and, if it passes, make it the active version (no restart needed)."""
-    settings = _settings()
-    registry = _registry_or_exit(settings)
+    registry = _registry_or_exit(_settings())
     text = _read_flow_file(file)
-    report = registry.checker.check_blocking(text, str(file))
-    if not report.ok or report.flow is None:
-        typer.echo("Not published: the flow failed its check.\n", err=True)
-        typer.echo(report.render(), err=True)
-        raise typer.Exit(1)
-    if report.flow.name != registry.name:
-        typer.echo(
-            f"Not published: this is flow '{report.flow.name}', not '{registry.name}'.", err=True
-        )
-        raise typer.Exit(1)
-    flow = report.flow
-
-    async def work(session: AsyncSession) -> int:
-        await registry.bootstrap(session)
-        version = await add_flow_version(
-            session=session, flow_name=flow.name, yaml=text, checksum=flow.version,
+    result = _with_services(
+        registry,
+        lambda sessionmaker: publish_text(
+            registry=registry, sessionmaker=sessionmaker, text=text, origin=str(file),
             author=author or getpass.getuser(), note=note,
-        )  # fmt: skip
-        return version.number
+        ),
+    )  # fmt: skip
+    if result.status == "refused" and result.report is not None:
+        typer.echo("Not published: the flow failed its check.\n", err=True)
+        typer.echo(result.report.render(), err=True)
+        raise typer.Exit(1)
+    if result.status == "other_flow" and result.report is not None:
+        name = result.report.flow_name
+        typer.echo(f"Not published: this is flow '{name}', not '{registry.name}'.", err=True)
+        raise typer.Exit(1)
+    if result.report is not None:
+        typer.echo(result.report.render())
+    if result.status == "unchanged":
+        typer.echo(f"No changes: it is the same as the active version {result.number}.")
+        return
+    typer.echo(
+        f"Published version {result.number} of '{registry.name}'; new dialogues use it from now on."
+    )
 
-    number = _with_session(work, registry)
-    typer.echo(report.render())
-    typer.echo(f"Published version {number} of '{flow.name}'; new dialogues use it from now on.")
+
+def _with_services(
+    registry: FlowRegistry, work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]
+) -> T:
+    """Run a use case with a session maker, the active flow proven first."""
+
+    async def proven(sessionmaker: async_sessionmaker[AsyncSession]) -> T:
+        await _active_or_exit(registry, sessionmaker)
+        return await work(sessionmaker)
+
+    return _with_sessionmaker(proven)
 
 
 @flows_app.command("history")
@@ -779,32 +788,27 @@ def flows_history() -> None:
 def flows_rollback(
     version: Annotated[int, typer.Argument(help="The version number to make active.")],
 ) -> None:
-    """Make an earlier version active again (it is checked again first)."""
+    """Make an earlier version active again (it is checked again first; the rollback is
+    recorded in the history as a new version)."""
     registry = _registry_or_exit(_settings())
-
-    async def find(session: AsyncSession) -> str | None:
-        await registry.bootstrap(session)
-        row = await get_flow_version(session=session, flow_name=registry.name, number=version)
-        return None if row is None else row.yaml
-
-    text = _with_session(find, registry)
-    if text is None:
+    result = _with_services(
+        registry,
+        lambda sessionmaker: rollback(
+            registry=registry, sessionmaker=sessionmaker, number=version,
+            author=getpass.getuser(),
+        ),
+    )  # fmt: skip
+    if result.status == "missing":
         typer.echo(f"There is no version {version}; see `intake-bot flows history`.", err=True)
         raise typer.Exit(1)
-    try:  # proven outside any transaction
-        registry.check(text, f"version {version}")
-    except FlowRefusedError as exc:
+    if result.status == "refused" and result.report is not None:
         typer.echo(f"Version {version} no longer passes the check; not activated.\n", err=True)
-        typer.echo(exc.report.render(), err=True)
-        raise typer.Exit(1) from exc
-
-    async def activate(session: AsyncSession) -> None:
-        row = await get_flow_version(session=session, flow_name=registry.name, number=version)
-        assert row is not None
-        await activate_flow_version(session=session, version=row)
-
-    _with_session(activate)
-    typer.echo(f"Version {version} is active again.")
+        typer.echo(result.report.render(), err=True)
+        raise typer.Exit(1)
+    if result.status == "already_active":
+        typer.echo(f"Version {version} is already the active one; nothing changed.")
+        return
+    typer.echo(f"Version {version} is active again (recorded as version {result.number}).")
 
 
 @flows_app.command("export")

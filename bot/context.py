@@ -31,8 +31,6 @@ class Services:
         self._locks: dict[int, asyncio.Lock] = {}
         self._users: dict[int, int] = {}
         self.housekeeping: asyncio.Task[None] | None = None
-        #: Checked flow uploads waiting for an admin's Publish, by checksum.
-        self.pending_flows: dict[str, str] = {}
 
     def configure(
         self,

@@ -36,6 +36,7 @@ from storage.flowstore import (
     get_flow_version,
     get_flow_version_by_checksum,
     list_flow_versions,
+    set_flow_version_note,
 )
 from storage.lifecycle import (
     OPEN_STATUSES,
@@ -130,6 +131,7 @@ __all__ = [
     "latest_request_of_client",
     "list_events",
     "list_flow_versions",
+    "set_flow_version_note",
     "list_open_requests",
     "list_requests",
     "make_engine",

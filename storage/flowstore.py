@@ -17,6 +17,7 @@ __all__ = [
     "get_flow_version",
     "get_flow_version_by_checksum",
     "list_flow_versions",
+    "set_flow_version_note",
 ]
 
 
@@ -113,3 +114,14 @@ async def add_flow_version(
     if activate:
         await activate_flow_version(session=session, version=version)
     return version
+
+
+async def set_flow_version_note(
+    *, session: AsyncSession, version: FlowVersion, note: str, author: str | None = None
+) -> None:
+    """Change why (and, given, by whom) a version is in the history."""
+    version.note = note
+    if author is not None:
+        version.author = author
+    session.add(version)
+    await session.flush()

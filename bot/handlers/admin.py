@@ -6,20 +6,21 @@ import asyncio
 import html
 import logging
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, Update
-from telegram.error import TelegramError
+from telegram import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    Message,
+    Update,
+)
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.context import BotContext
-from bot.flowsource import FlowRefusedError
+from bot.publishing import discard, propose, publish_version, rollback
 from flows import diff_flows, to_png
-from storage import (
-    activate_flow_version,
-    add_flow_version,
-    get_active_flow_version,
-    get_flow_version,
-    list_flow_versions,
-)
+from storage import get_active_flow_version, list_flow_versions
 
 __all__ = ["register"]
 
@@ -37,6 +38,7 @@ _T = {
     "passed": "✅ The flow passed its check, including the safety proof.",
     "changes": "Changes from the active version {n}:",
     "no_changes": "It is the same as the active version {n}.",
+    "layout_only": "Only comments or layout differ from the active version {n}.",
     "publish": "✅ Publish",
     "discard": "✖️ Discard",
     "published": (
@@ -44,10 +46,16 @@ _T = {
         "dialogues under way finish on their version."
     ),
     "discarded": "Discarded; nothing changed.",
-    "expired": "This upload is no longer pending; please send the file again.",
+    "expired": "This upload is no longer waiting for Publish; please send the file again.",
+    "already_active": "Version {n} is already the active one; nothing changed.",
+    "no_version": "There is no version {n}.",
+    "other_flow": (
+        "This file is the flow '{name}', but the bot runs '{ours}': it would never be used. "
+        "Keep the name as /flow gives it."
+    ),
     "history": "Flow versions (newest first; ● is active):",
     "rollback": "↩️ Make version {n} active",
-    "rolled_back": "Version {n} is active again.",
+    "rolled_back": "Version {n} is active again (recorded as version {m}).",
     "unsafe_now": "Version {n} no longer passes the check; it was not activated.",
     "graph": "The dialogue as a picture",
     "whole_report": "The whole check report",
@@ -80,7 +88,7 @@ def register(app: Application) -> None:  # type: ignore[type-arg]
     admins = app.bot_data.settings.admin_user_ids
     app.add_handler(CommandHandler("flow", on_flow))
     app.add_handler(CommandHandler("flows_history", on_history))
-    app.add_handler(CallbackQueryHandler(on_decision, pattern=r"^(P|X):[0-9a-f]{12}$"))
+    app.add_handler(CallbackQueryHandler(on_decision, pattern=r"^(P|X):\d+$"))
     app.add_handler(CallbackQueryHandler(on_rollback, pattern=r"^R:\d+$"))
     if admins:
         app.add_handler(
@@ -144,65 +152,81 @@ async def on_upload(update: Update, context: BotContext) -> None:
         return
     svc = context.services
     origin = document.file_name or "upload.yaml"
-    # The proof and the picture take CPU seconds: off the event loop, clients keep being served.
-    # The proof runs in a bounded worker process, outside any transaction.
-    report = await svc.registry.report(text, origin)
-    if not report.ok or report.flow is None:
-        await _refusal(message, report.render())
+    # The proof runs in a bounded worker process, outside any transaction; a flow that
+    # passes is kept as a version waiting for Publish (it survives a restart).
+    result = await propose(
+        registry=svc.registry, sessionmaker=svc.sessionmaker, text=text, origin=origin,
+        author=_author(update),
+    )  # fmt: skip
+    if result.status == "refused" and result.report is not None:
+        await _refusal(message, result.report.render())
         return
-    # as clients would see it ({phone} and {hours} filled in), like the active version
-    flow = await svc.registry.checked_async(text, origin)
-    async with svc.sessionmaker() as session, session.begin():
-        await svc.registry.bootstrap(session)
-        row = await get_active_flow_version(session=session, flow_name=svc.registry.name)
-        assert row is not None
+    if result.status == "other_flow" and result.report is not None:
+        other = result.report.flow_name
+        await message.reply_text(
+            _T["other_flow"].format(name=html.escape(other), ours=svc.registry.name)
+        )
+        return
+    assert result.flow is not None and result.report is not None
+    await message.reply_text(f"{_T['passed']}\n{_pre(result.report.render(), 1500)}")
+    if result.status == "unchanged":
+        await message.reply_text(_T["no_changes"].format(n=result.active))
+        return
+    async with svc.sessionmaker() as session:
         active = await svc.registry.active(session)
-    lines = await asyncio.to_thread(diff_flows, active, flow)
+    lines = await asyncio.to_thread(diff_flows, active, result.flow)
     summary = (
-        _T["changes"].format(n=row.number) + "\n" + "\n".join(f"• {html.escape(x)}" for x in lines)
+        _T["changes"].format(n=result.active)
+        + "\n"
+        + "\n".join(f"• {html.escape(x)}" for x in lines)
         if lines
-        else _T["no_changes"].format(n=row.number)
+        else _T["layout_only"].format(n=result.active)
     )
-    await message.reply_text(f"{_T['passed']}\n{_pre(report.render(), 1500)}")
     try:
-        await message.reply_photo(await asyncio.to_thread(to_png, flow), caption=_T["graph"])
+        await message.reply_photo(await asyncio.to_thread(to_png, result.flow), caption=_T["graph"])
     except TelegramError:
         logger.warning("could not send the flow graph")
-    svc.pending_flows[flow.version] = text
     buttons = InlineKeyboardMarkup(
-        [[InlineKeyboardButton(_T["publish"], callback_data=f"P:{flow.version}"),
-          InlineKeyboardButton(_T["discard"], callback_data=f"X:{flow.version}")]]
+        [[InlineKeyboardButton(_T["publish"], callback_data=f"P:{result.number}"),
+          InlineKeyboardButton(_T["discard"], callback_data=f"X:{result.number}")]]
     )  # fmt: skip
     await message.reply_text(summary[:4000], reply_markup=buttons)
 
 
 async def on_decision(update: Update, context: BotContext) -> None:
-    """Publish or Discard a checked upload."""
+    """Publish or Discard a checked upload (kept as a version, so any process can)."""
     query = update.callback_query
     if query is None or query.data is None or not await _admin(update, context):
         return
-    verb, key = query.data.split(":")
+    verb, raw = query.data.split(":")
+    number = int(raw) if len(raw) <= 9 else 0
     svc = context.services
-    text = svc.pending_flows.pop(key, None)
     await query.answer()
-    if text is None:
-        await query.edit_message_reply_markup(reply_markup=None)
-        await context.bot.send_message(query.message.chat.id, _T["expired"])  # type: ignore[union-attr]
-        return
     if verb == "X":
-        await query.edit_message_text(_T["discarded"])
+        gone = await discard(registry=svc.registry, sessionmaker=svc.sessionmaker, number=number)
+        await _settle(query, _T["discarded"] if gone.status != "missing" else _T["expired"])
         return
+    result = await publish_version(
+        registry=svc.registry, sessionmaker=svc.sessionmaker, number=number,
+        author=_author(update), note="published from Telegram",
+    )  # fmt: skip
+    if result.status == "published":
+        await _settle(query, _T["published"].format(n=number))
+    elif result.status == "already_active":
+        await _settle(query, _T["already_active"].format(n=number))
+    elif result.status == "refused" and result.report is not None:
+        await _settle(query, f"{_T['failed']}\n{_pre(result.report.render())}")
+    else:
+        await _settle(query, _T["expired"])
+
+
+async def _settle(query: CallbackQuery, text: str) -> None:
+    """Replace the buttons' message with ``text`` (a second press finds nothing to change)."""
     try:
-        flow = await svc.registry.checked_async(text, "upload")
-    except FlowRefusedError as exc:  # pragma: no cover - it passed moments ago
-        await query.edit_message_text(f"{_T['failed']}\n{_pre(exc.report.render())}")
-        return
-    async with svc.sessionmaker() as session, session.begin():
-        version = await add_flow_version(
-            session=session, flow_name=flow.name, yaml=text, checksum=flow.version,
-            author=_author(update), note="published from Telegram",
-        )  # fmt: skip
-    await query.edit_message_text(_T["published"].format(n=version.number))
+        await query.edit_message_text(text)
+    except BadRequest as exc:
+        if "not modified" not in str(exc):
+            raise
 
 
 async def on_history(update: Update, context: BotContext) -> None:
@@ -234,21 +258,19 @@ async def on_rollback(update: Update, context: BotContext) -> None:
     query = update.callback_query
     if query is None or query.data is None or not await _admin(update, context):
         return
-    number = int(query.data.split(":")[1])
+    raw = query.data.split(":")[1]
+    number = int(raw) if len(raw) <= 9 else 0
     svc = context.services
     await query.answer()
-    async with svc.sessionmaker() as session:
-        row = await get_flow_version(session=session, flow_name=svc.registry.name, number=number)
-        text = None if row is None else row.yaml
-    if text is None:
-        return
-    try:  # proven outside any transaction
-        await svc.registry.checked_async(text, f"version {number}")
-    except FlowRefusedError:
-        await query.edit_message_text(_T["unsafe_now"].format(n=number))
-        return
-    async with svc.sessionmaker() as session, session.begin():
-        row = await get_flow_version(session=session, flow_name=svc.registry.name, number=number)
-        assert row is not None
-        await activate_flow_version(session=session, version=row)
-    await query.edit_message_text(_T["rolled_back"].format(n=number))
+    result = await rollback(
+        registry=svc.registry, sessionmaker=svc.sessionmaker, number=number,
+        author=_author(update),
+    )  # fmt: skip
+    if result.status == "published":
+        await _settle(query, _T["rolled_back"].format(n=number, m=result.number))
+    elif result.status == "already_active":
+        await _settle(query, _T["already_active"].format(n=number))
+    elif result.status == "refused":
+        await _settle(query, _T["unsafe_now"].format(n=number))
+    else:
+        await _settle(query, _T["no_version"].format(n=number))

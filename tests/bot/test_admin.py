@@ -215,10 +215,54 @@ async def test_history_and_rollback(admin_bot: RunningBot, fake_bot_api: FakeBot
     await admin.say("/flows_history")
     assert "● <b>2</b>" not in admin.last and "2 ·" in admin.last
     await admin.press("Make version 1 active")
-    assert "Version 1 is active again" in admin.last
+    assert "Version 1 is active again (recorded as version 3)" in admin.last
     async with admin_bot.sessionmaker() as session:
         active = await get_active_flow_version(session=session, flow_name="intake")
-    assert active is not None and active.number == 1
+        versions = await list_flow_versions(session=session, flow_name="intake")
+    assert active is not None and active.number == 3
+    assert active.yaml == INTAKE_PATH.read_text() and active.note == "rollback to version 1"
+    assert [v.number for v in versions] == [3, 2, 1], "the rollback is in the history"
+    await admin.say("/flows_history")
+    await admin.press("Make version 1 active")
+    assert "Version 1 is already the active one" in admin.last
+
+
+async def test_a_pending_upload_survives_a_restart_and_another_process(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    url, engine = database
+    first = await start_bot(fake_bot_api, url, engine, admin_user_ids=[ADMIN])
+    try:
+        await upload(fake_bot_api, ADMIN, edited("reworded"))
+    finally:
+        await first.stop()
+    second = await start_bot(fake_bot_api, url, engine, admin_user_ids=[ADMIN])
+    try:
+        admin = Person(fake_bot_api, ADMIN)
+        await admin.press("Publish")
+        assert "Published as version 2" in admin.last
+        async with second.sessionmaker() as session:
+            active = await get_active_flow_version(session=session, flow_name="intake")
+        assert active is not None and active.number == 2 and NEW_WELCOME in active.yaml
+    finally:
+        await second.stop()
+
+
+async def test_an_upload_of_another_flow_or_a_copy_publishes_nothing(
+    admin_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    admin = Person(fake_bot_api, ADMIN)
+    other = INTAKE_PATH.read_text().replace("name: intake", "name: intake_copy", 1)
+    fake_bot_api.user_document(ADMIN, other.encode(), file_name="other.yaml")
+    await fake_bot_api.wait_for(
+        "sendMessage", lambda c: "would never be used" in c.params.get("text", ""), timeout=30
+    )
+    await upload(fake_bot_api, ADMIN, INTAKE_PATH.read_text())
+    assert "It is the same as the active version 1." in admin.last
+    assert not any("Publish" in b for b in admin.labels())
+    async with admin_bot.sessionmaker() as session:
+        versions = await list_flow_versions(session=session, flow_name="intake")
+    assert [v.number for v in versions] == [1]
 
 
 async def test_others_are_refused(admin_bot: RunningBot, fake_bot_api: FakeBotAPI) -> None:
@@ -271,9 +315,16 @@ async def test_cli_publish_history_rollback_export(backend: str, tmp_path: Path)
         exported = await asyncio.to_thread(run, "export")
         assert NEW_WELCOME in exported.stdout
         back = await asyncio.to_thread(run, "rollback", "1")
-        assert back.returncode == 0 and "Version 1 is active again" in back.stdout
+        assert back.returncode == 0, back.stderr
+        assert "Version 1 is active again (recorded as version 3)" in back.stdout
         exported = await asyncio.to_thread(run, "export")
         assert exported.stdout == INTAKE_PATH.read_text()
+        history = await asyncio.to_thread(run, "history")
+        assert "rollback to version 1" in history.stdout.splitlines()[0]
+        again = await asyncio.to_thread(run, "rollback", "1")
+        assert again.returncode == 0 and "already the active one" in again.stdout
+        same = await asyncio.to_thread(run, "publish", str(INTAKE_PATH), "--note", "same")
+        assert same.returncode == 0 and "No changes" in same.stdout
         missing = await asyncio.to_thread(run, "rollback", "9")
         assert missing.returncode == 1 and "There is no version 9" in missing.stderr
 
