@@ -42,6 +42,7 @@ from storage import (
     set_client_asking,
     set_client_language,
     set_prompt_message_id,
+    truncate_wal,
 )
 
 __all__ = ["language_of", "register"]
@@ -319,6 +320,9 @@ async def on_forget_button(update: Update, context: BotContext) -> None:
             client = await get_client(session=session, telegram_id=user.id)
             if client is not None and client.id is not None:
                 await delete_client_data(session=session, client_id=client.id)
+        # SQLite keeps old page images in its write-ahead log: empty it now, so the erasure
+        # is final at once (not at the next daily job)
+        await truncate_wal(svc.sessionmaker.kw["bind"])
         text = t("forget_done", lang)
     else:
         text = t("forget_kept", lang)

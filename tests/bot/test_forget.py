@@ -14,6 +14,10 @@ from tests.fakebotapi import FakeBotAPI
 NAME = "Евлампия Секретова"
 
 
+def raw_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
 def checkpoint(path: Path) -> bytes:
     """Move the WAL into the database file and empty it; return the file's raw bytes."""
     with sqlite3.connect(path) as connection:
@@ -37,3 +41,19 @@ async def test_forget_leaves_no_name_in_the_database_file(
     raw = checkpoint(path)
     for piece in (NAME, "Евлампия", "Секретова"):
         assert piece.encode() not in raw, f"{piece!r} is still in the file's bytes"
+
+
+async def test_forget_leaves_no_name_in_the_write_ahead_log_either(
+    bot: RunningBot, fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    path = Path(bot.url.split(":///", 1)[1])
+    wal = path.with_name(path.name + "-wal")
+    person = Person(fake_bot_api, 4002)
+    await person.say("/start")
+    await person.walk({"name": NAME}, FULL)
+    await person.say("/forget")
+    await person.press("Yes, erase")
+    assert "erased" in person.last
+    # read the files as they are, without checkpointing them first
+    raw = raw_bytes(path) + (raw_bytes(wal) if wal.exists() else b"")
+    assert NAME.encode() not in raw, "the name is still in the database file or its log"
