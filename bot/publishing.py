@@ -74,6 +74,40 @@ async def _active(registry: FlowRegistry, session: AsyncSession) -> tuple[int, s
     return row.number, row.checksum
 
 
+async def _store(
+    registry: FlowRegistry,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    text: str,
+    origin: str,
+    *,
+    author: str,
+    note: str,
+    activate: bool,
+) -> Result:
+    """Prove ``text``, then store it as a version: active, or waiting for Publish."""
+    refused, report = await _checked(registry, text, origin)
+    if refused is not None:
+        return refused
+    flow = await registry.checked_async(text, origin)
+    async with sessionmaker() as session, session.begin():
+        active, active_checksum = await _active(registry, session)
+        if active_checksum == flow.version:
+            return Result("unchanged", active, report, flow, active)
+        if not activate:
+            same = await get_flow_version_by_checksum(
+                session=session, flow_name=registry.name, checksum=flow.version
+            )
+            if same is not None and same.note == PENDING_NOTE:
+                return Result("pending", same.number, report, flow, active)
+        version = await add_flow_version(
+            session=session, flow_name=flow.name, yaml=text, checksum=flow.version,
+            author=author, note=note, activate=activate,
+        )  # fmt: skip
+        if activate:
+            return Result("published", version.number, report, flow, version.number)
+        return Result("pending", version.number, report, flow, active)
+
+
 async def propose(
     *,
     registry: FlowRegistry,
@@ -83,24 +117,9 @@ async def propose(
     author: str,
 ) -> Result:
     """Check an uploaded flow and keep it as a version waiting for Publish."""
-    refused, report = await _checked(registry, text, origin)
-    if refused is not None:
-        return refused
-    flow = await registry.checked_async(text, origin)
-    async with sessionmaker() as session, session.begin():
-        active, active_checksum = await _active(registry, session)
-        if active_checksum == flow.version:
-            return Result("unchanged", active, report, flow, active)
-        same = await get_flow_version_by_checksum(
-            session=session, flow_name=registry.name, checksum=flow.version
-        )
-        if same is not None and same.note == PENDING_NOTE:
-            return Result("pending", same.number, report, flow, active)
-        version = await add_flow_version(
-            session=session, flow_name=flow.name, yaml=text, checksum=flow.version,
-            author=author, note=PENDING_NOTE, activate=False,
-        )  # fmt: skip
-        return Result("pending", version.number, report, flow, active)
+    return await _store(
+        registry, sessionmaker, text, origin, author=author, note=PENDING_NOTE, activate=False
+    )
 
 
 async def publish_text(
@@ -113,19 +132,9 @@ async def publish_text(
     note: str,
 ) -> Result:
     """Check a flow and make it the active version (``unchanged`` for a copy of the active)."""
-    refused, report = await _checked(registry, text, origin)
-    if refused is not None:
-        return refused
-    flow = await registry.checked_async(text, origin)
-    async with sessionmaker() as session, session.begin():
-        active, active_checksum = await _active(registry, session)
-        if active_checksum == flow.version:
-            return Result("unchanged", active, report, flow, active)
-        version = await add_flow_version(
-            session=session, flow_name=flow.name, yaml=text, checksum=flow.version,
-            author=author, note=note,
-        )  # fmt: skip
-        return Result("published", version.number, report, flow, version.number)
+    return await _store(
+        registry, sessionmaker, text, origin, author=author, note=note, activate=True
+    )
 
 
 async def publish_version(
