@@ -293,7 +293,10 @@ async def test_concurrent_checks_of_the_same_content_share_one_run() -> None:
 
     checker = FlowChecker()
     text = INTAKE_PATH.read_text() + "\n# shared check\n"
-    reports = await asyncio.gather(*(checker.check(text, f"upload {i}") for i in range(5)))
+    tasks = [asyncio.create_task(checker.check(text, f"upload {i}")) for i in range(5)]
+    await asyncio.sleep(0)  # every request has started and is waiting
+    assert len(checker._running) == 1, "one worker for the five requests"
+    reports = await asyncio.gather(*tasks)
     assert all(r is reports[0] for r in reports)
     assert reports[0].ok
 
