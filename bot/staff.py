@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -332,20 +332,9 @@ async def announce_overdue(
                 session=session, created_before=now - wait, announced_before=now - wait
             )
         ]
-    announced = 0
-    for request_id, card_id, text, keyboard in due:
-        message = f"{st('again', settings.staff_language)}\n\n{text}"
-        try:
-            await _reply_to_card(bot, chat_id, card_id, message, keyboard)
-        except TelegramError:
-            logger.warning("could not re-announce request %s", request_id)
-            continue
-        async with sessionmaker() as session, session.begin():
-            request = await get_request(session=session, request_id=request_id)  # type: ignore[arg-type]
-            if request is not None:
-                await mark_announced(session=session, request=request, at=now)
-        announced += 1
-    return announced
+    return await _post_and_mark(
+        bot, sessionmaker, chat_id, due, st("again", settings.staff_language), mark_announced, now
+    )
 
 
 async def _reply_to_card(
@@ -388,20 +377,40 @@ async def remind_callbacks(
             for r in await callbacks_to_remind(session=session)
             if r.retry_at is not None and r.retry_at <= now
         ]
-    reminded = 0
+    return await _post_and_mark(
+        bot,
+        sessionmaker,
+        chat_id,
+        due,
+        st("call_back", settings.staff_language),
+        mark_reminded,
+        now,
+    )
+
+
+async def _post_and_mark(
+    bot: Bot,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    chat_id: int,
+    due: list[tuple[int | None, int | None, str, Any]],
+    headline: str,
+    mark: Callable[..., Awaitable[None]],
+    now: datetime,
+) -> int:
+    """Post each due card again under ``headline`` and record it with ``mark``; how many."""
+    posted = 0
     for request_id, card_id, text, keyboard in due:
-        message = f"{st('call_back', settings.staff_language)}\n\n{text}"
         try:
-            await _reply_to_card(bot, chat_id, card_id, message, keyboard)
+            await _reply_to_card(bot, chat_id, card_id, f"{headline}\n\n{text}", keyboard)
         except TelegramError:
-            logger.warning("could not remind staff of the call-back of request %s", request_id)
+            logger.warning("could not post request %s to the staff group again", request_id)
             continue
         async with sessionmaker() as session, session.begin():
             request = await get_request(session=session, request_id=request_id)  # type: ignore[arg-type]
             if request is not None:
-                await mark_reminded(session=session, request=request, at=now)
-        reminded += 1
-    return reminded
+                await mark(session=session, request=request, at=now)
+        posted += 1
+    return posted
 
 
 async def callback_job(context: BotContext) -> None:
