@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
-from telegram.constants import ParseMode
 from telegram.error import TelegramError
 from telegram.ext import JobQueue
 
-from bot.context import BotContext
-from bot.render import with_retries
+from bot.context import BotContext, Services
+from bot.outbox import Work, unit
 from bot.settings import Settings
 from flows import Lang
 from storage import (
@@ -30,7 +29,6 @@ from storage import (
     get_request,
     list_events,
     mark_announced,
-    mark_delivered,
     mark_delivery_failed,
     mark_reminded,
     overdue_new_requests,
@@ -49,7 +47,7 @@ __all__ = [
     "is_open",
     "is_staff",
     "local_time",
-    "post_card",
+    "queue_card",
     "redeliver",
     "refresh_card",
     "remind_callbacks",
@@ -224,91 +222,63 @@ async def followed_up(session: AsyncSession, request_id: int) -> bool:
     return any(e.action == "follow_up" for e in events)
 
 
-async def post_card(
-    bot: Bot,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    request_id: int,
-    now: datetime,
-) -> bool:
-    """Post a request's card to the staff group; on failure keep it for re-delivery.
+async def queue_card(work: Work, settings: Settings, request_id: int) -> None:
+    """Queue a new request's card for the staff group, in the unit that created the request.
 
-    No transaction is open while Telegram is called.
+    The sender records the card's message id when it is posted (or why it could not be).
     """
-    async with sessionmaker() as session:
-        request = await get_request(session=session, request_id=request_id)
-        if request is None or request.card_message_id is not None:
-            return request is not None
-        text, keyboard = card_text(request, settings, now), card_keyboard(request, settings)
-    error: str | None = None
-    sent = None
+    request = await get_request(session=work.session, request_id=request_id)
+    if request is None:
+        return
     if settings.staff_chat_id is None:
-        error = "STAFF_CHAT_ID is not set"
-    else:
-        chat_id = settings.staff_chat_id
-        try:
-            sent = await with_retries(
-                lambda: bot.send_message(
-                    chat_id, text, reply_markup=keyboard, parse_mode=ParseMode.HTML
-                )
-            )
-        except TelegramError as exc:
-            logger.warning(
-                "could not post the card of request %s: %s", request_id, type(exc).__name__
-            )
-            error = str(exc)
-    async with sessionmaker() as session, session.begin():
-        request = await get_request(session=session, request_id=request_id)
-        if request is None:
-            return False
-        if sent is None:
-            await mark_delivery_failed(session=session, request=request, error=error or "?")
-            return False
-        await mark_delivered(
-            session=session, request=request, chat_id=sent.chat_id, message_id=sent.message_id
+        await mark_delivery_failed(
+            session=work.session, request=request, error="STAFF_CHAT_ID is not set"
         )
-    return True
+        return
+    await work.out.send(
+        settings.staff_chat_id,
+        card_text(request, settings, work.at),
+        markup=card_keyboard(request, settings),
+        bind={"card": request_id},
+    )
 
 
 async def refresh_card(
-    bot: Bot,
+    work: Work,
     settings: Settings,
     request: ConsultationRequest,
-    now: datetime,
     *,
     followed: bool,
 ) -> None:
-    """Edit a posted card in place to show the request's current state (outside transactions)."""
+    """Redraw a posted card to show the request's current state."""
     if request.card_message_id is None or request.card_chat_id is None:
         return
-    chat_id, message_id = request.card_chat_id, request.card_message_id
-    text = card_text(request, settings, now)
-    keyboard = card_keyboard(request, settings, followed_up=followed)
-    try:
-        await with_retries(
-            lambda: bot.edit_message_text(
-                text,
-                chat_id=chat_id,
-                message_id=message_id,
-                reply_markup=keyboard,
-                parse_mode=ParseMode.HTML,
-            )
-        )
-    except TelegramError as exc:
-        if "not modified" not in str(exc).lower():
-            logger.warning("could not update the card of request %s", request.id)
+    await work.out.edit(
+        request.card_chat_id,
+        request.card_message_id,
+        card_text(request, settings, work.at),
+        markup=card_keyboard(request, settings, followed_up=followed),
+    )
 
 
-async def redeliver(
-    bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
-) -> tuple[int, int]:
-    """Post every card not posted yet; return (delivered, still failing)."""
-    async with sessionmaker() as session:
-        pending = [r.id for r in await requests_to_deliver(session=session) if r.id is not None]
-    delivered = 0
-    for request_id in pending:
-        delivered += await post_card(bot, sessionmaker, settings, request_id, now)
-    return delivered, len(pending) - delivered
+async def redeliver(services: Services) -> int:
+    """Queue again the cards Telegram refused (the staff group was missing, say); how many.
+
+    A card still waiting in the outbox is not queued twice.
+    """
+    async with unit(services, claim=False) as work:
+        failed = [
+            r
+            for r in await requests_to_deliver(session=work.session)
+            if r.delivery_error is not None and r.id is not None
+        ]
+        if services.settings.staff_chat_id is None:
+            return 0
+        for request in failed:
+            request.delivery_error = None
+            work.session.add(request)
+            await queue_card(work, services.settings, request.id)  # type: ignore[arg-type]
+    return len(failed)
 
 
 def is_open(now: datetime, settings: Settings) -> bool:
@@ -317,40 +287,46 @@ def is_open(now: datetime, settings: Settings) -> bool:
     return settings.opening_hour <= local.hour < settings.closing_hour
 
 
-async def announce_overdue(
-    bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
-) -> int:
+async def announce_overdue(services: Services) -> int:
     """Announce again, during opening hours only, requests still new for too long."""
+    settings = services.settings
+    now = services.clock()
     if settings.staff_chat_id is None or not is_open(now, settings):
         return 0
-    chat_id = settings.staff_chat_id
     wait = timedelta(minutes=settings.reannounce_after_minutes)
-    async with sessionmaker() as session:
-        due = [
-            (r.id, r.card_message_id, card_text(r, settings, now), card_keyboard(r, settings))
-            for r in await overdue_new_requests(
-                session=session, created_before=now - wait, announced_before=now - wait
-            )
-        ]
-    return await _post_and_mark(
-        bot, sessionmaker, chat_id, due, st("again", settings.staff_language), mark_announced, now
-    )
-
-
-async def _reply_to_card(
-    bot: Bot, chat_id: int, card_id: int | None, message: str, keyboard: Any
-) -> None:
-    """Post ``message`` with the card's buttons as a reply to the card (retried)."""
-    await with_retries(
-        lambda: bot.send_message(
-            chat_id,
-            message,
-            reply_markup=keyboard,
-            reply_to_message_id=card_id,
-            allow_sending_without_reply=True,
-            parse_mode=ParseMode.HTML,
+    async with unit(services, claim=False) as work:
+        due = await overdue_new_requests(
+            session=work.session, created_before=now - wait, announced_before=now - wait
         )
-    )
+        await _post_again(work, settings, due, st("again", settings.staff_language))
+        for request in due:
+            await mark_announced(session=work.session, request=request, at=now)
+    return len(due)
+
+
+async def _post_again(
+    work: Work, settings: Settings, due: list[ConsultationRequest], headline: str
+) -> None:
+    """Post each card again under ``headline``, as a reply to the card, with its buttons."""
+    assert settings.staff_chat_id is not None
+    for request in due:
+        params: dict[str, Any] = {
+            "chat_id": settings.staff_chat_id,
+            "text": f"{headline}\n\n{card_text(request, settings, work.at)}",
+            "parse_mode": "HTML",
+            "reply_markup": _markup(card_keyboard(request, settings)),
+            "link_preview_options": {"is_disabled": True},
+        }
+        if request.card_message_id is not None:
+            params["reply_parameters"] = {
+                "message_id": request.card_message_id,
+                "allow_sending_without_reply": True,
+            }
+        await work.out.call(settings.staff_chat_id, "sendMessage", params)
+
+
+def _markup(markup: InlineKeyboardMarkup | None) -> dict[str, Any] | None:
+    return markup.to_dict() if markup is not None else None
 
 
 def into_opening_hours(at: datetime, settings: Settings) -> datetime:
@@ -364,59 +340,27 @@ def into_opening_hours(at: datetime, settings: Settings) -> datetime:
     return opening.astimezone(at.tzinfo)
 
 
-async def remind_callbacks(
-    bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
-) -> int:
+async def remind_callbacks(services: Services) -> int:
     """Remind the staff group of every call-back that is due (in opening hours); how many."""
+    settings = services.settings
+    now = services.clock()
     if settings.staff_chat_id is None or not is_open(now, settings):
         return 0
-    chat_id = settings.staff_chat_id
-    async with sessionmaker() as session:
+    async with unit(services, claim=False) as work:
         due = [
-            (r.id, r.card_message_id, card_text(r, settings, now), card_keyboard(r, settings))
-            for r in await callbacks_to_remind(session=session)
+            r
+            for r in await callbacks_to_remind(session=work.session)
             if r.retry_at is not None and r.retry_at <= now
         ]
-    return await _post_and_mark(
-        bot,
-        sessionmaker,
-        chat_id,
-        due,
-        st("call_back", settings.staff_language),
-        mark_reminded,
-        now,
-    )
-
-
-async def _post_and_mark(
-    bot: Bot,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    chat_id: int,
-    due: list[tuple[int | None, int | None, str, Any]],
-    headline: str,
-    mark: Callable[..., Awaitable[None]],
-    now: datetime,
-) -> int:
-    """Post each due card again under ``headline`` and record it with ``mark``; how many."""
-    posted = 0
-    for request_id, card_id, text, keyboard in due:
-        try:
-            await _reply_to_card(bot, chat_id, card_id, f"{headline}\n\n{text}", keyboard)
-        except TelegramError:
-            logger.warning("could not post request %s to the staff group again", request_id)
-            continue
-        async with sessionmaker() as session, session.begin():
-            request = await get_request(session=session, request_id=request_id)  # type: ignore[arg-type]
-            if request is not None:
-                await mark(session=session, request=request, at=now)
-        posted += 1
-    return posted
+        await _post_again(work, settings, due, st("call_back", settings.staff_language))
+        for request in due:
+            await mark_reminded(session=work.session, request=request, at=now)
+    return len(due)
 
 
 async def callback_job(context: BotContext) -> None:
     """The JobQueue job of a call-back: remind staff of every call-back due now."""
-    svc = context.bot_data
-    await remind_callbacks(context.bot, svc.sessionmaker, svc.settings, svc.clock())
+    await remind_callbacks(context.bot_data)
 
 
 def schedule_callback(
@@ -455,24 +399,15 @@ async def schedule_pending_callbacks(
     return len(pending)
 
 
-async def tell_client_no_answer(
-    bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, request_id: int
-) -> bool:
-    """Tell the client, in their language, that the center tried to call; whether it was sent."""
-    async with sessionmaker() as session:
-        request = await get_request(session=session, request_id=request_id)
-        client = await session.get(Client, request.client_id) if request else None
+async def tell_client_no_answer(work: Work, settings: Settings, request_id: int) -> bool:
+    """Tell the client, in their language, that the center tried to call; whether queued."""
+    request = await get_request(session=work.session, request_id=request_id)
+    client = await work.session.get(Client, request.client_id) if request else None
     if client is None or client.telegram_id is None:
         return False
     lang: Lang = "en" if client.language == "en" else "ru"
     hours = f"{settings.opening_hour}:00–{settings.closing_hour}:00"
-    text = _TRIED[lang].format(phone=CENTER_PHONE, hours=hours)
-    chat_id = client.telegram_id
-    try:
-        await with_retries(lambda: bot.send_message(chat_id, text))
-    except TelegramError:
-        logger.info("could not tell the client of request %s about the missed call", request_id)
-        return False
+    await work.out.send(client.telegram_id, _TRIED[lang].format(phone=CENTER_PHONE, hours=hours))
     return True
 
 

@@ -7,11 +7,10 @@ import logging
 from datetime import timedelta
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from bot.context import BotContext
-from bot.render import with_retries
+from bot.context import BotContext, Services
+from bot.outbox import Work, unit
 from bot.staff import (
     CENTER_PHONE,
     RETRY_CHOICES,
@@ -155,11 +154,15 @@ async def _allowed(update: Update, context: BotContext) -> bool:
     svc = context.services
     if user is not None and await is_staff(context.bot, svc.settings, user.id):
         return True
+    chat = update.effective_chat
+    if chat is None:
+        return False
     lang = svc.settings.staff_language
-    if update.callback_query is not None:
-        await update.callback_query.answer(_t("refused", lang))
-    elif update.effective_message is not None:
-        await update.effective_message.reply_text(_t("refused", lang))
+    async with unit(svc) as work:
+        if update.callback_query is not None:
+            await work.out.answer(chat.id, update.callback_query.id, _t("refused", lang))
+        else:
+            await work.out.send(chat.id, _t("refused", lang))
     return False
 
 
@@ -173,59 +176,63 @@ def _actor(update: Update) -> tuple[int | None, str]:
 async def on_card_button(update: Update, context: BotContext) -> None:
     """A card's button: an action of the lifecycle table, a call-back time, or a queue page."""
     query = update.callback_query
-    if query is None or query.data is None or not await _allowed(update, context):
+    chat = update.effective_chat
+    if query is None or query.data is None or chat is None:
+        return
+    if not await _allowed(update, context):
         return
     _, token, raw_id = query.data.split(":")
     svc = context.services
-    now = svc.clock()
     lang = svc.settings.staff_language
-    if token == "queue":  # the queue's page buttons (forged numbers get the last page)
-        await query.answer()
-        await _send_queue(update, context, _page(raw_id))
-        return
-    retry_at = retry_time(token, now, svc.settings) if token in RETRY_CHOICES else None
-    action = Action.RETRY if retry_at is not None else _action(token)
-    request_id = parse_request_id(raw_id)
-    if action is None or request_id is None:
-        await query.answer(_t("not_found", lang))
-        return
-    note = None
-    if action is Action.FOLLOW_UP:
-        note = await _send_follow_up(context, request_id)
-        if note is None:
-            await query.answer(_t("gone", lang))
+    async with unit(svc) as work:
+        if token == "queue":  # the queue's page buttons (forged numbers get the last page)
+            await work.out.answer(chat.id, query.id)
+            await _send_queue(work, svc, chat.id, _page(raw_id))
             return
-    actor_id, actor_name = _actor(update)
-    try:
-        done = await act(
-            svc.sessionmaker, request_id=request_id, action=action, actor_id=actor_id,
-            actor_name=actor_name, at=now, note=note, retry_at=retry_at,
-        )  # fmt: skip
-    except RequestNotFoundError:
-        await query.answer(_t("not_found", lang))
-        return
-    except IllegalMoveError:  # a stale card: someone else moved the request meanwhile
-        await query.answer(_t("not_possible", lang))
-        async with svc.sessionmaker() as session:
-            request = await get_request(session=session, request_id=request_id)
-            followed = await followed_up(session, request_id)
-        pressed = query.message
-        if (
-            request is not None
-            and pressed is not None
-            and pressed.message_id == request.card_message_id
-        ):
-            current = card_keyboard(request, svc.settings, followed_up=followed)
-            shown = getattr(pressed, "reply_markup", None)
-            if (shown.to_dict() if shown else None) != (current.to_dict() if current else None):
-                await refresh_card(context.bot, svc.settings, request, now, followed=followed)
-        return
-    await query.answer(_t("followed", lang) if action is Action.FOLLOW_UP else None)
-    await refresh_card(context.bot, svc.settings, done.request, now, followed=done.followed)
+        retry_at = retry_time(token, work.at, svc.settings) if token in RETRY_CHOICES else None
+        action = Action.RETRY if retry_at is not None else _action(token)
+        request_id = parse_request_id(raw_id)
+        if action is None or request_id is None:
+            await work.out.answer(chat.id, query.id, _t("not_found", lang))
+            return
+        note = None
+        if action is Action.FOLLOW_UP:
+            note = await _send_follow_up(work, svc, request_id)
+            if note is None:
+                await work.out.answer(chat.id, query.id, _t("gone", lang))
+                return
+        actor_id, actor_name = _actor(update)
+        try:
+            done = await act(
+                work.session, request_id=request_id, action=action, actor_id=actor_id,
+                actor_name=actor_name, at=work.at, note=note, retry_at=retry_at,
+            )  # fmt: skip
+        except RequestNotFoundError:
+            await work.out.answer(chat.id, query.id, _t("not_found", lang))
+            return
+        except IllegalMoveError:  # a stale card: someone else moved the request meanwhile
+            await work.out.answer(chat.id, query.id, _t("not_possible", lang))
+            request = await get_request(session=work.session, request_id=request_id)
+            pressed = query.message
+            if (
+                request is not None
+                and pressed is not None
+                and pressed.message_id == request.card_message_id
+            ):
+                followed = await followed_up(work.session, request_id)
+                current = card_keyboard(request, svc.settings, followed_up=followed)
+                shown = getattr(pressed, "reply_markup", None)
+                if (shown.to_dict() if shown else None) != (current.to_dict() if current else None):
+                    await refresh_card(work, svc.settings, request, followed=followed)
+            return
+        await work.out.answer(
+            chat.id, query.id, _t("followed", lang) if action is Action.FOLLOW_UP else None
+        )
+        await refresh_card(work, svc.settings, done.request, followed=done.followed)
+        if action is Action.NO_ANSWER and svc.settings.tell_client_no_answer:
+            await tell_client_no_answer(work, svc.settings, request_id)
     if action is Action.RETRY and retry_at is not None:
-        schedule_callback(context.job_queue, request_id, retry_at, svc.settings, now)
-    if action is Action.NO_ANSWER and svc.settings.tell_client_no_answer:
-        await tell_client_no_answer(context.bot, svc.sessionmaker, svc.settings, request_id)
+        schedule_callback(context.job_queue, request_id, retry_at, svc.settings, svc.clock())
 
 
 def _action(token: str) -> Action | None:
@@ -243,50 +250,41 @@ def _page(text: str) -> int:
     return max(int(digits), 1) if len(digits) <= 9 else 10**9
 
 
-async def _send_follow_up(context: BotContext, request_id: int) -> str | None:
-    """Send a closed request's client the fixed follow-up; the text sent, or None if it failed."""
-    async with context.services.sessionmaker() as session:
-        request = await get_request(session=session, request_id=request_id)
-        if request is None or request.status != "closed":
-            return None
-        client = await session.get(Client, request.client_id)
-        already = await followed_up(session, request_id)
+async def _send_follow_up(work: Work, svc: Services, request_id: int) -> str | None:
+    """Send a closed request's client the fixed follow-up; the text, or None if impossible."""
+    request = await get_request(session=work.session, request_id=request_id)
+    if request is None or request.status != "closed":
+        return None
+    client = await work.session.get(Client, request.client_id)
     if client is None or client.telegram_id is None:
         return None
-    settings = context.services.settings
+    settings = svc.settings
     hours = f"{settings.opening_hour}:00–{settings.closing_hour}:00"
     text = _t("follow_up", client.language).format(phone=CENTER_PHONE, hours=hours)
-    chat_id = client.telegram_id
-    if already:  # a second press: the client is not messaged twice
-        return text
-    try:
-        await with_retries(lambda: context.bot.send_message(chat_id, text))
-    except TelegramError:
-        return None
+    if not await followed_up(work.session, request_id):  # a second press: not sent twice
+        await work.out.send(client.telegram_id, text)
     return text
 
 
 async def on_queue(update: Update, context: BotContext) -> None:
     """Open requests: those needing a doctor's word or changed after a red flag first."""
-    if not await _allowed(update, context):
+    chat = update.effective_chat
+    if chat is None or not await _allowed(update, context):
         return
     page = _page(context.args[0]) if context.args else 1
-    await _send_queue(update, context, page)
+    async with unit(context.services) as work:
+        await _send_queue(work, context.services, chat.id, page)
 
 
-async def _send_queue(update: Update, context: BotContext, page: int) -> None:
-    svc = context.services
+async def _send_queue(work: Work, svc: Services, chat_id: int, page: int) -> None:
     lang = svc.settings.staff_language
-    now = svc.clock()
-    async with svc.sessionmaker() as session:
-        total = await count_open_requests(session=session)
-        page = min(page, max((total + PAGE - 1) // PAGE, 1))
-        items = await list_open_requests(session=session, offset=(page - 1) * PAGE, limit=PAGE)
-    chat = update.effective_chat
-    if chat is None:
-        return
+    now = work.at
+    session = work.session
+    total = await count_open_requests(session=session)
+    page = min(page, max((total + PAGE - 1) // PAGE, 1))
+    items = await list_open_requests(session=session, offset=(page - 1) * PAGE, limit=PAGE)
     if not items:
-        await context.bot.send_message(chat.id, _t("empty", lang))
+        await work.out.send(chat_id, _t("empty", lang))
         return
     pages = (total + PAGE - 1) // PAGE
     lines = [f"<b>{_t('queue', lang)}</b> ({page}/{pages}, {total})"]
@@ -303,77 +301,81 @@ async def _send_queue(update: Update, context: BotContext, page: int) -> None:
         nav.append(InlineKeyboardButton("◀", callback_data=f"S:queue:{page - 1}"))
     if page < pages:
         nav.append(InlineKeyboardButton("▶", callback_data=f"S:queue:{page + 1}"))
-    await context.bot.send_message(
-        chat.id, "\n".join(lines), reply_markup=InlineKeyboardMarkup([nav]) if nav else None
+    await work.out.send(
+        chat_id, "\n".join(lines), markup=InlineKeyboardMarkup([nav]) if nav else None
     )
 
 
 async def on_request(update: Update, context: BotContext) -> None:
     """/request N: the card with its history."""
-    if not await _allowed(update, context) or update.effective_message is None:
+    chat = update.effective_chat
+    if chat is None or not await _allowed(update, context):
         return
     svc = context.services
     lang = svc.settings.staff_language
-    if not context.args or not context.args[0].lstrip("#").isdigit():
-        await update.effective_message.reply_text(_t("usage_request", lang))
-        return
-    request_id = parse_request_id(context.args[0])
-    async with svc.sessionmaker() as session:
+    async with unit(svc) as work:
+        if not context.args or not context.args[0].lstrip("#").isdigit():
+            await work.out.send(chat.id, _t("usage_request", lang))
+            return
+        request_id = parse_request_id(context.args[0])
+        session = work.session
         request = await get_request(session=session, request_id=request_id) if request_id else None
         if request is None or request.id is None:
-            await update.effective_message.reply_text(_t("not_found", lang))
+            await work.out.send(chat.id, _t("not_found", lang))
             return
         events = await list_events(session=session, request_id=request.id)
-    history = [
-        f"• {local_time(e.at, svc.settings)} {html.escape(e.actor_name)}: "
-        + (f"{e.from_status} → {e.to_status}" if e.action == "status" else e.action)
-        + (f" — {html.escape(e.note)}" if e.note and e.action == "note" else "")
-        for e in events
-    ]
-    text = card_text(request, svc.settings, svc.clock())
-    if history:
-        text += f"\n\n<b>{_t('history', lang)}</b>\n" + "\n".join(history[-20:])
-    await update.effective_message.reply_text(
-        text[:4000], reply_markup=card_keyboard(request, svc.settings)
-    )
+        history = [
+            f"• {local_time(e.at, svc.settings)} {html.escape(e.actor_name)}: "
+            + (f"{e.from_status} → {e.to_status}" if e.action == "status" else e.action)
+            + (f" — {html.escape(e.note)}" if e.note and e.action == "note" else "")
+            for e in events
+        ]
+        text = card_text(request, svc.settings, work.at)
+        if history:
+            text += f"\n\n<b>{_t('history', lang)}</b>\n" + "\n".join(history[-20:])
+        await work.out.send(chat.id, text[:4000], markup=card_keyboard(request, svc.settings))
 
 
 async def on_note(update: Update, context: BotContext) -> None:
     """/note N text: add a note to the request's audit trail."""
-    if not await _allowed(update, context) or update.effective_message is None:
+    chat = update.effective_chat
+    if chat is None or not await _allowed(update, context):
         return
     svc = context.services
     lang = svc.settings.staff_language
     args = context.args or []
-    if len(args) < 2 or not args[0].lstrip("#").isdigit():
-        await update.effective_message.reply_text(_t("usage_note", lang))
-        return
-    note = " ".join(args[1:])[:1000]
-    actor_id, actor_name = _actor(update)
-    request_id = parse_request_id(args[0])
-    async with svc.sessionmaker() as session, session.begin():
+    async with unit(svc) as work:
+        if len(args) < 2 or not args[0].lstrip("#").isdigit():
+            await work.out.send(chat.id, _t("usage_note", lang))
+            return
+        note = " ".join(args[1:])[:1000]
+        actor_id, actor_name = _actor(update)
+        request_id = parse_request_id(args[0])
+        session = work.session
         request = await get_request(session=session, request_id=request_id) if request_id else None
         if request is None or request.id is None:
-            await update.effective_message.reply_text(_t("not_found", lang))
+            await work.out.send(chat.id, _t("not_found", lang))
             return
         await add_request_event(
             session=session, request_id=request.id, actor_id=actor_id, actor_name=actor_name,
-            action="note", note=note, at=svc.clock(),
+            action="note", note=note, at=work.at,
         )  # fmt: skip
-    await update.effective_message.reply_text(f"{_t('noted', lang)} #{request.id}.")
+        await work.out.send(chat.id, f"{_t('noted', lang)} #{request.id}.")
 
 
 async def on_stats(update: Update, context: BotContext) -> None:
     """/stats: today and the last 7 days, by outcome and source, and the funnel."""
-    if not await _allowed(update, context) or update.effective_message is None:
+    chat = update.effective_chat
+    if chat is None or not await _allowed(update, context):
         return
     svc = context.services
     lang = svc.settings.staff_language
-    now = svc.clock()
-    local = now.astimezone(svc.settings.zone)
-    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    lines: list[str] = []
-    async with svc.sessionmaker() as session:
+    async with unit(svc) as work:
+        now = work.at
+        local = now.astimezone(svc.settings.zone)
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        lines: list[str] = []
+        session = work.session
         for key, since in (("today", midnight), ("week", midnight - timedelta(days=6))):
             s = await stats(session=session, since=since, until=now + timedelta(seconds=1))
             median = (
@@ -399,42 +401,38 @@ async def on_stats(update: Update, context: BotContext) -> None:
                 )
             )
         steps = await funnel(session=session, since=midnight - timedelta(days=6))
-    lines.append(f"\n<b>{_t('funnel', lang)}</b>")
-    lines += [f"{html.escape(node)}: {reached} / {stopped}" for node, reached, stopped in steps]
-    await update.effective_message.reply_text("\n".join(lines)[:4000])
+        lines.append(f"\n<b>{_t('funnel', lang)}</b>")
+        lines += [f"{html.escape(node)}: {reached} / {stopped}" for node, reached, stopped in steps]
+        await work.out.send(chat.id, "\n".join(lines)[:4000])
 
 
 async def on_reply(update: Update, context: BotContext) -> None:
     """A staff reply to a client's forwarded question goes to the client."""
     message = update.effective_message
+    chat = update.effective_chat
     svc = context.services
     if (
         message is None
         or message.reply_to_message is None
         or message.text is None
-        or update.effective_chat is None
-        or update.effective_chat.id != svc.settings.staff_chat_id
+        or chat is None
+        or chat.id != svc.settings.staff_chat_id
     ):
         return
     async with svc.sessionmaker() as session:
         relay = await find_relay(
             session=session,
-            staff_chat_id=update.effective_chat.id,
+            staff_chat_id=chat.id,
             staff_message_id=message.reply_to_message.message_id,
         )
-        client = await session.get(Client, relay.client_id) if relay else None
-    if relay is None:
-        return
-    if not await _allowed(update, context):
+    if relay is None or not await _allowed(update, context):
         return
     lang = svc.settings.staff_language
-    if client is None or client.telegram_id is None:
-        await message.reply_text(_t("gone", lang))
-        return
-    text = f"{_t('answer', client.language)}\n\n{html.escape(message.text)}"
-    try:
-        await with_retries(lambda: context.bot.send_message(client.telegram_id, text))  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - blocked or gone: tell staff
-        await message.reply_text(_t("gone", lang))
-        return
-    await message.reply_text(_t("delivered", lang))
+    async with unit(svc) as work:
+        client = await work.session.get(Client, relay.client_id)
+        if client is None or client.telegram_id is None:
+            await work.out.send(chat.id, _t("gone", lang))
+            return
+        text = f"{_t('answer', client.language)}\n\n{html.escape(message.text)}"
+        await work.out.send(client.telegram_id, text)
+        await work.out.send(chat.id, _t("delivered", lang))

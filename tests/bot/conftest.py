@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
@@ -13,8 +15,16 @@ from telegram.ext import Application
 
 from bot.app import ALLOWED_UPDATES, build_application
 from bot.flowsource import FlowRegistry
+from bot.serve import Serving, start_serving
 from bot.settings import Settings
-from storage import make_engine, make_sessionmaker, upgrade, utcnow
+from storage import (
+    make_engine,
+    make_sessionmaker,
+    pending_calls,
+    pending_updates,
+    upgrade,
+    utcnow,
+)
 from tests.fakebotapi import FakeBotAPI
 from tests.fakebotapi.fixtures import TEST_TOKEN, fake_bot_api  # noqa: F401 - a fixture
 
@@ -32,20 +42,35 @@ def bot_settings(api: FakeBotAPI, database_url: str, **extra: Any) -> Settings:
 
 
 class RunningBot:
-    """A started Application (long polling) and what it was built from."""
+    """A started bot (long polling into the inbox) and what it was built from."""
 
-    def __init__(self, app: Application, engine: AsyncEngine, url: str) -> None:  # type: ignore[type-arg]
-        self.app = app
+    def __init__(self, serving: Serving, engine: AsyncEngine, url: str) -> None:
+        self.serving = serving
+        self.app: Application = serving.app  # type: ignore[type-arg]
         self.engine = engine
         self.url = url
         self.sessionmaker = make_sessionmaker(engine)
 
-    async def stop(self) -> None:
-        if self.app.updater and self.app.updater.running:
-            await self.app.updater.stop()
-        if self.app.running:
-            await self.app.stop()
-        await self.app.shutdown()
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.serving.stop(grace)
+
+    async def drained(self, timeout: float = 15.0) -> None:  # noqa: ASYNC109
+        """Wait until every stored update is processed and every queued call made.
+
+        A condition on the bot's own tables, not a quiet gap: after it, nothing more
+        comes from what was delivered so far.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            async with self.sessionmaker() as session:
+                left = await pending_updates(session=session) + await pending_calls(
+                    session=session
+                )
+            if not left and not self.serving.services.dispatcher.busy:
+                if not self.serving.services.sender.busy:
+                    return
+            assert asyncio.get_running_loop().time() < deadline, f"{left} item(s) still waiting"
+            await asyncio.sleep(0.01)
 
 
 async def start_bot(
@@ -69,12 +94,8 @@ async def start_bot(
         clock=clock,
         housekeeping=False,
     )
-    await app.initialize()
-    await app.post_init(app)  # type: ignore[misc]
-    await app.start()
-    assert app.updater is not None
-    await app.updater.start_polling(poll_interval=0, timeout=1, allowed_updates=ALLOWED_UPDATES)
-    return RunningBot(app, engine, url)
+    serving = await start_serving(app, allowed_updates=ALLOWED_UPDATES, poll_timeout=1)
+    return RunningBot(serving, engine, url)
 
 
 @pytest.fixture

@@ -77,6 +77,17 @@ class Person:
         return [m.get("text", "") for m in self.api.messages(self.id)]
 
     @property
+    def shown(self) -> list[str]:
+        """Every text the bot showed in this chat, in order: sent, or edited into a message."""
+        return [
+            str(c.params.get("text", ""))
+            for c in self.api.calls
+            if c.method in ("sendMessage", "editMessageText")
+            and c.params.get("chat_id") == self.id
+            and c.ok
+        ]
+
+    @property
     def last(self) -> str:
         message = self.api.last_message(self.id)
         return message.get("text", "") if message else ""
