@@ -18,8 +18,9 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.context import BotContext
+from bot.graphdraw import to_png
 from bot.publishing import discard, propose, publish_version, rollback
-from flows import diff_flows, to_png
+from flows import diff_flows
 from storage import get_active_flow_version, list_flow_versions
 
 __all__ = ["register"]
