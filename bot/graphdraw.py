@@ -146,7 +146,7 @@ def _layout(graph: FlowGraph) -> _Layout:
     left = 0.0
     for component in g.C:
         sug = SugiyamaLayout(component)
-        sug.xspace, sug.yspace = 36, 62
+        sug.xspace, sug.yspace = 48, 62
         sug.route_edge = route_with_lines
         roots = [v for v in component.sV if v.data == graph.start]
         if not roots:
