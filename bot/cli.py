@@ -31,6 +31,7 @@ from bot.app import ALLOWED_UPDATES, build_application
 from bot.chat import run_chat
 from bot.checking import FlowChecker
 from bot.flowsource import FlowRefusedError, FlowRegistry
+from bot.graphdraw import render
 from bot.logs import configure_logging
 from bot.publishing import publish_text, rollback
 from bot.settings import Settings
@@ -714,8 +715,6 @@ def flows_graph(
     if output_format == GraphFormat.mermaid:
         data = to_mermaid(flow, lang=lang.value).encode("utf-8")
     else:
-        from bot.graphdraw import render  # matplotlib loads only for a picture
-
         graph = describe(flow, lang=lang.value)
         data = render(graph, "svg") if output_format == GraphFormat.svg else render(graph, "png")
     if output is None and output_format != GraphFormat.png:

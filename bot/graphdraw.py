@@ -20,30 +20,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import matplotlib
+from PIL import ImageFont
 
-matplotlib.use("Agg")
+from flows import Flow, Lang, describe
+from flows.graph import LEVEL_COLOURS, NODE_STYLE, GraphEdge, GraphNode, node_class
+from flows.graph import Graph as FlowGraph
 
-from grandalf.graphs import Edge, Graph, Vertex  # noqa: E402
-from grandalf.layouts import SugiyamaLayout  # noqa: E402
-from grandalf.routing import route_with_lines  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.font_manager import FontProperties  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
-from matplotlib.path import Path as MplPath  # noqa: E402
-from PIL import ImageFont  # noqa: E402
+if TYPE_CHECKING:  # matplotlib and grandalf load on the first picture, not with the bot
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.font_manager import FontProperties
 
-from flows import Flow, Lang, describe  # noqa: E402
-from flows.graph import LEVEL_COLOURS, NODE_STYLE, GraphEdge, GraphNode, node_class  # noqa: E402
-from flows.graph import Graph as FlowGraph  # noqa: E402
+__all__ = ["font_file", "render", "to_png", "to_svg"]
 
-__all__ = ["FONT_FILE", "render", "to_png", "to_svg"]
 
-#: DejaVu Sans as shipped inside matplotlib: it has Latin and Cyrillic letters.
-FONT_FILE = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+@cache
+def font_file() -> Path:
+    """DejaVu Sans as shipped inside matplotlib: it has Latin and Cyrillic letters."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
 
 #: Largest PNG sent, in pixels. Telegram refuses photos whose width + height exceed 10000.
 MAX_PNG_SIDE = 4800
@@ -67,7 +66,7 @@ PANEL_GAP = 40
 
 @cache
 def _pil_font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(FONT_FILE), size)
+    return ImageFont.truetype(str(font_file()), size)
 
 
 def _width(text: str, size: int) -> float:
@@ -132,6 +131,10 @@ class _Layout:
 
 def _layout(graph: FlowGraph) -> _Layout:
     """Place the boxes in layers from the start down and route the edges between them."""
+    from grandalf.graphs import Edge, Graph, Vertex
+    from grandalf.layouts import SugiyamaLayout
+    from grandalf.routing import route_with_lines
+
     asked_word = graph.word("asked_if")
     boxes = {n.id: _box(n, asked_word) for n in graph.nodes}
     vertices = {node_id: Vertex(node_id) for node_id in boxes}
@@ -207,8 +210,10 @@ def _panel_size(graph: FlowGraph) -> tuple[float, float]:
 
 
 def _font(size: float, *, bold: bool = False, italic: bool = False) -> FontProperties:
+    from matplotlib.font_manager import FontProperties
+
     return FontProperties(
-        fname=str(FONT_FILE), size=size, weight="bold" if bold else "normal",
+        fname=str(font_file()), size=size, weight="bold" if bold else "normal",
         style="italic" if italic else "normal",
     )  # fmt: skip
 
@@ -218,6 +223,8 @@ def _edge_colour(edge: GraphEdge) -> str:
 
 
 def _figure(graph: FlowGraph) -> tuple[Figure, float, float]:
+    from matplotlib.figure import Figure
+
     lay = _layout(graph)
     panel_w, panel_h = _panel_size(graph)
     width = lay.width + PANEL_GAP + panel_w + MARGIN
@@ -243,6 +250,9 @@ def _figure(graph: FlowGraph) -> tuple[Figure, float, float]:
 
 
 def _draw_edge(ax: Axes, edge: GraphEdge, pts: list[tuple[float, float]]) -> None:
+    from matplotlib.patches import FancyArrowPatch
+    from matplotlib.path import Path as MplPath
+
     colour = _edge_colour(edge)
     dashed = edge.kind == "interrupt"
     codes = [MplPath.MOVETO] + [MplPath.LINETO] * (len(pts) - 1)
@@ -267,6 +277,8 @@ def _draw_edge(ax: Axes, edge: GraphEdge, pts: list[tuple[float, float]]) -> Non
 
 
 def _draw_box(ax: Axes, box: _Box) -> None:
+    from matplotlib.patches import FancyBboxPatch
+
     node = box.node
     fill, stroke = NODE_STYLE[node_class(node.kind)]
     if node.emergency:
@@ -308,6 +320,8 @@ def _draw_box(ax: Axes, box: _Box) -> None:
 
 
 def _draw_panel(ax: Axes, graph: FlowGraph, x: float, y: float, w: float, h: float) -> None:
+    from matplotlib.patches import FancyBboxPatch
+
     ax.add_patch(FancyBboxPatch(
         (x, y), w, h, boxstyle="round,pad=0,rounding_size=8", fc="#fafafa", ec="#bdbdbd",
         linewidth=1.0, zorder=0,
@@ -325,6 +339,8 @@ def _draw_panel(ax: Axes, graph: FlowGraph, x: float, y: float, w: float, h: flo
 
 def render(graph: FlowGraph, fmt: Format = "png") -> bytes:
     """Return the picture of a graph description as PNG or SVG bytes."""
+    import matplotlib
+
     fig, width, height = _figure(graph)
     buf = io.BytesIO()
     if fmt == "svg":

@@ -17,7 +17,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFont
 from typer.testing import CliRunner
 
 from bot.cli import app
-from bot.graphdraw import FONT_FILE, MAX_PNG_SIDE, render, to_png, to_svg
+from bot.graphdraw import MAX_PNG_SIDE, font_file, render, to_png, to_svg
 from flows import describe, shipped_flow_path
 from flows.graph import LEVEL_COLOURS, Graph
 from tests.factories import intake_flow
@@ -52,7 +52,7 @@ def missing_glyph_warnings(graph: Graph) -> list[str]:
 
 
 def test_the_font_has_a_glyph_for_every_letter_of_the_russian_picture() -> None:
-    cmap = TTFont(FONT_FILE).getBestCmap()
+    cmap = TTFont(font_file()).getBestCmap()
     letters = {ch for text in drawn_texts(describe(intake_flow(), lang="ru")) for ch in text}
     assert set("Начало«»") <= letters
     missing = sorted(ch for ch in letters if ch.strip() and ord(ch) not in cmap)
@@ -66,9 +66,9 @@ def glyph(font: ImageFont.FreeTypeFont, ch: str) -> Image.Image:
 
 
 def test_cyrillic_is_drawn_with_real_glyphs_not_the_missing_box() -> None:
-    font = ImageFont.truetype(str(FONT_FILE), 40)
+    font = ImageFont.truetype(str(font_file()), 40)
     unknown = "\U0010fffd"  # a private character no font has: it draws the .notdef box
-    assert ord(unknown) not in TTFont(FONT_FILE).getBestCmap()
+    assert ord(unknown) not in TTFont(font_file()).getBestCmap()
     tofu = glyph(font, unknown)
     assert tofu.getbbox() is not None  # the box is visible, so equal pixels would mean tofu
     for ch in "Начало":
