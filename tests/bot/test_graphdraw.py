@@ -21,6 +21,7 @@ from bot.graphdraw import MAX_PNG_SIDE, font_file, render, to_png, to_svg
 from flows import describe, shipped_flow_path
 from flows.graph import LEVEL_COLOURS, Graph
 from tests.factories import intake_flow
+from tests.flows.test_graph import wide_flow
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -170,3 +171,9 @@ def test_with_o_the_picture_goes_where_asked(clean_checkout: Path, tmp_path: Pat
     assert out.decode() == f"Wrote {target}.\n"
     open_png(target.read_bytes())
     assert git_status(clean_checkout) == ""
+
+
+def test_a_very_wide_flow_still_fits_a_telegram_photo(tmp_path: Path) -> None:
+    width, height = open_png(to_png(wide_flow(tmp_path, 24), lang="ru")).size
+    assert width <= MAX_PNG_SIDE and height <= MAX_PNG_SIDE and width + height <= 10000
+    assert width > height  # drawn at full width, scaled down, not cut
