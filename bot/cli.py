@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import resource
+import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -31,6 +33,7 @@ from bot.chat import run_chat
 from bot.checking import FlowChecker
 from bot.context import Services
 from bot.flowsource import FlowRefusedError, FlowRegistry
+from bot.graphdraw import render
 from bot.logs import configure_logging
 from bot.outbox import unit
 from bot.publishing import publish_text, rollback
@@ -45,14 +48,13 @@ from flows import (
     FlowError,
     Lang,
     ScriptError,
+    describe,
     diff_flows,
     load_flow_text,
     load_script,
     shipped_flow_path,
     simulate,
     to_mermaid,
-    to_png,
-    to_svg,
 )
 from storage import (
     STATUSES,
@@ -715,7 +717,11 @@ def flows_graph(
     ] = None,
     lang: Annotated[LangChoice, typer.Option(help="Language of the labels.")] = LangChoice.en,
 ) -> None:
-    """A picture of the dialogue: questions, branches and outcomes coloured by kind."""
+    """A picture of the dialogue: questions, branches, and which answers lead to which outcome.
+
+    Without -o, Mermaid and SVG go to standard output and a PNG to a new temporary
+    folder (its path is printed): nothing is written into the current folder.
+    """
     if file is not None:
         try:
             flow = load_flow_text(
@@ -732,17 +738,17 @@ def flows_graph(
 
         flow = _with_session(work, registry)
     if output_format == GraphFormat.mermaid:
-        text = to_mermaid(flow, lang=lang.value)
-        if output is None:
-            typer.echo(text)
-            return
-        output.write_text(text, encoding="utf-8")
+        data = to_mermaid(flow, lang=lang.value).encode("utf-8")
     else:
-        output = output or Path(f"{flow.name}.{output_format.value}")
-        if output_format == GraphFormat.svg:
-            output.write_text(to_svg(flow, lang=lang.value), encoding="utf-8")
-        else:
-            output.write_bytes(to_png(flow, lang=lang.value))
+        graph = describe(flow, lang=lang.value)
+        data = render(graph, "svg") if output_format == GraphFormat.svg else render(graph, "png")
+    if output is None and output_format != GraphFormat.png:
+        sys.stdout.buffer.write(data)  # text: print it, to read or redirect
+        sys.stdout.flush()
+        return
+    if output is None:  # a PNG is not for a terminal, nor for the working tree
+        output = Path(tempfile.mkdtemp(prefix="flow-graph-")) / f"{flow.name}.png"
+    output.write_bytes(data)
     typer.echo(f"Wrote {output}.")
 
 

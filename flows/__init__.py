@@ -33,7 +33,7 @@ from flows.engine import (
     step,
 )
 from flows.errors import FlowError, FlowMismatchError, Problem
-from flows.graph import to_mermaid, to_png, to_svg
+from flows.graph import Graph, describe, to_mermaid
 from flows.loader import checksum, load_flow, load_flow_text, shipped_flow_path
 from flows.markup import plain_text
 from flows.paths import PathCount, format_table, path_table
@@ -50,8 +50,8 @@ __all__ = [
     "Transcript",
     "ScriptError",
     "Script",
-    "to_svg",
-    "to_png",
+    "Graph",
+    "describe",
     "to_mermaid",
     "diff_flows",
     "check_text",

@@ -11,9 +11,11 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.context import BotContext, Services
+from bot.graphdraw import to_png
+from bot.handlers.client import language_of
 from bot.outbox import Work, unit
 from bot.publishing import discard, propose, publish_version, rollback
-from flows import diff_flows, to_png
+from flows import diff_flows
 from storage import get_active_flow_version, list_flow_versions
 
 __all__ = ["register"]
@@ -167,7 +169,8 @@ async def on_upload(update: Update, context: BotContext) -> None:
     picture = None
     if result.status not in ("refused", "other_flow", "unchanged") and result.flow is not None:
         try:
-            picture = await asyncio.to_thread(to_png, result.flow)
+            lang = language_of(update.effective_user, svc.settings.default_language)
+            picture = await asyncio.to_thread(to_png, result.flow, lang=lang)
         except Exception:  # noqa: BLE001 - the picture is a courtesy; the check is what counts
             logger.warning("could not draw the flow graph")
     async with unit(svc) as work:
