@@ -27,7 +27,7 @@ from bot.handlers import admin, client, staff
 from bot.render import IntakeBot
 from bot.settings import Settings
 from bot.staff import announce_overdue, redeliver, remind_callbacks, schedule_pending_callbacks
-from bot.texts import COMMANDS, t
+from flows import COMMANDS, t
 from storage import AsyncSession, erase_expired, get_client, get_dialogue, truncate_wal, utcnow
 
 __all__ = [
@@ -178,7 +178,7 @@ async def _register_commands(app: Application) -> None:  # type: ignore[type-arg
     services: Services = app.bot_data
     await services.registry.prepare(services.sessionmaker)
     for lang, code in (("ru", "ru"), ("en", "en"), ("ru", None)):
-        commands = [BotCommand(c, d) for c, d in COMMANDS[lang]]  # type: ignore[index]
+        commands = [BotCommand(c, t(f"client.command.{c}", lang)) for c in COMMANDS]  # type: ignore[arg-type]
         await app.bot.set_my_commands(commands, scope=BotCommandScopeDefault(), language_code=code)
 
 
@@ -220,7 +220,7 @@ async def on_error(update: object, context: Any) -> None:
     if isinstance(update, Update) and chat and chat.type == "private":
         lang = client.language_of(update.effective_user, services.settings.default_language)
         try:
-            await context.bot.send_message(chat.id, html.escape(t("sorry", lang)))
+            await context.bot.send_message(chat.id, html.escape(t("client.sorry", lang)))
         except Exception:  # noqa: BLE001 - the report above is what matters
             logger.info("could not tell chat about the error")
 

@@ -22,8 +22,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Tele
 from telegram.ext import ExtBot
 
 from bot.service import StepResult
-from bot.texts import t
-from flows import Alert, Lang, Message
+from flows import Alert, Lang, Message, t
 
 __all__ = ["ASK", "ClientBlockedError", "IntakeBot", "Renderer", "answer_query", "keyboard"]
 
@@ -128,7 +127,7 @@ class Renderer:
             await with_retries(
                 lambda: self.bot.edit_message_text(
                     message.text, chat_id=self.chat_id, message_id=message_id,
-                    reply_markup=keyboard(message, t("ask_button", self.lang)),
+                    reply_markup=keyboard(message, t("client.ask_button", self.lang)),
                 )
             )  # fmt: skip
         except BadRequest as exc:
@@ -166,16 +165,20 @@ class Renderer:
             if prompt_id is not None:
                 await self.retire(prompt_id)
             if left_phone:
-                await self.say(t("phone_saved", self.lang), ReplyKeyboardRemove())
+                await self.say(t("client.phone_saved", self.lang), ReplyKeyboardRemove())
             new_prompt = None
             for message in messages:
-                sent = await self.say(message.text, keyboard(message, t("ask_button", self.lang)))
+                sent = await self.say(
+                    message.text, keyboard(message, t("client.ask_button", self.lang))
+                )
                 if message.buttons:
                     new_prompt = sent.message_id
                 if message.kind == "phone":
-                    share = KeyboardButton(t("share_contact", self.lang), request_contact=True)
+                    share = KeyboardButton(
+                        t("client.share_contact", self.lang), request_contact=True
+                    )
                     await self.say(
-                        t("share_hint", self.lang),
+                        t("client.share_hint", self.lang),
                         ReplyKeyboardMarkup(
                             [[share]], resize_keyboard=True, one_time_keyboard=True
                         ),

@@ -18,8 +18,9 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.context import BotContext
+from bot.handlers.client import language_of
 from bot.publishing import discard, propose, publish_version, rollback
-from flows import diff_flows, to_png
+from flows import Lang, diff_flows, t, to_png
 from storage import get_active_flow_version, list_flow_versions
 
 __all__ = ["register"]
@@ -27,40 +28,6 @@ __all__ = ["register"]
 logger = logging.getLogger(__name__)
 
 MAX_UPLOAD = 512 * 1024
-_T = {
-    "refused": "This is for the center's admins only.",
-    "not_yaml": "Please send the flow as a UTF-8 YAML file (.yaml).",
-    "too_big": (
-        "Sorry, that file is too large for a flow (at most {kb} KB). "
-        "Please send the flow's YAML file, as /flow gives it."
-    ),
-    "failed": "❌ The flow failed its check and cannot be published:",
-    "passed": "✅ The flow passed its check, including the safety proof.",
-    "changes": "Changes from the active version {n}:",
-    "no_changes": "It is the same as the active version {n}.",
-    "layout_only": "Only comments or layout differ from the active version {n}.",
-    "publish": "✅ Publish",
-    "discard": "✖️ Discard",
-    "published": (
-        "Published as version {n}. New dialogues use it from now on; "
-        "dialogues under way finish on their version."
-    ),
-    "discarded": "Discarded; nothing changed.",
-    "expired": "This upload is no longer waiting for Publish; please send the file again.",
-    "already_active": "Version {n} is already the active one; nothing changed.",
-    "no_version": "There is no version {n}.",
-    "other_flow": (
-        "This file is the flow '{name}', but the bot runs '{ours}': it would never be used. "
-        "Keep the name as /flow gives it."
-    ),
-    "history": "Flow versions (newest first; ● is active):",
-    "rollback": "↩️ Make version {n} active",
-    "rolled_back": "Version {n} is active again (recorded as version {m}).",
-    "unsafe_now": "Version {n} no longer passes the check; it was not activated.",
-    "graph": "The dialogue as a picture",
-    "whole_report": "The whole check report",
-}
-
 
 #: How much of a check report a message shows (Telegram allows 4096 characters).
 REPORT_CHARS = 3500
@@ -73,13 +40,18 @@ def _pre(text: str, limit: int = REPORT_CHARS) -> str:
     return f"<pre>{html.escape(text)}</pre>"
 
 
-async def _refusal(message: Message, report: str) -> None:
+def _lang(update: Update, context: BotContext) -> Lang:
+    """The language of the admin who wrote (Telegram's, as for clients; else the staff's)."""
+    return language_of(update.effective_user, context.services.settings.staff_language)
+
+
+async def _refusal(message: Message, report: str, lang: Lang) -> None:
     """Say the flow failed its check; a report too long for a message also comes as a file."""
-    await message.reply_text(f"{_T['failed']}\n{_pre(report)}")
+    await message.reply_text(f"{t('admin.failed', lang)}\n{_pre(report)}")
     if len(report) > REPORT_CHARS:
         await message.reply_document(
             InputFile(report.encode("utf-8"), filename="check-report.txt"),
-            caption=_T["whole_report"],
+            caption=t("admin.whole_report", lang),
         )
 
 
@@ -103,10 +75,11 @@ async def _admin(update: Update, context: BotContext) -> bool:
     user = update.effective_user
     if user is not None and user.id in context.services.settings.admin_user_ids:
         return True
+    refused = t("admin.refused", _lang(update, context))
     if update.callback_query is not None:
-        await update.callback_query.answer(_T["refused"])
+        await update.callback_query.answer(refused)
     elif update.effective_message is not None:
-        await update.effective_message.reply_text(_T["refused"])
+        await update.effective_message.reply_text(refused)
     return False
 
 
@@ -126,9 +99,10 @@ async def on_flow(update: Update, context: BotContext) -> None:
         await svc.registry.bootstrap(session)
         row = await get_active_flow_version(session=session, flow_name=svc.registry.name)
     assert row is not None
+    name, n, checksum = html.escape(row.flow_name), row.number, row.checksum
     await update.effective_message.reply_document(
         InputFile(row.yaml.encode("utf-8"), filename=f"{row.flow_name}-v{row.number}.yaml"),
-        caption=f"{html.escape(row.flow_name)} version {row.number} ({row.checksum})",
+        caption=t("admin.flow_caption", _lang(update, context), name=name, n=n, checksum=checksum),
     )
 
 
@@ -138,17 +112,18 @@ async def on_upload(update: Update, context: BotContext) -> None:
     if message is None or message.document is None:
         return
     document = message.document
+    lang = _lang(update, context)
     if document.file_size and document.file_size > MAX_UPLOAD:
-        await message.reply_text(_T["too_big"].format(kb=MAX_UPLOAD // 1024))
+        await message.reply_text(t("admin.too_big", lang, kb=MAX_UPLOAD // 1024))
         return
     raw = await (await document.get_file()).download_as_bytearray()
     if len(raw) > MAX_UPLOAD:
-        await message.reply_text(_T["too_big"].format(kb=MAX_UPLOAD // 1024))
+        await message.reply_text(t("admin.too_big", lang, kb=MAX_UPLOAD // 1024))
         return
     try:
         text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
-        await message.reply_text(_T["not_yaml"])
+        await message.reply_text(t("admin.not_yaml", lang))
         return
     svc = context.services
     origin = document.file_name or "upload.yaml"
@@ -159,36 +134,38 @@ async def on_upload(update: Update, context: BotContext) -> None:
         author=_author(update),
     )  # fmt: skip
     if result.status == "refused" and result.report is not None:
-        await _refusal(message, result.report.render())
+        await _refusal(message, result.report.render(), lang)
         return
     if result.status == "other_flow" and result.report is not None:
         other = result.report.flow_name
         await message.reply_text(
-            _T["other_flow"].format(name=html.escape(other), ours=svc.registry.name)
+            t("admin.other_flow", lang, name=html.escape(other), ours=svc.registry.name)
         )
         return
     assert result.flow is not None and result.report is not None
-    await message.reply_text(f"{_T['passed']}\n{_pre(result.report.render(), 1500)}")
+    await message.reply_text(f"{t('admin.passed', lang)}\n{_pre(result.report.render(), 1500)}")
     if result.status == "unchanged":
-        await message.reply_text(_T["no_changes"].format(n=result.active))
+        await message.reply_text(t("admin.no_changes", lang, n=result.active))
         return
     async with svc.sessionmaker() as session:
         active = await svc.registry.active(session)
     lines = await asyncio.to_thread(diff_flows, active, result.flow)
     summary = (
-        _T["changes"].format(n=result.active)
+        t("admin.changes", lang, n=result.active)
         + "\n"
         + "\n".join(f"• {html.escape(x)}" for x in lines)
         if lines
-        else _T["layout_only"].format(n=result.active)
+        else t("admin.layout_only", lang, n=result.active)
     )
     try:
-        await message.reply_photo(await asyncio.to_thread(to_png, result.flow), caption=_T["graph"])
+        await message.reply_photo(
+            await asyncio.to_thread(to_png, result.flow), caption=t("admin.graph", lang)
+        )
     except TelegramError:
         logger.warning("could not send the flow graph")
     buttons = InlineKeyboardMarkup(
-        [[InlineKeyboardButton(_T["publish"], callback_data=f"P:{result.number}"),
-          InlineKeyboardButton(_T["discard"], callback_data=f"X:{result.number}")]]
+        [[InlineKeyboardButton(t("admin.publish", lang), callback_data=f"P:{result.number}"),
+          InlineKeyboardButton(t("admin.discard", lang), callback_data=f"X:{result.number}")]]
     )  # fmt: skip
     await message.reply_text(summary[:4000], reply_markup=buttons)
 
@@ -201,23 +178,26 @@ async def on_decision(update: Update, context: BotContext) -> None:
     verb, raw = query.data.split(":")
     number = int(raw) if len(raw) <= 9 else 0
     svc = context.services
+    lang = _lang(update, context)
     await query.answer()
     if verb == "X":
         gone = await discard(registry=svc.registry, sessionmaker=svc.sessionmaker, number=number)
-        await _settle(query, _T["discarded"] if gone.status != "missing" else _T["expired"])
+        await _settle(
+            query, t("admin.discarded" if gone.status != "missing" else "admin.expired", lang)
+        )
         return
     result = await publish_version(
         registry=svc.registry, sessionmaker=svc.sessionmaker, number=number,
         author=_author(update), note="published from Telegram",
     )  # fmt: skip
     if result.status == "published":
-        await _settle(query, _T["published"].format(n=number))
+        await _settle(query, t("admin.published", lang, n=number))
     elif result.status == "already_active":
-        await _settle(query, _T["already_active"].format(n=number))
+        await _settle(query, t("admin.already_active", lang, n=number))
     elif result.status == "refused" and result.report is not None:
-        await _settle(query, f"{_T['failed']}\n{_pre(result.report.render())}")
+        await _settle(query, f"{t('admin.failed', lang)}\n{_pre(result.report.render())}")
     else:
-        await _settle(query, _T["expired"])
+        await _settle(query, t("admin.expired", lang))
 
 
 async def _settle(query: CallbackQuery, text: str) -> None:
@@ -237,7 +217,8 @@ async def on_history(update: Update, context: BotContext) -> None:
     async with svc.sessionmaker() as session, session.begin():
         await svc.registry.bootstrap(session)
         versions = await list_flow_versions(session=session, flow_name=svc.registry.name)
-    lines = [_T["history"]]
+    lang = _lang(update, context)
+    lines = [t("admin.history", lang)]
     rows = []
     for v in versions[:20]:
         mark = "●" if v.active else "○"
@@ -246,7 +227,7 @@ async def on_history(update: Update, context: BotContext) -> None:
             f"{html.escape(v.author)}: {html.escape(v.note)}"
         )
         if not v.active:
-            label = _T["rollback"].format(n=v.number)
+            label = t("admin.rollback", lang, n=v.number)
             rows.append([InlineKeyboardButton(label, callback_data=f"R:{v.number}")])
     await update.effective_message.reply_text(
         "\n".join(lines), reply_markup=InlineKeyboardMarkup(rows[:10]) if rows else None
@@ -261,16 +242,17 @@ async def on_rollback(update: Update, context: BotContext) -> None:
     raw = query.data.split(":")[1]
     number = int(raw) if len(raw) <= 9 else 0
     svc = context.services
+    lang = _lang(update, context)
     await query.answer()
     result = await rollback(
         registry=svc.registry, sessionmaker=svc.sessionmaker, number=number,
         author=_author(update),
     )  # fmt: skip
     if result.status == "published":
-        await _settle(query, _T["rolled_back"].format(n=number, m=result.number))
+        await _settle(query, t("admin.rolled_back", lang, n=number, m=result.number))
     elif result.status == "already_active":
-        await _settle(query, _T["already_active"].format(n=number))
+        await _settle(query, t("admin.already_active", lang, n=number))
     elif result.status == "refused":
-        await _settle(query, _T["unsafe_now"].format(n=number))
+        await _settle(query, t("admin.unsafe_now", lang, n=number))
     else:
-        await _settle(query, _T["no_version"].format(n=number))
+        await _settle(query, t("admin.no_version", lang, n=number))

@@ -27,8 +27,7 @@ from bot.render import ASK, Renderer, answer_query, with_retries
 from bot.service import StepResult, advance
 from bot.settings import Settings
 from bot.staff import post_card
-from bot.texts import t
-from flows import Begin, Flow, Input, Lang, Restart, SetLang, TextInput, decode
+from flows import Begin, Flow, Input, Lang, Restart, SetLang, TextInput, decode, t
 from storage import (
     AsyncSession,
     Client,
@@ -144,7 +143,7 @@ async def drive(
         if notice:
             await renderer.say(notice)
         if result.restarted:
-            await renderer.say(t("flow_updated", result.state.lang))
+            await renderer.say(t("client.flow_updated", result.state.lang))
         new_prompt = await renderer.show(
             result,
             query=query,
@@ -228,13 +227,21 @@ async def on_restart(update: Update, context: BotContext) -> None:
 async def on_help(update: Update, context: BotContext) -> None:
     """Say what the bot does and list the commands."""
     if update.effective_message:
-        await update.effective_message.reply_text(t("help", await _client_lang(update, context)))
+        await update.effective_message.reply_text(
+            t("client.help", await _client_lang(update, context))
+        )
 
 
 async def on_info(update: Update, context: BotContext) -> None:
     """The center's hours and phone."""
     if update.effective_message:
-        await update.effective_message.reply_text(t("info", await _client_lang(update, context)))
+        await update.effective_message.reply_text(
+            t(
+                "client.info",
+                await _client_lang(update, context),
+                **context.services.settings.flow_values,
+            )
+        )
 
 
 async def on_lang(update: Update, context: BotContext) -> None:
@@ -245,7 +252,9 @@ async def on_lang(update: Update, context: BotContext) -> None:
           InlineKeyboardButton("English", callback_data="L:en")]]
     )  # fmt: skip
     if update.effective_message:
-        await update.effective_message.reply_text(t("lang_prompt", lang), reply_markup=keyboard)
+        await update.effective_message.reply_text(
+            t("client.lang_prompt", lang), reply_markup=keyboard
+        )
 
 
 async def on_lang_button(update: Update, context: BotContext) -> None:
@@ -262,7 +271,7 @@ async def on_lang_button(update: Update, context: BotContext) -> None:
         )
         assert client.id is not None
         await set_client_language(session=session, client_id=client.id, language=lang)
-    await answer_query(query, t("lang_set", lang))
+    await answer_query(query, t("client.lang_set", lang))
     try:
         await query.edit_message_reply_markup(reply_markup=None)
     except Exception:  # noqa: BLE001 - the message may be gone; the switch still happened
@@ -275,7 +284,7 @@ async def on_cancel(update: Update, context: BotContext) -> None:
     lang = await _client_lang(update, context)
     result = await drive_silently(update, context, Restart())
     if result is not None and update.effective_message:
-        await update.effective_message.reply_text(t("cancelled", lang))
+        await update.effective_message.reply_text(t("client.cancelled", lang))
 
 
 async def drive_silently(update: Update, context: BotContext, inp: Input) -> StepResult | None:
@@ -300,11 +309,13 @@ async def on_forget(update: Update, context: BotContext) -> None:
     """Ask for confirmation before erasing the client's data."""
     lang = await _client_lang(update, context)
     keyboard = InlineKeyboardMarkup(
-        [[InlineKeyboardButton(t("forget_yes", lang), callback_data="F:yes"),
-          InlineKeyboardButton(t("forget_no", lang), callback_data="F:no")]]
+        [[InlineKeyboardButton(t("client.forget_yes", lang), callback_data="F:yes"),
+          InlineKeyboardButton(t("client.forget_no", lang), callback_data="F:no")]]
     )  # fmt: skip
     if update.effective_message:
-        await update.effective_message.reply_text(t("forget_confirm", lang), reply_markup=keyboard)
+        await update.effective_message.reply_text(
+            t("client.forget_confirm", lang), reply_markup=keyboard
+        )
 
 
 async def on_forget_button(update: Update, context: BotContext) -> None:
@@ -323,9 +334,9 @@ async def on_forget_button(update: Update, context: BotContext) -> None:
         # SQLite keeps old page images in its write-ahead log: empty it now, so the erasure
         # is final at once (not at the next daily job)
         await truncate_wal(svc.sessionmaker.kw["bind"])
-        text = t("forget_done", lang)
+        text = t("client.forget_done", lang)
     else:
-        text = t("forget_kept", lang)
+        text = t("client.forget_kept", lang)
     await answer_query(query, None)
     try:
         await query.edit_message_text(text)
@@ -343,7 +354,7 @@ async def on_group_command(update: Update, context: BotContext) -> None:
     """Clients write in private; in groups the bot only says so."""
     if update.effective_message:
         lang = language_of(update.effective_user, context.services.settings.default_language)
-        await update.effective_message.reply_text(t("private_only", lang))
+        await update.effective_message.reply_text(t("client.private_only", lang))
 
 
 # --- messages and buttons -------------------------------------------------------
@@ -357,7 +368,7 @@ async def on_button(update: Update, context: BotContext) -> None:
     inp = decode(query.data or "")
     if inp is None:
         lang = await _client_lang(update, context)
-        await answer_query(query, t("inactive_button", lang))
+        await answer_query(query, t("client.inactive_button", lang))
         return
     await drive(update, context, inp, query=query)
 
@@ -390,13 +401,17 @@ async def _relay_question(update: Update, context: BotContext, text: str) -> boo
         who = html.escape(request.name) if request and request.name else f"client {client_id}"
     staff_chat = svc.settings.staff_chat_id
     if staff_chat is None:
-        await context.bot.send_message(chat.id, t("ask_unavailable", lang))
+        await context.bot.send_message(
+            chat.id, t("client.ask_unavailable", lang, **svc.settings.flow_values)
+        )
         return True
     forwarded = f"❓ <b>{who}</b>{ref} ({lang})\n\n{html.escape(text[:3500])}"
     try:
         sent = await with_retries(lambda: context.bot.send_message(staff_chat, forwarded))
     except TelegramError:
-        await context.bot.send_message(chat.id, t("ask_unavailable", lang))
+        await context.bot.send_message(
+            chat.id, t("client.ask_unavailable", lang, **svc.settings.flow_values)
+        )
         return True
     async with svc.sessionmaker() as session, session.begin():
         await add_relay(
@@ -405,8 +420,10 @@ async def _relay_question(update: Update, context: BotContext, text: str) -> boo
             staff_chat_id=sent.chat_id,
             staff_message_id=sent.message_id,
         )
-    back = InlineKeyboardMarkup([[InlineKeyboardButton(t("ask_back", lang), callback_data="Q")]])
-    await context.bot.send_message(chat.id, t("ask_sent", lang), reply_markup=back)
+    back = InlineKeyboardMarkup(
+        [[InlineKeyboardButton(t("client.ask_back", lang), callback_data="Q")]]
+    )
+    await context.bot.send_message(chat.id, t("client.ask_sent", lang), reply_markup=back)
     return True
 
 
@@ -423,8 +440,10 @@ async def on_ask(update: Update, context: BotContext) -> None:
         client, client_id = await _telegram_client(session, user, svc.settings)
         await set_client_asking(session=session, client_id=client_id, asking=True)
         lang: Lang = client.language  # type: ignore[assignment]
-    back = InlineKeyboardMarkup([[InlineKeyboardButton(t("ask_back", lang), callback_data="Q")]])
-    await context.bot.send_message(chat.id, t("ask_prompt", lang), reply_markup=back)
+    back = InlineKeyboardMarkup(
+        [[InlineKeyboardButton(t("client.ask_back", lang), callback_data="Q")]]
+    )
+    await context.bot.send_message(chat.id, t("client.ask_prompt", lang), reply_markup=back)
 
 
 async def on_back_to_questions(update: Update, context: BotContext) -> None:
@@ -448,10 +467,10 @@ async def on_status(update: Update, context: BotContext) -> None:
             request = await latest_request_of_client(session=session, client_id=client.id)
     lang = await _client_lang(update, context)
     if request is None:
-        await message.reply_text(t("status_none", lang))
+        await message.reply_text(t("client.status_none", lang))
         return
-    state = t(f"state_{request.status}", lang)
-    await message.reply_text(t("status", lang).format(id=request.id, state=state))
+    state = t(f"client.state.{request.status}", lang, **svc.settings.flow_values)
+    await message.reply_text(t("client.status", lang, id=request.id, state=state))
 
 
 async def on_contact(update: Update, context: BotContext) -> None:
@@ -462,7 +481,7 @@ async def on_contact(update: Update, context: BotContext) -> None:
         return
     if message.contact.user_id != user.id:
         lang = await _client_lang(update, context)
-        await drive(update, context, Begin(), notice=t("foreign_contact", lang))
+        await drive(update, context, Begin(), notice=t("client.foreign_contact", lang))
         return
     await drive(update, context, TextInput(message.contact.phone_number))
 
@@ -472,9 +491,11 @@ async def on_edited(update: Update, context: BotContext) -> None:
     lang = await _client_lang(update, context)
     if await _is_asking(update, context):
         if update.effective_chat:
-            await context.bot.send_message(update.effective_chat.id, t("edited_asking", lang))
+            await context.bot.send_message(
+                update.effective_chat.id, t("client.edited_asking", lang)
+            )
         return
-    await drive(update, context, Begin(), notice=t("edited", lang))
+    await drive(update, context, Begin(), notice=t("client.edited", lang))
 
 
 async def on_other(update: Update, context: BotContext) -> None:
@@ -482,9 +503,9 @@ async def on_other(update: Update, context: BotContext) -> None:
     lang = await _client_lang(update, context)
     if await _is_asking(update, context):
         if update.effective_chat:
-            await context.bot.send_message(update.effective_chat.id, t("not_text", lang))
+            await context.bot.send_message(update.effective_chat.id, t("client.not_text", lang))
         return
-    await drive(update, context, Begin(), notice=t("not_text", lang))
+    await drive(update, context, Begin(), notice=t("client.not_text", lang))
 
 
 async def _is_asking(update: Update, context: BotContext) -> bool:

@@ -11,9 +11,9 @@ from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.context import BotContext
+from bot.handlers.client import language_of
 from bot.render import with_retries
 from bot.staff import (
-    CENTER_PHONE,
     RETRY_CHOICES,
     card_keyboard,
     card_text,
@@ -22,7 +22,6 @@ from bot.staff import (
     local_time,
     refresh_card,
     schedule_callback,
-    st,
     tell_client_no_answer,
 )
 from bot.workflow import (
@@ -32,6 +31,7 @@ from bot.workflow import (
     parse_request_id,
     retry_time,
 )
+from flows import Lang, t
 from storage import (
     Action,
     Client,
@@ -50,89 +50,6 @@ __all__ = ["register"]
 logger = logging.getLogger(__name__)
 
 PAGE = 10
-
-_TEXTS: dict[str, dict[str, str]] = {
-    "refused": {
-        "ru": "Это доступно только сотрудникам центра.",
-        "en": "This is for the center's staff only.",
-    },
-    "empty": {
-        "ru": "Открытых заявок нет.",
-        "en": "No open requests.",
-    },
-    "queue": {
-        "ru": "Открытые заявки",
-        "en": "Open requests",
-    },
-    "not_possible": {
-        "ru": "Сейчас это сделать нельзя: заявка уже в другом статусе.",
-        "en": "That is not possible now: the request has moved on.",
-    },
-    "not_found": {
-        "ru": "Заявки с таким номером нет.",
-        "en": "There is no request with that number.",
-    },
-    "usage_request": {
-        "ru": "Так: /request 12",
-        "en": "Usage: /request 12",
-    },
-    "usage_note": {
-        "ru": "Так: /note 12 текст заметки",
-        "en": "Usage: /note 12 the note",
-    },
-    "noted": {
-        "ru": "Заметка добавлена к заявке",
-        "en": "Note added to request",
-    },
-    "history": {
-        "ru": "История",
-        "en": "History",
-    },
-    "delivered": {
-        "ru": "✔️ Ответ отправлен клиенту.",
-        "en": "✔️ The answer was sent to the client.",
-    },
-    "gone": {
-        "ru": "Клиент удалил свои данные или заблокировал бота.",
-        "en": "The client erased their data or blocked the bot.",
-    },
-    "answer": {
-        "ru": "💬 Ответ центра «Вероника Херба»:",
-        "en": "💬 Answer from the Veronika Herba center:",
-    },
-    "follow_up": {
-        "ru": (
-            "Спасибо, что обратились в центр «Вероника Херба». Если появятся "
-            "вопросы, звоните: {phone} ({hours}, без выходных) или "
-            "нажмите /start."
-        ),
-        "en": (
-            "Thank you for contacting the Veronika Herba center. If you have "
-            "questions, call us: {phone} ({hours}, seven days a "
-            "week), or press /start."
-        ),
-    },
-    "followed": {
-        "ru": "Клиенту отправлено сообщение.",
-        "en": "The client was sent a follow-up.",
-    },
-    "today": {
-        "ru": "Сегодня",
-        "en": "Today",
-    },
-    "week": {
-        "ru": "За 7 дней",
-        "en": "Last 7 days",
-    },
-    "funnel": {
-        "ru": "Воронка (7 дней): дошли / остановились",
-        "en": "Funnel (7 days): reached / stopped",
-    },
-}
-
-
-def _t(key: str, lang: str) -> str:
-    return _TEXTS[key]["ru" if lang == "ru" else "en"]
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
@@ -155,11 +72,11 @@ async def _allowed(update: Update, context: BotContext) -> bool:
     svc = context.services
     if user is not None and await is_staff(context.bot, svc.settings, user.id):
         return True
-    lang = svc.settings.staff_language
+    lang = language_of(user, svc.settings.staff_language)
     if update.callback_query is not None:
-        await update.callback_query.answer(_t("refused", lang))
+        await update.callback_query.answer(t("staff.refused", lang))
     elif update.effective_message is not None:
-        await update.effective_message.reply_text(_t("refused", lang))
+        await update.effective_message.reply_text(t("staff.refused", lang))
     return False
 
 
@@ -187,13 +104,13 @@ async def on_card_button(update: Update, context: BotContext) -> None:
     action = Action.RETRY if retry_at is not None else _action(token)
     request_id = parse_request_id(raw_id)
     if action is None or request_id is None:
-        await query.answer(_t("not_found", lang))
+        await query.answer(t("staff.not_found", lang))
         return
     note = None
     if action is Action.FOLLOW_UP:
         note = await _send_follow_up(context, request_id)
         if note is None:
-            await query.answer(_t("gone", lang))
+            await query.answer(t("staff.gone", lang))
             return
     actor_id, actor_name = _actor(update)
     try:
@@ -202,10 +119,10 @@ async def on_card_button(update: Update, context: BotContext) -> None:
             actor_name=actor_name, at=now, note=note, retry_at=retry_at,
         )  # fmt: skip
     except RequestNotFoundError:
-        await query.answer(_t("not_found", lang))
+        await query.answer(t("staff.not_found", lang))
         return
     except IllegalMoveError:  # a stale card: someone else moved the request meanwhile
-        await query.answer(_t("not_possible", lang))
+        await query.answer(t("staff.not_possible", lang))
         async with svc.sessionmaker() as session:
             request = await get_request(session=session, request_id=request_id)
             followed = await followed_up(session, request_id)
@@ -220,7 +137,7 @@ async def on_card_button(update: Update, context: BotContext) -> None:
             if (shown.to_dict() if shown else None) != (current.to_dict() if current else None):
                 await refresh_card(context.bot, svc.settings, request, now, followed=followed)
         return
-    await query.answer(_t("followed", lang) if action is Action.FOLLOW_UP else None)
+    await query.answer(t("staff.followed", lang) if action is Action.FOLLOW_UP else None)
     await refresh_card(context.bot, svc.settings, done.request, now, followed=done.followed)
     if action is Action.RETRY and retry_at is not None:
         schedule_callback(context.job_queue, request_id, retry_at, svc.settings, now)
@@ -253,9 +170,8 @@ async def _send_follow_up(context: BotContext, request_id: int) -> str | None:
         already = await followed_up(session, request_id)
     if client is None or client.telegram_id is None:
         return None
-    settings = context.services.settings
-    hours = f"{settings.opening_hour}:00–{settings.closing_hour}:00"
-    text = _t("follow_up", client.language).format(phone=CENTER_PHONE, hours=hours)
+    lang: Lang = "en" if client.language == "en" else "ru"
+    text = t("client.follow_up", lang, **context.services.settings.flow_values)
     chat_id = client.telegram_id
     if already:  # a second press: the client is not messaged twice
         return text
@@ -286,17 +202,17 @@ async def _send_queue(update: Update, context: BotContext, page: int) -> None:
     if chat is None:
         return
     if not items:
-        await context.bot.send_message(chat.id, _t("empty", lang))
+        await context.bot.send_message(chat.id, t("staff.queue_empty", lang))
         return
     pages = (total + PAGE - 1) // PAGE
-    lines = [f"<b>{_t('queue', lang)}</b> ({page}/{pages}, {total})"]
+    lines = [f"<b>{t('staff.queue', lang)}</b> ({page}/{pages}, {total})"]
     for r in items:
         flag = "⚠️ " if (r.outcome == "CLEAR" or r.red_flag_changed) else ""
         minutes = int((now - r.created_at).total_seconds() // 60)
         call = f" · 📞 {local_time(r.retry_at, svc.settings)}" if r.retry_at else ""
         lines.append(
-            f"{flag}#{r.id} · {st(r.status, lang)} · {html.escape(r.outcome)} · "
-            f"{html.escape(r.name or '—')} · {minutes} {st('minutes', lang)}{call}"
+            f"{flag}#{r.id} · {t(f'staff.status.{r.status}', lang)} · {html.escape(r.outcome)} · "
+            f"{html.escape(r.name or '—')} · {minutes} {t('staff.minutes', lang)}{call}"
         )
     nav = []
     if page > 1:
@@ -315,13 +231,13 @@ async def on_request(update: Update, context: BotContext) -> None:
     svc = context.services
     lang = svc.settings.staff_language
     if not context.args or not context.args[0].lstrip("#").isdigit():
-        await update.effective_message.reply_text(_t("usage_request", lang))
+        await update.effective_message.reply_text(t("staff.usage_request", lang))
         return
     request_id = parse_request_id(context.args[0])
     async with svc.sessionmaker() as session:
         request = await get_request(session=session, request_id=request_id) if request_id else None
         if request is None or request.id is None:
-            await update.effective_message.reply_text(_t("not_found", lang))
+            await update.effective_message.reply_text(t("staff.not_found", lang))
             return
         events = await list_events(session=session, request_id=request.id)
     history = [
@@ -332,7 +248,7 @@ async def on_request(update: Update, context: BotContext) -> None:
     ]
     text = card_text(request, svc.settings, svc.clock())
     if history:
-        text += f"\n\n<b>{_t('history', lang)}</b>\n" + "\n".join(history[-20:])
+        text += f"\n\n<b>{t('staff.history', lang)}</b>\n" + "\n".join(history[-20:])
     await update.effective_message.reply_text(
         text[:4000], reply_markup=card_keyboard(request, svc.settings)
     )
@@ -346,7 +262,7 @@ async def on_note(update: Update, context: BotContext) -> None:
     lang = svc.settings.staff_language
     args = context.args or []
     if len(args) < 2 or not args[0].lstrip("#").isdigit():
-        await update.effective_message.reply_text(_t("usage_note", lang))
+        await update.effective_message.reply_text(t("staff.usage_note", lang))
         return
     note = " ".join(args[1:])[:1000]
     actor_id, actor_name = _actor(update)
@@ -354,13 +270,13 @@ async def on_note(update: Update, context: BotContext) -> None:
     async with svc.sessionmaker() as session, session.begin():
         request = await get_request(session=session, request_id=request_id) if request_id else None
         if request is None or request.id is None:
-            await update.effective_message.reply_text(_t("not_found", lang))
+            await update.effective_message.reply_text(t("staff.not_found", lang))
             return
         await add_request_event(
             session=session, request_id=request.id, actor_id=actor_id, actor_name=actor_name,
             action="note", note=note, at=svc.clock(),
         )  # fmt: skip
-    await update.effective_message.reply_text(f"{_t('noted', lang)} #{request.id}.")
+    await update.effective_message.reply_text(t("staff.noted", lang, id=request.id))
 
 
 async def on_stats(update: Update, context: BotContext) -> None:
@@ -368,7 +284,7 @@ async def on_stats(update: Update, context: BotContext) -> None:
     if not await _allowed(update, context) or update.effective_message is None:
         return
     svc = context.services
-    lang = svc.settings.staff_language
+    lang = language_of(update.effective_user, svc.settings.staff_language)
     now = svc.clock()
     local = now.astimezone(svc.settings.zone)
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -381,25 +297,18 @@ async def on_stats(update: Update, context: BotContext) -> None:
                 if s.median_first_call_minutes is not None
                 else "—"
             )
-            lines.append(f"<b>{_t(key, lang)}</b>")
-            lines.append(
-                f"new {s.new} · taken {s.taken} · booked {s.booked} · declined {s.declined} · "
-                f"no answer {s.no_answer} · closed {s.closed}"
-            )
-            lines.append(f"median to first call: {median} {st('minutes', lang)}")
-            lines.append(
-                "by outcome: "
-                + (", ".join(f"{k} {v}" for k, v in sorted(s.by_outcome.items())) or "—")
-            )
-            lines.append(
-                "by source: "
-                + (
-                    ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(s.by_source.items()))
-                    or "—"
-                )
-            )
+            outcomes = ", ".join(f"{k} {v}" for k, v in sorted(s.by_outcome.items()))
+            sources = ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(s.by_source.items()))
+            lines += [
+                f"<b>{t(f'staff.stats.{key}', lang)}</b>",
+                t("staff.stats.counts", lang, new=s.new, taken=s.taken, booked=s.booked,
+                  declined=s.declined, no_answer=s.no_answer, closed=s.closed),
+                t("staff.stats.median", lang, minutes=median),
+                t("staff.stats.by_outcome", lang, items=outcomes or "—"),
+                t("staff.stats.by_source", lang, items=sources or "—"),
+            ]  # fmt: skip
         steps = await funnel(session=session, since=midnight - timedelta(days=6))
-    lines.append(f"\n<b>{_t('funnel', lang)}</b>")
+    lines.append(f"\n<b>{t('staff.stats.funnel', lang)}</b>")
     lines += [f"{html.escape(node)}: {reached} / {stopped}" for node, reached, stopped in steps]
     await update.effective_message.reply_text("\n".join(lines)[:4000])
 
@@ -429,12 +338,13 @@ async def on_reply(update: Update, context: BotContext) -> None:
         return
     lang = svc.settings.staff_language
     if client is None or client.telegram_id is None:
-        await message.reply_text(_t("gone", lang))
+        await message.reply_text(t("staff.gone", lang))
         return
-    text = f"{_t('answer', client.language)}\n\n{html.escape(message.text)}"
+    client_lang: Lang = "en" if client.language == "en" else "ru"
+    text = f"{t('client.staff_answer', client_lang)}\n\n{html.escape(message.text)}"
     try:
         await with_retries(lambda: context.bot.send_message(client.telegram_id, text))  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - blocked or gone: tell staff
-        await message.reply_text(_t("gone", lang))
+        await message.reply_text(t("staff.gone", lang))
         return
-    await message.reply_text(_t("delivered", lang))
+    await message.reply_text(t("staff.delivered", lang))
