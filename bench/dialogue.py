@@ -156,8 +156,8 @@ def dialogue(flow: Flow, answers: dict[str, str | tuple[str, ...]], lang: Lang) 
         elif node.kind in ("choice", "yesno"):
             steps.append(Step(f"{node_id}: {answer}", None, labels[str(answer)], until))
         elif node.kind in ("info", "confirm"):
-            key = "engine.continue" if node.kind == "info" else "engine.confirm"
-            steps.append(Step(f"{node_id}: {key}", None, t(key, lang), until))
+            key = "continue" if node.kind == "info" else "confirm"
+            steps.append(Step(f"{node_id}: {key}", None, t(f"engine.{key}", lang), until))
         else:
             steps.append(Step(f"{node_id}: typed", str(answer), None, until))
     return steps
