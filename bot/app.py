@@ -31,7 +31,7 @@ from bot.render import IntakeBot
 from bot.sender import Sender
 from bot.settings import Settings
 from bot.staff import announce_overdue, redeliver, remind_callbacks, schedule_pending_callbacks
-from bot.texts import COMMANDS, t
+from flows import COMMANDS, t
 from storage import (
     AsyncSession,
     erase_expired,
@@ -194,7 +194,7 @@ async def _register_commands(app: Application) -> None:  # type: ignore[type-arg
     await services.registry.prepare(services.sessionmaker)
     async with unit(services, claim=False) as work:
         for lang, code in (("ru", "ru"), ("en", "en"), ("ru", None)):
-            commands = [BotCommand(c, d) for c, d in COMMANDS[lang]]  # type: ignore[index]
+            commands = [BotCommand(c, t(f"client.command.{c}", lang)) for c in COMMANDS]  # type: ignore[arg-type]
             params: dict[str, Any] = {
                 "commands": [c.to_dict() for c in commands],
                 "scope": BotCommandScopeDefault().to_dict(),
@@ -246,7 +246,7 @@ async def on_error(update: object, context: Any) -> None:
                 await work.out.send(staff_chat, report)
             if isinstance(update, Update) and chat and chat.type == "private":
                 lang = client.language_of(update.effective_user, services.settings.default_language)
-                await work.out.send(chat.id, html.escape(t("sorry", lang)))
+                await work.out.send(chat.id, html.escape(t("client.sorry", lang)))
             query = update.callback_query if isinstance(update, Update) else None
             if query is not None and chat is not None:
                 await work.out.answer(chat.id, query.id)

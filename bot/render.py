@@ -26,8 +26,7 @@ from telegram import (
 from telegram.ext import ExtBot
 
 from bot.outbox import Out, prompt_ref
-from bot.texts import t
-from flows import Alert, Lang, Message, Reply
+from flows import Alert, Lang, Message, Reply, t
 
 __all__ = ["ASK", "MESSAGE_LIMIT", "IntakeBot", "Screen", "keyboard", "present"]
 
@@ -70,7 +69,7 @@ class Screen:
 
 def screens(messages: Sequence[Message], lang: Lang, notices: Sequence[str] = ()) -> list[Screen]:
     """Join a step's messages (after any notices) into as few Telegram messages as fit."""
-    ask = t("ask_button", lang)
+    ask = t("client.ask_button", lang)
     parts: list[tuple[str, InlineKeyboardMarkup | None, bool]] = [(n, None, False) for n in notices]
     parts += [(m.text, keyboard(m, ask), m.kind == "phone") for m in messages]
     out: list[Screen] = []
@@ -112,14 +111,16 @@ async def present(
         alerts = []
     tick = next((m for m in messages if m.edit), None)
     if tick is not None and pressed is not None:
-        await out.edit(chat_id, pressed, tick.text, markup=keyboard(tick, t("ask_button", lang)))
+        await out.edit(
+            chat_id, pressed, tick.text, markup=keyboard(tick, t("client.ask_button", lang))
+        )
         return
     shown = screens(messages, lang, [*notices, *alerts])
     if pressed is None:
         # The old question keeps no live buttons once the dialogue moved on.
         await out.edit_markup(chat_id, prompt_ref(client_id))
         if left_phone:
-            await out.send(chat_id, t("phone_saved", lang), markup=ReplyKeyboardRemove())
+            await out.send(chat_id, t("client.phone_saved", lang), markup=ReplyKeyboardRemove())
     for i, screen in enumerate(shown):
         last = i == len(shown) - 1
         bind = {"prompt": client_id} if last else None
@@ -130,9 +131,9 @@ async def present(
         else:
             await out.send(chat_id, screen.text, markup=screen.markup, bind=bind)
         if screen.phone:
-            share = KeyboardButton(t("share_contact", lang), request_contact=True)
+            share = KeyboardButton(t("client.share_contact", lang), request_contact=True)
             await out.send(
                 chat_id,
-                t("share_hint", lang),
+                t("client.share_hint", lang),
                 markup=ReplyKeyboardMarkup([[share]], resize_keyboard=True, one_time_keyboard=True),
             )

@@ -16,7 +16,7 @@ from telegram.ext import JobQueue
 from bot.context import BotContext, Services
 from bot.outbox import Work, unit
 from bot.settings import Settings
-from flows import Lang
+from flows import Lang, t
 from storage import (
     OPEN_STATUSES,
     Action,
@@ -36,7 +36,6 @@ from storage import (
 )
 
 __all__ = [
-    "CENTER_PHONE",
     "Clock",
     "announce_overdue",
     "callback_job",
@@ -53,77 +52,11 @@ __all__ = [
     "remind_callbacks",
     "schedule_callback",
     "schedule_pending_callbacks",
-    "st",
     "tell_client_no_answer",
 ]
 
 logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
-
-_STAFF: dict[str, dict[Lang, str]] = {
-    "title": {"ru": "Заявка", "en": "Request"},
-    "new": {"ru": "🆕 новая", "en": "🆕 new"},
-    "taken": {"ru": "👤 в работе", "en": "👤 taken"},
-    "no_answer": {"ru": "📵 не дозвонились", "en": "📵 no answer"},
-    "booked": {"ru": "✅ записан(а)", "en": "✅ booked"},
-    "declined": {"ru": "❌ отказ", "en": "❌ declined"},
-    "closed": {"ru": "🗄 закрыта", "en": "🗄 closed"},
-    "name": {"ru": "Имя", "en": "Name"},
-    "phone": {"ru": "Телефон", "en": "Phone"},
-    "time": {"ru": "Когда звонить", "en": "Call time"},
-    "lang": {"ru": "Язык", "en": "Language"},
-    "outcome": {"ru": "Итог", "en": "Outcome"},
-    "why": {"ru": "Почему", "en": "Why"},
-    "answers": {"ru": "Ответы", "en": "Answers"},
-    "red_flag": {
-        "ru": "⚠️ Ответ изменён после «красного флага»",
-        "en": "⚠️ Answer changed after a red flag",
-    },
-    "source": {"ru": "Источник", "en": "Source"},
-    "flow": {"ru": "Анкета", "en": "Flow"},
-    "waiting": {"ru": "Ждёт", "en": "Waiting"},
-    "minutes": {"ru": "мин", "en": "min"},
-    "who": {"ru": "Взял(а)", "en": "Taken by"},
-    "attempts": {"ru": "Попыток дозвона", "en": "Call attempts"},
-    "retry": {"ru": "Перезвонить", "en": "Call again"},
-    "take": {"ru": "👤 Взять", "en": "👤 Take"},
-    "b_booked": {"ru": "✅ Позвонили: записан", "en": "✅ Called: booked"},
-    "b_declined": {"ru": "❌ Позвонили: отказ", "en": "❌ Called: declined"},
-    "b_no_answer": {"ru": "📵 Не ответил", "en": "📵 No answer"},
-    "b_close": {"ru": "🗄 Закрыть", "en": "🗄 Close"},
-    "b_follow": {"ru": "✉️ Поблагодарить клиента", "en": "✉️ Send the client a thank-you"},
-    "r1": {"ru": "через 1 ч", "en": "in 1 h"},
-    "r3": {"ru": "через 3 ч", "en": "in 3 h"},
-    "rt": {"ru": "завтра 10:00", "en": "tomorrow 10:00"},
-    "again": {"ru": "⏰ Всё ещё ждёт звонка", "en": "⏰ Still waiting for a call"},
-    "call_back": {"ru": "📞 Пора перезвонить", "en": "📞 Time to call back"},
-    "received": {"ru": "Получена", "en": "Received"},
-    "erased": {
-        "ru": "Личные данные удалены по сроку хранения",
-        "en": "Personal data erased after the retention period",
-    },
-    "no_contact": {"ru": "без контактов (экстренный случай)", "en": "no contact (emergency stop)"},
-}
-
-
-#: The center's phone, for clients (the follow-up and "we tried to call you").
-CENTER_PHONE = "+7 (495) 085-15-13"
-
-_TRIED: dict[Lang, str] = {
-    "ru": (
-        "Мы пытались вам дозвониться по вашей заявке, но не получилось. Мы позвоним ещё раз; "
-        "вы также можете позвонить нам сами: {phone} ({hours}, без выходных)."
-    ),
-    "en": (
-        "We tried to call you about your request but could not reach you. We will call "
-        "again; you can also call us: {phone} ({hours}, seven days a week)."
-    ),
-}
-
-
-def st(key: str, lang: Lang) -> str:
-    """A fixed string of the staff side."""
-    return _STAFF[key][lang]
 
 
 def local_time(at: datetime, settings: Settings, fmt: str = "%d.%m %H:%M") -> str:
@@ -138,55 +71,49 @@ def card_text(request: ConsultationRequest, settings: Settings, now: datetime) -
     """The request card: who, how to reach them, the outcome and why, and where it stands."""
     lang = settings.staff_language
     e = html.escape
-    lines = [f"<b>{st('title', lang)} #{request.id}</b> · {st(request.status, lang)}"]
+    status = t(f"staff.status.{request.status}", lang)
+    lines = [f"<b>{t('staff.card.title', lang)} #{request.id}</b> · {status}"]
     if request.erased_at is not None:
-        lines.append(st("erased", lang))
+        lines.append(t("staff.card.erased", lang))
     elif request.phone:
-        lines.append(f"{st('name', lang)}: <b>{e(request.name or '—')}</b>")
-        lines.append(f"{st('phone', lang)}: {e(request.phone)}")
-        lines.append(f"{st('time', lang)}: {e(request.preferred_time or '—')}")
+        lines.append(f"{t('staff.card.name', lang)}: <b>{e(request.name or '—')}</b>")
+        lines.append(f"{t('staff.card.phone', lang)}: {e(request.phone)}")
+        lines.append(f"{t('staff.card.time', lang)}: {e(request.preferred_time or '—')}")
     else:
-        lines.append(st("no_contact", lang))
-    lines.append(f"{st('lang', lang)}: {request.language}")
-    lines.append(
-        f"{st('outcome', lang)}: <b>{e(request.outcome)}</b> ({e(', '.join(request.rule_ids))})"
-    )
+        lines.append(t("staff.card.no_contact", lang))
+    lines.append(f"{t('staff.card.lang', lang)}: {request.language}")
+    rules = e(", ".join(request.rule_ids))
+    lines.append(f"{t('staff.card.outcome', lang)}: <b>{e(request.outcome)}</b> ({rules})")
     if request.reasons:
-        lines.append(f"{st('why', lang)}:")
+        lines.append(f"{t('staff.card.why', lang)}:")
         lines += [f"• {e(r)}" for r in request.reasons]
     skip = {"welcome", "consent", "name", "phone", "call_time"}
     shown = [a for a in request.answers if a.get("node") not in skip]
     if shown:
-        lines.append(f"{st('answers', lang)}:")
+        lines.append(f"{t('staff.card.answers', lang)}:")
         lines += [f"• {e(a['question'])}: {e(a['answer'])}" for a in shown]
     if request.red_flag_changed:
-        lines.append(f"{st('red_flag', lang)}: {e(', '.join(request.withdrawn_red_flags))}")
+        lines.append(
+            f"{t('staff.card.red_flag', lang)}: {e(', '.join(request.withdrawn_red_flags))}"
+        )
     lines.append(
-        f"{st('source', lang)}: {e(request.source or '—')} · "
-        f"{st('flow', lang)}: {e(request.flow_name)}@{e(request.flow_version[:8])}"
+        f"{t('staff.card.source', lang)}: {e(request.source or '—')} · "
+        f"{t('staff.card.flow', lang)}: {e(request.flow_name)}@{e(request.flow_version[:8])}"
     )
-    lines.append(f"{st('received', lang)}: {_local(request.created_at, settings)}")
+    lines.append(f"{t('staff.card.received', lang)}: {_local(request.created_at, settings)}")
     if request.status in OPEN_STATUSES:
         minutes = int((now - request.created_at).total_seconds() // 60)
-        lines.append(f"{st('waiting', lang)}: {minutes} {st('minutes', lang)}")
+        lines.append(f"{t('staff.card.waiting', lang)}: {minutes} {t('staff.minutes', lang)}")
     if request.taken_by_name:
         when = _local(request.taken_at, settings) if request.taken_at else ""
-        lines.append(f"{st('who', lang)}: {e(request.taken_by_name)} {when}")
+        lines.append(f"{t('staff.card.who', lang)}: {e(request.taken_by_name)} {when}")
     if request.attempts:
-        lines.append(f"{st('attempts', lang)}: {request.attempts}")
+        lines.append(f"{t('staff.card.attempts', lang)}: {request.attempts}")
     if request.retry_at:
-        lines.append(f"{st('retry', lang)}: {_local(request.retry_at, settings)}")
+        lines.append(f"{t('staff.card.retry', lang)}: {_local(request.retry_at, settings)}")
     return "\n".join(lines)
 
 
-_BUTTONS = {
-    Action.TAKE: "take",
-    Action.BOOKED: "b_booked",
-    Action.DECLINED: "b_declined",
-    Action.NO_ANSWER: "b_no_answer",
-    Action.CLOSE: "b_close",
-    Action.FOLLOW_UP: "b_follow",
-}
 #: The call-back choices after "No answer": their callback tokens, labelled r1, r3, rt.
 RETRY_CHOICES = ("r1", "r3", "rt")
 
@@ -197,20 +124,21 @@ def card_keyboard(
     """The buttons a card offers in its current status, drawn from the lifecycle table."""
     lang = settings.staff_language
 
-    def b(key: str, token: str) -> InlineKeyboardButton:
-        return InlineKeyboardButton(st(key, lang), callback_data=f"S:{token}:{request.id}")
+    def b(token: str) -> InlineKeyboardButton:
+        label = t(f"staff.button.{token}", lang)
+        return InlineKeyboardButton(label, callback_data=f"S:{token}:{request.id}")
 
     rows = []
     for actions in card_actions(Status(request.status)):
         row = []
         for action in actions:
             if action is Action.RETRY:
-                row += [b(choice, choice) for choice in RETRY_CHOICES]
+                row += [b(choice) for choice in RETRY_CHOICES]
             elif action is Action.FOLLOW_UP:
                 if request.phone is not None and not followed_up:
-                    row.append(b(_BUTTONS[action], action.value))
+                    row.append(b(action.value))
             else:
-                row.append(b(_BUTTONS[action], action.value))
+                row.append(b(action.value))
         if row:
             rows.append(row)
     return InlineKeyboardMarkup(rows) if rows else None
@@ -298,7 +226,7 @@ async def announce_overdue(services: Services) -> int:
         due = await overdue_new_requests(
             session=work.session, created_before=now - wait, announced_before=now - wait
         )
-        await _post_again(work, settings, due, st("again", settings.staff_language))
+        await _post_again(work, settings, due, t("staff.again", settings.staff_language))
         for request in due:
             await mark_announced(session=work.session, request=request, at=now)
     return len(due)
@@ -352,7 +280,7 @@ async def remind_callbacks(services: Services) -> int:
             for r in await callbacks_to_remind(session=work.session)
             if r.retry_at is not None and r.retry_at <= now
         ]
-        await _post_again(work, settings, due, st("call_back", settings.staff_language))
+        await _post_again(work, settings, due, t("staff.call_back", settings.staff_language))
         for request in due:
             await mark_reminded(session=work.session, request=request, at=now)
     return len(due)
@@ -406,8 +334,7 @@ async def tell_client_no_answer(work: Work, settings: Settings, request_id: int)
     if client is None or client.telegram_id is None:
         return False
     lang: Lang = "en" if client.language == "en" else "ru"
-    hours = f"{settings.opening_hour}:00–{settings.closing_hour}:00"
-    await work.out.send(client.telegram_id, _TRIED[lang].format(phone=CENTER_PHONE, hours=hours))
+    await work.out.send(client.telegram_id, t("client.tried_to_call", lang, **settings.flow_values))
     return True
 
 

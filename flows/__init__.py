@@ -3,6 +3,7 @@
 Nothing here does I/O beyond reading flow files; ``bot`` drives it through this surface.
 """
 
+from flows.catalogue import CATALOGUE, COMMANDS, t
 from flows.checker import CheckReport, check_file, check_flow, check_text
 from flows.diff import diff_flows
 from flows.engine import (
@@ -42,6 +43,9 @@ from flows.schema import LANGS, LEVELS, Flow, Lang, Level
 from flows.simulate import Script, ScriptError, Transcript, load_script, simulate
 
 __all__ = [
+    "CATALOGUE",
+    "COMMANDS",
+    "t",
     "PathCount",
     "format_table",
     "path_table",

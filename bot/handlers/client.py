@@ -28,8 +28,7 @@ from bot.render import ASK, present
 from bot.service import StepResult, advance
 from bot.settings import Settings
 from bot.staff import queue_card
-from bot.texts import t
-from flows import Begin, Flow, Input, Lang, Restart, SetLang, TextInput, decode
+from flows import Begin, Flow, Input, Lang, Restart, SetLang, TextInput, decode, t
 from storage import (
     AsyncSession,
     Client,
@@ -144,7 +143,7 @@ async def step_client(
         )
     lang = result.state.lang
     if result.restarted:
-        notices = (*notices, t("flow_updated", lang))
+        notices = (*notices, t("client.flow_updated", lang))
     pressed = query.message.message_id if query is not None and query.message else None
     await present(
         work.out,
@@ -205,6 +204,11 @@ async def _telegram_client(
     return client, client.id
 
 
+def svc_values(context: BotContext) -> dict[str, str]:
+    """The values fixed texts fill in from the settings (phone, hours)."""
+    return dict(context.services.settings.flow_values)
+
+
 def _is_phone(flow: Flow | None, node: object) -> bool:
     """Whether ``node`` is the phone question (its share-contact keyboard must go)."""
     if flow is None or not isinstance(node, str) or node not in flow.nodes:
@@ -230,7 +234,7 @@ async def _reply(update: Update, context: BotContext, key: str, **markup: Any) -
         return
     async with unit(context.services) as work:
         _, lang = await _client(work, update, context)
-        await work.out.send(chat.id, t(key, lang), **markup)
+        await work.out.send(chat.id, t(key, lang, **svc_values(context)), **markup)
 
 
 # --- commands -------------------------------------------------------------------
@@ -261,12 +265,12 @@ async def on_restart(update: Update, context: BotContext) -> None:
 
 async def on_help(update: Update, context: BotContext) -> None:
     """Say what the bot does and list the commands."""
-    await _reply(update, context, "help")
+    await _reply(update, context, "client.help")
 
 
 async def on_info(update: Update, context: BotContext) -> None:
     """The center's hours and phone."""
-    await _reply(update, context, "info")
+    await _reply(update, context, "client.info")
 
 
 async def on_lang(update: Update, context: BotContext) -> None:
@@ -275,7 +279,7 @@ async def on_lang(update: Update, context: BotContext) -> None:
         [[InlineKeyboardButton("Русский", callback_data="L:ru"),
           InlineKeyboardButton("English", callback_data="L:en")]]
     )  # fmt: skip
-    await _reply(update, context, "lang_prompt", markup=keyboard)
+    await _reply(update, context, "client.lang_prompt", markup=keyboard)
 
 
 async def on_lang_button(update: Update, context: BotContext) -> None:
@@ -290,7 +294,7 @@ async def on_lang_button(update: Update, context: BotContext) -> None:
     async with unit(svc) as work:
         client, client_id = await _telegram_client(work.session, user, svc.settings)
         await set_client_language(session=work.session, client_id=client_id, language=lang)
-        await work.out.answer(chat.id, query.id, t("lang_set", lang))
+        await work.out.answer(chat.id, query.id, t("client.lang_set", lang))
         if query.message is not None:
             await work.out.edit_markup(chat.id, query.message.message_id)
         await step_client(work, svc, user, chat.id, SetLang(lang), update_id=update.update_id)
@@ -314,7 +318,7 @@ async def on_cancel(update: Update, context: BotContext) -> None:
             update_id=update.update_id,
         )
         await work.out.edit_markup(chat.id, prompt_ref(client_id))
-        await work.out.send(chat.id, t("cancelled", client.language))  # type: ignore[arg-type]
+        await work.out.send(chat.id, t("client.cancelled", client.language))  # type: ignore[arg-type]
 
 
 async def on_forget(update: Update, context: BotContext) -> None:
@@ -325,10 +329,10 @@ async def on_forget(update: Update, context: BotContext) -> None:
     async with unit(context.services) as work:
         _, lang = await _client(work, update, context)
         keyboard = InlineKeyboardMarkup(
-            [[InlineKeyboardButton(t("forget_yes", lang), callback_data="F:yes"),
-              InlineKeyboardButton(t("forget_no", lang), callback_data="F:no")]]
+            [[InlineKeyboardButton(t("client.forget_yes", lang), callback_data="F:yes"),
+              InlineKeyboardButton(t("client.forget_no", lang), callback_data="F:no")]]
         )  # fmt: skip
-        await work.out.send(chat.id, t("forget_confirm", lang), markup=keyboard)
+        await work.out.send(chat.id, t("client.forget_confirm", lang), markup=keyboard)
 
 
 async def on_forget_button(update: Update, context: BotContext) -> None:
@@ -344,7 +348,7 @@ async def on_forget_button(update: Update, context: BotContext) -> None:
         if erase and client is not None and client.id is not None:
             await delete_client_data(session=work.session, client_id=client.id)
         await work.out.answer(chat.id, query.id)
-        text = t("forget_done" if erase else "forget_kept", lang)
+        text = t("client.forget_done" if erase else "forget_kept", lang)
         if query.message is not None:
             await work.out.edit(chat.id, query.message.message_id, text, or_send=True)
         else:
@@ -367,7 +371,7 @@ async def on_group_command(update: Update, context: BotContext) -> None:
         return
     lang = language_of(update.effective_user, context.services.settings.default_language)
     async with unit(context.services) as work:
-        await work.out.send(chat.id, t("private_only", lang))
+        await work.out.send(chat.id, t("client.private_only", lang))
 
 
 # --- messages and buttons -------------------------------------------------------
@@ -394,7 +398,7 @@ async def on_button(update: Update, context: BotContext) -> None:
     if inp is None or not _own_press(update):
         async with unit(context.services) as work:
             _, lang = await _client(work, update, context)
-            await work.out.answer(chat.id, query.id, t("inactive_button", lang))
+            await work.out.answer(chat.id, query.id, t("client.inactive_button", lang))
         return
     await drive(update, context, inp, query=query)
 
@@ -425,15 +429,17 @@ async def _relay_question(
     lang: Lang = "en" if client.language == "en" else "ru"
     staff_chat = svc.settings.staff_chat_id
     if staff_chat is None:
-        await work.out.send(chat_id, t("ask_unavailable", lang))
+        await work.out.send(chat_id, t("client.ask_unavailable", lang, **svc.settings.flow_values))
         return
     request = await latest_request_of_client(session=work.session, client_id=client.id)
     ref = f" · #{request.id}" if request else ""
     who = html.escape(request.name) if request and request.name else f"client {client.id}"
     forwarded = f"❓ <b>{who}</b>{ref} ({lang})\n\n{html.escape(text[:3500])}"
     await work.out.send(staff_chat, forwarded, bind={"relay": client.id})
-    back = InlineKeyboardMarkup([[InlineKeyboardButton(t("ask_back", lang), callback_data="Q")]])
-    await work.out.send(chat_id, t("ask_sent", lang), markup=back)
+    back = InlineKeyboardMarkup(
+        [[InlineKeyboardButton(t("client.ask_back", lang), callback_data="Q")]]
+    )
+    await work.out.send(chat_id, t("client.ask_sent", lang), markup=back)
 
 
 async def on_ask(update: Update, context: BotContext) -> None:
@@ -450,9 +456,9 @@ async def on_ask(update: Update, context: BotContext) -> None:
         if update.callback_query is not None:
             await work.out.answer(chat.id, update.callback_query.id)
         back = InlineKeyboardMarkup(
-            [[InlineKeyboardButton(t("ask_back", lang), callback_data="Q")]]
+            [[InlineKeyboardButton(t("client.ask_back", lang), callback_data="Q")]]
         )
-        await work.out.send(chat.id, t("ask_prompt", lang), markup=back)
+        await work.out.send(chat.id, t("client.ask_prompt", lang), markup=back)
 
 
 async def on_back_to_questions(update: Update, context: BotContext) -> None:
@@ -479,10 +485,11 @@ async def on_status(update: Update, context: BotContext) -> None:
         if client is not None and client.id is not None:
             request = await latest_request_of_client(session=work.session, client_id=client.id)
         if request is None:
-            await work.out.send(chat.id, t("status_none", lang))
+            await work.out.send(chat.id, t("client.status_none", lang))
             return
-        state = t(f"state_{request.status}", lang)
-        await work.out.send(chat.id, t("status", lang).format(id=request.id, state=state))
+        values = svc_values(context)
+        state = t(f"client.state.{request.status}", lang, **values)
+        await work.out.send(chat.id, t("client.status", lang, id=request.id, state=state))
 
 
 async def on_contact(update: Update, context: BotContext) -> None:
@@ -497,7 +504,7 @@ async def on_contact(update: Update, context: BotContext) -> None:
         if message.contact.user_id != user.id:
             _, lang = await _client(work, update, context)
             inp: Input = Begin()
-            notices: tuple[str, ...] = (t("foreign_contact", lang),)
+            notices: tuple[str, ...] = (t("client.foreign_contact", lang),)
         else:
             inp, notices = TextInput(message.contact.phone_number), ()
         await step_client(
@@ -507,12 +514,12 @@ async def on_contact(update: Update, context: BotContext) -> None:
 
 async def on_edited(update: Update, context: BotContext) -> None:
     """Edits are not answers: a polite note, then the current question again; nothing changes."""
-    await _not_an_answer(update, context, "edited", "edited_asking")
+    await _not_an_answer(update, context, "client.edited", "client.edited_asking")
 
 
 async def on_other(update: Update, context: BotContext) -> None:
     """Stickers, photos, voice, locations…: a polite word and the question again."""
-    await _not_an_answer(update, context, "not_text", "not_text")
+    await _not_an_answer(update, context, "client.not_text", "client.not_text")
 
 
 async def _not_an_answer(update: Update, context: BotContext, key: str, asking_key: str) -> None:

@@ -10,9 +10,9 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.context import BotContext, Services
+from bot.handlers.client import language_of
 from bot.outbox import Work, unit
 from bot.staff import (
-    CENTER_PHONE,
     RETRY_CHOICES,
     card_keyboard,
     card_text,
@@ -21,7 +21,6 @@ from bot.staff import (
     local_time,
     refresh_card,
     schedule_callback,
-    st,
     tell_client_no_answer,
 )
 from bot.workflow import (
@@ -31,6 +30,7 @@ from bot.workflow import (
     parse_request_id,
     retry_time,
 )
+from flows import Lang, t
 from storage import (
     Action,
     Client,
@@ -49,89 +49,6 @@ __all__ = ["register"]
 logger = logging.getLogger(__name__)
 
 PAGE = 10
-
-_TEXTS: dict[str, dict[str, str]] = {
-    "refused": {
-        "ru": "Это доступно только сотрудникам центра.",
-        "en": "This is for the center's staff only.",
-    },
-    "empty": {
-        "ru": "Открытых заявок нет.",
-        "en": "No open requests.",
-    },
-    "queue": {
-        "ru": "Открытые заявки",
-        "en": "Open requests",
-    },
-    "not_possible": {
-        "ru": "Сейчас это сделать нельзя: заявка уже в другом статусе.",
-        "en": "That is not possible now: the request has moved on.",
-    },
-    "not_found": {
-        "ru": "Заявки с таким номером нет.",
-        "en": "There is no request with that number.",
-    },
-    "usage_request": {
-        "ru": "Так: /request 12",
-        "en": "Usage: /request 12",
-    },
-    "usage_note": {
-        "ru": "Так: /note 12 текст заметки",
-        "en": "Usage: /note 12 the note",
-    },
-    "noted": {
-        "ru": "Заметка добавлена к заявке",
-        "en": "Note added to request",
-    },
-    "history": {
-        "ru": "История",
-        "en": "History",
-    },
-    "delivered": {
-        "ru": "✔️ Ответ отправлен клиенту.",
-        "en": "✔️ The answer was sent to the client.",
-    },
-    "gone": {
-        "ru": "Клиент удалил свои данные или заблокировал бота.",
-        "en": "The client erased their data or blocked the bot.",
-    },
-    "answer": {
-        "ru": "💬 Ответ центра «Вероника Херба»:",
-        "en": "💬 Answer from the Veronika Herba center:",
-    },
-    "follow_up": {
-        "ru": (
-            "Спасибо, что обратились в центр «Вероника Херба». Если появятся "
-            "вопросы, звоните: {phone} ({hours}, без выходных) или "
-            "нажмите /start."
-        ),
-        "en": (
-            "Thank you for contacting the Veronika Herba center. If you have "
-            "questions, call us: {phone} ({hours}, seven days a "
-            "week), or press /start."
-        ),
-    },
-    "followed": {
-        "ru": "Клиенту отправлено сообщение.",
-        "en": "The client was sent a follow-up.",
-    },
-    "today": {
-        "ru": "Сегодня",
-        "en": "Today",
-    },
-    "week": {
-        "ru": "За 7 дней",
-        "en": "Last 7 days",
-    },
-    "funnel": {
-        "ru": "Воронка (7 дней): дошли / остановились",
-        "en": "Funnel (7 days): reached / stopped",
-    },
-}
-
-
-def _t(key: str, lang: str) -> str:
-    return _TEXTS[key]["ru" if lang == "ru" else "en"]
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
@@ -157,12 +74,12 @@ async def _allowed(update: Update, context: BotContext) -> bool:
     chat = update.effective_chat
     if chat is None:
         return False
-    lang = svc.settings.staff_language
+    lang = language_of(user, svc.settings.staff_language)
     async with unit(svc) as work:
         if update.callback_query is not None:
-            await work.out.answer(chat.id, update.callback_query.id, _t("refused", lang))
+            await work.out.answer(chat.id, update.callback_query.id, t("staff.refused", lang))
         else:
-            await work.out.send(chat.id, _t("refused", lang))
+            await work.out.send(chat.id, t("staff.refused", lang))
     return False
 
 
@@ -193,13 +110,13 @@ async def on_card_button(update: Update, context: BotContext) -> None:
         action = Action.RETRY if retry_at is not None else _action(token)
         request_id = parse_request_id(raw_id)
         if action is None or request_id is None:
-            await work.out.answer(chat.id, query.id, _t("not_found", lang))
+            await work.out.answer(chat.id, query.id, t("staff.not_found", lang))
             return
         note = None
         if action is Action.FOLLOW_UP:
             note = await _send_follow_up(work, svc, request_id)
             if note is None:
-                await work.out.answer(chat.id, query.id, _t("gone", lang))
+                await work.out.answer(chat.id, query.id, t("staff.gone", lang))
                 return
         actor_id, actor_name = _actor(update)
         try:
@@ -208,10 +125,10 @@ async def on_card_button(update: Update, context: BotContext) -> None:
                 actor_name=actor_name, at=work.at, note=note, retry_at=retry_at,
             )  # fmt: skip
         except RequestNotFoundError:
-            await work.out.answer(chat.id, query.id, _t("not_found", lang))
+            await work.out.answer(chat.id, query.id, t("staff.not_found", lang))
             return
         except IllegalMoveError:  # a stale card: someone else moved the request meanwhile
-            await work.out.answer(chat.id, query.id, _t("not_possible", lang))
+            await work.out.answer(chat.id, query.id, t("staff.not_possible", lang))
             request = await get_request(session=work.session, request_id=request_id)
             pressed = query.message
             if (
@@ -226,7 +143,7 @@ async def on_card_button(update: Update, context: BotContext) -> None:
                     await refresh_card(work, svc.settings, request, followed=followed)
             return
         await work.out.answer(
-            chat.id, query.id, _t("followed", lang) if action is Action.FOLLOW_UP else None
+            chat.id, query.id, t("staff.followed", lang) if action is Action.FOLLOW_UP else None
         )
         await refresh_card(work, svc.settings, done.request, followed=done.followed)
         if action is Action.NO_ANSWER and svc.settings.tell_client_no_answer:
@@ -259,8 +176,8 @@ async def _send_follow_up(work: Work, svc: Services, request_id: int) -> str | N
     if client is None or client.telegram_id is None:
         return None
     settings = svc.settings
-    hours = f"{settings.opening_hour}:00–{settings.closing_hour}:00"
-    text = _t("follow_up", client.language).format(phone=CENTER_PHONE, hours=hours)
+    lang: Lang = "en" if client.language == "en" else "ru"
+    text = t("client.follow_up", lang, **settings.flow_values)
     if not await followed_up(work.session, request_id):  # a second press: not sent twice
         await work.out.send(client.telegram_id, text)
     return text
@@ -284,17 +201,17 @@ async def _send_queue(work: Work, svc: Services, chat_id: int, page: int) -> Non
     page = min(page, max((total + PAGE - 1) // PAGE, 1))
     items = await list_open_requests(session=session, offset=(page - 1) * PAGE, limit=PAGE)
     if not items:
-        await work.out.send(chat_id, _t("empty", lang))
+        await work.out.send(chat_id, t("staff.queue_empty", lang))
         return
     pages = (total + PAGE - 1) // PAGE
-    lines = [f"<b>{_t('queue', lang)}</b> ({page}/{pages}, {total})"]
+    lines = [f"<b>{t('staff.queue', lang)}</b> ({page}/{pages}, {total})"]
     for r in items:
         flag = "⚠️ " if (r.outcome == "CLEAR" or r.red_flag_changed) else ""
         minutes = int((now - r.created_at).total_seconds() // 60)
         call = f" · 📞 {local_time(r.retry_at, svc.settings)}" if r.retry_at else ""
         lines.append(
-            f"{flag}#{r.id} · {st(r.status, lang)} · {html.escape(r.outcome)} · "
-            f"{html.escape(r.name or '—')} · {minutes} {st('minutes', lang)}{call}"
+            f"{flag}#{r.id} · {t(f'staff.status.{r.status}', lang)} · {html.escape(r.outcome)} · "
+            f"{html.escape(r.name or '—')} · {minutes} {t('staff.minutes', lang)}{call}"
         )
     nav = []
     if page > 1:
@@ -315,13 +232,13 @@ async def on_request(update: Update, context: BotContext) -> None:
     lang = svc.settings.staff_language
     async with unit(svc) as work:
         if not context.args or not context.args[0].lstrip("#").isdigit():
-            await work.out.send(chat.id, _t("usage_request", lang))
+            await work.out.send(chat.id, t("staff.usage_request", lang))
             return
         request_id = parse_request_id(context.args[0])
         session = work.session
         request = await get_request(session=session, request_id=request_id) if request_id else None
         if request is None or request.id is None:
-            await work.out.send(chat.id, _t("not_found", lang))
+            await work.out.send(chat.id, t("staff.not_found", lang))
             return
         events = await list_events(session=session, request_id=request.id)
         history = [
@@ -332,7 +249,7 @@ async def on_request(update: Update, context: BotContext) -> None:
         ]
         text = card_text(request, svc.settings, work.at)
         if history:
-            text += f"\n\n<b>{_t('history', lang)}</b>\n" + "\n".join(history[-20:])
+            text += f"\n\n<b>{t('staff.history', lang)}</b>\n" + "\n".join(history[-20:])
         await work.out.send(chat.id, text[:4000], markup=card_keyboard(request, svc.settings))
 
 
@@ -346,7 +263,7 @@ async def on_note(update: Update, context: BotContext) -> None:
     args = context.args or []
     async with unit(svc) as work:
         if len(args) < 2 or not args[0].lstrip("#").isdigit():
-            await work.out.send(chat.id, _t("usage_note", lang))
+            await work.out.send(chat.id, t("staff.usage_note", lang))
             return
         note = " ".join(args[1:])[:1000]
         actor_id, actor_name = _actor(update)
@@ -354,13 +271,13 @@ async def on_note(update: Update, context: BotContext) -> None:
         session = work.session
         request = await get_request(session=session, request_id=request_id) if request_id else None
         if request is None or request.id is None:
-            await work.out.send(chat.id, _t("not_found", lang))
+            await work.out.send(chat.id, t("staff.not_found", lang))
             return
         await add_request_event(
             session=session, request_id=request.id, actor_id=actor_id, actor_name=actor_name,
             action="note", note=note, at=work.at,
         )  # fmt: skip
-        await work.out.send(chat.id, f"{_t('noted', lang)} #{request.id}.")
+        await work.out.send(chat.id, t("staff.noted", lang, id=request.id))
 
 
 async def on_stats(update: Update, context: BotContext) -> None:
@@ -369,7 +286,7 @@ async def on_stats(update: Update, context: BotContext) -> None:
     if chat is None or not await _allowed(update, context):
         return
     svc = context.services
-    lang = svc.settings.staff_language
+    lang = language_of(update.effective_user, svc.settings.staff_language)
     async with unit(svc) as work:
         now = work.at
         local = now.astimezone(svc.settings.zone)
@@ -383,25 +300,18 @@ async def on_stats(update: Update, context: BotContext) -> None:
                 if s.median_first_call_minutes is not None
                 else "—"
             )
-            lines.append(f"<b>{_t(key, lang)}</b>")
-            lines.append(
-                f"new {s.new} · taken {s.taken} · booked {s.booked} · declined {s.declined} · "
-                f"no answer {s.no_answer} · closed {s.closed}"
-            )
-            lines.append(f"median to first call: {median} {st('minutes', lang)}")
-            lines.append(
-                "by outcome: "
-                + (", ".join(f"{k} {v}" for k, v in sorted(s.by_outcome.items())) or "—")
-            )
-            lines.append(
-                "by source: "
-                + (
-                    ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(s.by_source.items()))
-                    or "—"
-                )
-            )
+            outcomes = ", ".join(f"{k} {v}" for k, v in sorted(s.by_outcome.items()))
+            sources = ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(s.by_source.items()))
+            lines += [
+                f"<b>{t(f'staff.stats.{key}', lang)}</b>",
+                t("staff.stats.counts", lang, new=s.new, taken=s.taken, booked=s.booked,
+                  declined=s.declined, no_answer=s.no_answer, closed=s.closed),
+                t("staff.stats.median", lang, minutes=median),
+                t("staff.stats.by_outcome", lang, items=outcomes or "—"),
+                t("staff.stats.by_source", lang, items=sources or "—"),
+            ]  # fmt: skip
         steps = await funnel(session=session, since=midnight - timedelta(days=6))
-        lines.append(f"\n<b>{_t('funnel', lang)}</b>")
+        lines.append(f"\n<b>{t('staff.stats.funnel', lang)}</b>")
         lines += [f"{html.escape(node)}: {reached} / {stopped}" for node, reached, stopped in steps]
         await work.out.send(chat.id, "\n".join(lines)[:4000])
 
@@ -431,8 +341,9 @@ async def on_reply(update: Update, context: BotContext) -> None:
     async with unit(svc) as work:
         client = await work.session.get(Client, relay.client_id)
         if client is None or client.telegram_id is None:
-            await work.out.send(chat.id, _t("gone", lang))
+            await work.out.send(chat.id, t("staff.gone", lang))
             return
-        text = f"{_t('answer', client.language)}\n\n{html.escape(message.text)}"
+        client_lang: Lang = "en" if client.language == "en" else "ru"
+        text = f"{t('client.staff_answer', client_lang)}\n\n{html.escape(message.text)}"
         await work.out.send(client.telegram_id, text)
-        await work.out.send(chat.id, _t("delivered", lang))
+        await work.out.send(chat.id, t("staff.delivered", lang))
