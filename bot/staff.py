@@ -163,6 +163,10 @@ async def queue_card(work: Work, settings: Settings, request_id: int) -> None:
             session=work.session, request=request, error="STAFF_CHAT_ID is not set"
         )
         return
+    # Queued: the chat is known, the message id comes when the sender has posted it.
+    request.card_chat_id = settings.staff_chat_id
+    request.delivery_error = None
+    work.session.add(request)
     await work.out.send(
         settings.staff_chat_id,
         card_text(request, settings, work.at),
@@ -190,23 +194,21 @@ async def refresh_card(
 
 
 async def redeliver(services: Services) -> int:
-    """Queue again the cards Telegram refused (the staff group was missing, say); how many.
+    """Queue the cards never queued or refused by Telegram (no staff group then, say).
 
-    A card still waiting in the outbox is not queued twice.
+    A card still waiting in the outbox is not queued twice. Returns how many were queued.
     """
+    if services.settings.staff_chat_id is None:
+        return 0
     async with unit(services, claim=False) as work:
-        failed = [
+        due = [
             r
             for r in await requests_to_deliver(session=work.session)
-            if r.delivery_error is not None and r.id is not None
+            if (r.card_chat_id is None or r.delivery_error is not None) and r.id is not None
         ]
-        if services.settings.staff_chat_id is None:
-            return 0
-        for request in failed:
-            request.delivery_error = None
-            work.session.add(request)
+        for request in due:
             await queue_card(work, services.settings, request.id)  # type: ignore[arg-type]
-    return len(failed)
+    return len(due)
 
 
 def is_open(now: datetime, settings: Settings) -> bool:
