@@ -63,9 +63,7 @@ class RunningBot:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             async with self.sessionmaker() as session:
-                left = await pending_updates(session=session) + await pending_calls(
-                    session=session
-                )
+                left = await pending_updates(session=session) + await pending_calls(session=session)
             if not left and not self.serving.services.dispatcher.busy:
                 if not self.serving.services.sender.busy:
                     return
