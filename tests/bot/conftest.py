@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
@@ -64,9 +63,9 @@ class RunningBot:
         while True:
             async with self.sessionmaker() as session:
                 left = await pending_updates(session=session) + await pending_calls(session=session)
-            if not left and not self.serving.services.dispatcher.busy:
-                if not self.serving.services.sender.busy:
-                    return
+            services = self.serving.services
+            if not left and not services.dispatcher.busy and not services.sender.busy:
+                return
             assert asyncio.get_running_loop().time() < deadline, f"{left} item(s) still waiting"
             await asyncio.sleep(0.01)
 
