@@ -62,10 +62,12 @@ async def start_serving(
     *,
     allowed_updates: list[str],
     poll_timeout: int = 30,
+    receive: bool = True,
 ) -> Serving:
     """Initialise the Application and start the inbox, the dispatcher and the sender.
 
-    Polling unless the settings have a webhook URL.
+    Polling unless the settings have a webhook URL; with ``receive`` False, neither (a
+    process that only works what others stored, behind a load balancer's other replicas).
     """
     await app.initialize()
     if app.post_init is not None:
@@ -76,6 +78,8 @@ async def start_serving(
     serving.tasks.append(asyncio.create_task(services.sender.run(), name="sender"))
     serving.tasks.append(asyncio.create_task(services.dispatcher.run(), name="dispatcher"))
     settings = services.settings
+    if not receive:
+        return serving
     if settings.webhook_url and settings.webhook_secret is not None:
         serving.webhook = WebhookServer(
             services.sessionmaker,

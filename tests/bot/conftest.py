@@ -76,6 +76,7 @@ async def start_bot(
     engine: AsyncEngine,
     *,
     clock: Callable[[], datetime] = utcnow,
+    receive: bool = True,
     **extra: Any,
 ) -> RunningBot:
     """Build the project's Application with its own factory and start long polling.
@@ -91,7 +92,9 @@ async def start_bot(
         clock=clock,
         housekeeping=False,
     )
-    serving = await start_serving(app, allowed_updates=ALLOWED_UPDATES, poll_timeout=1)
+    serving = await start_serving(
+        app, allowed_updates=ALLOWED_UPDATES, poll_timeout=1, receive=receive
+    )
     return RunningBot(serving, engine, url)
 
 

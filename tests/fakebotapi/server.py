@@ -232,6 +232,10 @@ class FakeBotAPI:
         self._reply_keyboards: dict[int, dict[str, Any]] = {}
         self._blocked: set[int] = set()
         self._faults: dict[str, list[_Fault]] = defaultdict(list)
+        # Held calls wait (not applied) until released; ``down`` answers 502 to everything.
+        self._holds: dict[tuple[str, int | None], asyncio.Event] = {}
+        self.held: list[tuple[str, dict[str, Any]]] = []
+        self.down = False
         self._open_callbacks: set[str] = set()
         self._callback_ids = itertools.count(4_000_000_000_001)
         self._commands: dict[tuple[str, str], list[dict[str, str]]] = {}
@@ -486,6 +490,31 @@ class FakeBotAPI:
     def unblock_chat(self, chat_id: int) -> None:
         """Undo :meth:`block_chat`."""
         self._blocked.discard(chat_id)
+
+    def hold(self, method: str, chat_id: int | None = None) -> None:
+        """Keep calls of ``method`` (in ``chat_id``, or any chat) waiting, not applied, until
+        :meth:`release`; a client that gives up meanwhile (a crash) leaves no trace."""
+        self._holds[(self._canonical(method), chat_id)] = asyncio.Event()
+
+    def release(self, method: str, chat_id: int | None = None) -> None:
+        """Let held calls of ``method`` through (and later ones pass at once)."""
+        event = self._holds.pop((self._canonical(method), chat_id), None)
+        if event is not None:
+            event.set()
+
+    async def wait_held(
+        self,
+        method: str,
+        count: int = 1,
+        timeout: float = 10.0,  # noqa: ASYNC109 - a deadline is the natural API for tests
+    ) -> None:
+        """Wait until ``count`` calls of ``method`` are being held."""
+        name = self._canonical(method)
+        deadline = time.monotonic() + timeout
+        while sum(1 for m, _ in self.held if m == name) < count:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no held {method} call within {timeout}s"
+            await self._calls_signal.wait(remaining)
 
     def fail_next(
         self,
@@ -774,6 +803,21 @@ class FakeBotAPI:
     ) -> Any:
         if token != self.token:
             raise ApiError(401, "Unauthorized")
+        if self.down:
+            raise ApiError(502, "Bad Gateway", rejected=False)
+        hold = self._holds.get((name, params.get("chat_id"))) or self._holds.get((name, None))
+        if hold is not None and not hold.is_set():
+            self.held.append((name, params))
+            self._calls_signal.notify()
+            waiter = asyncio.ensure_future(hold.wait())
+            await asyncio.wait([waiter, closed], return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():
+                waiter.cancel()
+                raise _ClientGone
+            if closed.done():
+                raise _ClientGone
+            if self.down:
+                raise ApiError(502, "Bad Gateway", rejected=False)
         if self._faults.get(name):
             fault = self._faults[name].pop(0)
             retry = {"retry_after": fault.retry_after} if fault.retry_after is not None else None
