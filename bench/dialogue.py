@@ -120,8 +120,11 @@ def edited(call: Call) -> bool:
 
 
 def asked(call: Call) -> bool:
-    """A step ends with a new message carrying an inline keyboard (the next question)."""
-    return call.method == "sendMessage" and bool(_markup(call).get("inline_keyboard"))
+    """A step ends with the next question: the pressed question edited into it, or (after a
+    typed answer) a new message, with an inline keyboard either way."""
+    return call.method in ("sendMessage", "editMessageText") and bool(
+        _markup(call).get("inline_keyboard")
+    )
 
 
 def offered_contact(call: Call) -> bool:

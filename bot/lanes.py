@@ -15,9 +15,9 @@ import logging
 from datetime import timedelta
 from typing import Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from storage import AsyncSession, release_lease, take_lease, utcnow
+from storage import AsyncSession, make_sessionmaker, release_lease, take_lease, utcnow
 
 __all__ = ["LaneWorker"]
 
@@ -43,6 +43,13 @@ class LaneWorker(Generic[Item]):
         tick: float = 1.0,
     ) -> None:
         self._sessionmaker = sessionmaker
+        # Looking for work only reads: on SQLite it must not queue behind the writers.
+        bind = sessionmaker.kw.get("bind")
+        self._reader = (
+            make_sessionmaker(bind, read_only=True)
+            if isinstance(bind, AsyncEngine)
+            else sessionmaker
+        )
         self._owner = owner
         self._shared = shared
         self._slots = asyncio.Semaphore(concurrency)
@@ -89,7 +96,7 @@ class LaneWorker(Generic[Item]):
         """Sweep for work every ``tick`` until stopped."""
         while not self._stopping:
             try:
-                async with self._sessionmaker() as session:
+                async with self._reader() as session:
                     lanes = await self.lanes(session)
             except Exception:  # noqa: BLE001 - the database may be away; try again
                 logger.exception("%s: could not look for work", self.name)
@@ -132,7 +139,7 @@ class LaneWorker(Generic[Item]):
                 try:
                     while not self._stopping:
                         self._dirty.discard(lane)
-                        async with self._sessionmaker() as session:
+                        async with self._reader() as session:
                             item = await self.next(session, lane)
                         if item is None:
                             if lane in self._dirty:

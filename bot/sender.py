@@ -160,13 +160,13 @@ class Sender(LaneWorker[OutboxMessage]):
         resolved: dict[str, Any] = {}
         for key, value in params.items():
             if isinstance(value, dict) and "$prompt" in value:
-                async with self._sessionmaker() as session:
+                async with self._reader() as session:
                     dialogue = await get_dialogue(session=session, client_id=value["$prompt"])
                 if dialogue is None or dialogue.prompt_message_id is None:
                     return None
                 resolved[key] = dialogue.prompt_message_id
             elif isinstance(value, dict) and "$call" in value:
-                async with self._sessionmaker() as session:
+                async with self._reader() as session:
                     found = await sent_message_id(session=session, call_id=value["$call"])
                 if found is None:
                     return None

@@ -31,6 +31,7 @@ from storage.db import (
 from storage.errors import DatabaseURLError, DuplicateClientError, MigrationError, StorageError
 from storage.flowstore import (
     activate_flow_version,
+    active_flow_checksum,
     add_flow_version,
     get_active_flow_version,
     get_flow_version,
@@ -146,6 +147,7 @@ __all__ = [
     "Transition",
     "action_to",
     "activate_flow_version",
+    "active_flow_checksum",
     "add_flow_version",
     "add_relay",
     "add_request_event",

@@ -126,6 +126,7 @@ async def step_client(
         source=client.source,
         at=work.at,
         pinned=pinned,
+        stored=before,
     )
     if result.duplicate:
         if query is not None:

@@ -61,7 +61,7 @@ class RunningBot:
         """
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            async with self.sessionmaker() as session:
+            async with make_sessionmaker(self.engine, read_only=True)() as session:
                 left = await pending_updates(session=session) + await pending_calls(session=session)
             services = self.serving.services
             if not left and not services.dispatcher.busy and not services.sender.busy:
