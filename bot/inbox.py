@@ -29,7 +29,7 @@ from storage import (
     InboxUpdate,
     finish_update,
     inbox_lanes,
-    next_update,
+    next_updates,
     store_updates,
     utcnow,
 )
@@ -100,12 +100,19 @@ class Dispatcher(LaneWorker[InboxUpdate]):
         """Chats with updates waiting."""
         return await inbox_lanes(session=session)
 
-    async def next(self, session: AsyncSession, lane: int) -> InboxUpdate | None:
-        """The chat's oldest update not processed yet."""
-        return await next_update(session=session, lane=lane)
+    async def batch(self, session: AsyncSession, lane: int) -> list[InboxUpdate]:
+        """The chat's oldest updates not processed yet."""
+        return await next_updates(session=session, lane=lane)
 
-    async def handle(self, item: InboxUpdate) -> None:
-        """Run the update through the handlers; close it if no unit of work claimed it."""
+    async def handle(self, items: list[InboxUpdate]) -> None:
+        """Run the updates through the handlers, one after the other."""
+        for item in items:
+            if self._stopping:
+                return  # the rest stay in the inbox
+            await self._process(item)
+
+    async def _process(self, item: InboxUpdate) -> None:
+        """Run one update through the handlers; close it if no unit of work claimed it."""
         processing = Processing(item.update_id)
         token = PROCESSING.set(processing)
         try:

@@ -27,7 +27,7 @@ Item = TypeVar("Item")
 
 
 class LaneWorker(Generic[Item]):
-    """Subclasses say where the work is (``lanes``, ``next``) and what to do (``handle``)."""
+    """Subclasses say where the work is (``lanes``, ``batch``) and what to do (``handle``)."""
 
     #: Prefix of this worker's lease keys ("in", "out").
     name = "lane"
@@ -66,12 +66,12 @@ class LaneWorker(Generic[Item]):
         """Lanes with work waiting."""
         raise NotImplementedError
 
-    async def next(self, session: AsyncSession, lane: int) -> Item | None:
-        """The lane's next item, if any."""
+    async def batch(self, session: AsyncSession, lane: int) -> list[Item]:
+        """The lane's next items, oldest first (empty when there is no work)."""
         raise NotImplementedError
 
-    async def handle(self, item: Item) -> None:
-        """Do one item; it must be marked done in the database (or raise)."""
+    async def handle(self, items: list[Item]) -> None:
+        """Do the items in order; each must be marked done in the database (or raise)."""
         raise NotImplementedError
 
     # --- scheduling -------------------------------------------------------------------
@@ -140,12 +140,12 @@ class LaneWorker(Generic[Item]):
                     while not self._stopping:
                         self._dirty.discard(lane)
                         async with self._reader() as session:
-                            item = await self.next(session, lane)
-                        if item is None:
+                            items = await self.batch(session, lane)
+                        if not items:
                             if lane in self._dirty:
                                 continue
                             return
-                        await self.handle(item)
+                        await self.handle(items)
                         if self._shared and not await self._take(lane):
                             return
                 finally:

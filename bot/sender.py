@@ -37,7 +37,7 @@ from storage import (
     get_request,
     mark_delivered,
     mark_delivery_failed,
-    next_call,
+    next_calls,
     outbox_lanes,
     record_call,
     sent_message_id,
@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 # The sender makes every call through one generic method on purpose (the outbox stores
 # method names and parameters); PTB suggests the named methods for known ones.
 warnings.filterwarnings("ignore", message=r"Please use 'Bot\.", category=PTBUserWarning)
+
+#: Calls recorded with the next one: made again after a crash, they show nothing twice.
+_DEFERRABLE = {"answerCallbackQuery"}
 
 #: Methods a repeat cannot duplicate: repeating them is always safe.
 _IDEMPOTENT = {
@@ -84,18 +87,27 @@ class Sender(LaneWorker[OutboxMessage]):
         self.bot = bot
         #: Calls made, for the benchmark and the logs.
         self.made = 0
+        self._deferred: list[tuple[OutboxMessage, int | None, str | None]] = []
 
     async def lanes(self, session: AsyncSession) -> list[int]:
         """Chats with calls waiting."""
         return await outbox_lanes(session=session)
 
-    async def next(self, session: AsyncSession, lane: int) -> OutboxMessage | None:
-        """The chat's next call."""
-        return await next_call(session=session, lane=lane)
+    async def batch(self, session: AsyncSession, lane: int) -> list[OutboxMessage]:
+        """The chat's next calls."""
+        return await next_calls(session=session, lane=lane)
 
-    async def handle(self, item: OutboxMessage) -> None:
-        """Make the call and record it."""
-        await self._make(item)
+    async def handle(self, items: list[OutboxMessage]) -> None:
+        """Make the calls in order and record them.
+
+        A call whose repeat is harmless (answering a press) is recorded together with the
+        next one, so a press and its edit cost one transaction; a send is recorded at once.
+        """
+        for item in items:
+            if self._stopping:
+                break
+            await self._make(item)
+        await self._flush()
 
     # --- one call ---------------------------------------------------------------------
 
@@ -180,38 +192,57 @@ class Sender(LaneWorker[OutboxMessage]):
         return resolved
 
     async def _record(self, call: OutboxMessage, message_id: int | None, error: str | None) -> None:
-        """Record the call and what its message id means, in one transaction."""
+        """Record the call (with any deferred before it), in one transaction."""
+        self._deferred.append((call, message_id, error))
+        if call.method not in _DEFERRABLE:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        records, self._deferred = self._deferred, []
+        if not records:
+            return
+        async with self._sessionmaker() as session, session.begin():
+            for call, message_id, error in records:
+                await self._record_one(session, call, message_id, error)
+
+    async def _record_one(
+        self,
+        session: AsyncSession,
+        call: OutboxMessage,
+        message_id: int | None,
+        error: str | None,
+    ) -> None:
+        """Record one call and what its message id means."""
         assert call.id is not None
         bind = call.bind or {}
-        async with self._sessionmaker() as session, session.begin():
-            if not await record_call(
-                session=session, call_id=call.id, at=utcnow(), message_id=message_id, error=error
-            ):
-                return  # recorded by another process meanwhile
-            chat_id = call.lane  # a send's lane is its chat
-            if "unprompt" in bind:
-                await set_prompt_message_id(
-                    session=session, client_id=bind["unprompt"], message_id=None
+        if not await record_call(
+            session=session, call_id=call.id, at=utcnow(), message_id=message_id, error=error
+        ):
+            return  # recorded by another process meanwhile
+        chat_id = call.lane  # a send's lane is its chat
+        if "unprompt" in bind:
+            await set_prompt_message_id(
+                session=session, client_id=bind["unprompt"], message_id=None
+            )
+        if "prompt" in bind and error is None:
+            await set_prompt_message_id(
+                session=session, client_id=bind["prompt"], message_id=message_id
+            )
+        if "card" in bind:
+            request = await get_request(session=session, request_id=bind["card"])
+            if request is not None and error is None and message_id is not None:
+                await mark_delivered(
+                    session=session, request=request, chat_id=chat_id, message_id=message_id
                 )
-            if "prompt" in bind and error is None:
-                await set_prompt_message_id(
-                    session=session, client_id=bind["prompt"], message_id=message_id
-                )
-            if "card" in bind:
-                request = await get_request(session=session, request_id=bind["card"])
-                if request is not None and error is None and message_id is not None:
-                    await mark_delivered(
-                        session=session, request=request, chat_id=chat_id, message_id=message_id
-                    )
-                elif request is not None:
-                    await mark_delivery_failed(session=session, request=request, error=error or "")
-            if "relay" in bind and error is None and message_id is not None:
-                await add_relay(
-                    session=session,
-                    client_id=bind["relay"],
-                    staff_chat_id=chat_id,
-                    staff_message_id=message_id,
-                )
+            elif request is not None:
+                await mark_delivery_failed(session=session, request=request, error=error or "")
+        if "relay" in bind and error is None and message_id is not None:
+            await add_relay(
+                session=session,
+                client_id=bind["relay"],
+                staff_chat_id=chat_id,
+                staff_message_id=message_id,
+            )
 
 
 def _message_id(value: Any) -> int | None:

@@ -25,7 +25,9 @@ __all__ = [
     "finish_update",
     "inbox_lanes",
     "next_call",
+    "next_calls",
     "next_update",
+    "next_updates",
     "outbox_lanes",
     "pending_calls",
     "pending_updates",
@@ -82,13 +84,19 @@ async def inbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
 
 async def next_update(*, session: AsyncSession, lane: int) -> InboxUpdate | None:
     """The oldest update of ``lane`` not processed yet."""
+    found = await next_updates(session=session, lane=lane, limit=1)
+    return found[0] if found else None
+
+
+async def next_updates(*, session: AsyncSession, lane: int, limit: int = 16) -> list[InboxUpdate]:
+    """The oldest updates of ``lane`` not processed yet, in order."""
     statement = (
         select(InboxUpdate)
         .where(InboxUpdate.lane == lane, col(InboxUpdate.done_at).is_(None))
         .order_by(col(InboxUpdate.update_id))
-        .limit(1)
+        .limit(limit)
     )
-    return (await session.exec(statement)).first()
+    return list((await session.exec(statement)).all())
 
 
 async def pending_updates(*, session: AsyncSession) -> int:
@@ -173,13 +181,19 @@ async def outbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
 
 async def next_call(*, session: AsyncSession, lane: int) -> OutboxMessage | None:
     """The oldest call of ``lane`` not made yet."""
+    found = await next_calls(session=session, lane=lane, limit=1)
+    return found[0] if found else None
+
+
+async def next_calls(*, session: AsyncSession, lane: int, limit: int = 16) -> list[OutboxMessage]:
+    """The oldest calls of ``lane`` not made yet, in order."""
     statement = (
         select(OutboxMessage)
         .where(OutboxMessage.lane == lane, col(OutboxMessage.sent_at).is_(None))
         .order_by(col(OutboxMessage.id))
-        .limit(1)
+        .limit(limit)
     )
-    return (await session.exec(statement)).first()
+    return list((await session.exec(statement)).all())
 
 
 async def pending_calls(*, session: AsyncSession, lane: int | None = None) -> int:
