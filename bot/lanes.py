@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 
+#: How many items a lane takes at once (the storage functions' default limit).
+BATCH = 16
+
 
 class LaneWorker(Generic[Item]):
     """Subclasses say where the work is (``lanes``, ``batch``) and what to do (``handle``)."""
@@ -146,6 +149,9 @@ class LaneWorker(Generic[Item]):
                                 continue
                             return
                         await self.handle(items)
+                        if len(items) < BATCH and lane not in self._dirty:
+                            # All there was; new work after this wakes the lane again.
+                            return
                         if self._shared and not await self._take(lane):
                             return
                 finally:
@@ -158,6 +164,10 @@ class LaneWorker(Generic[Item]):
             await asyncio.sleep(self._tick)
         finally:
             self._active.pop(lane, None)
+            if lane in self._dirty and not self._stopping:
+                # Work came while the lane was ending (giving its lease back): go on.
+                self._dirty.discard(lane)
+                self._start(lane)
 
     async def _take(self, lane: int) -> bool:
         now = utcnow()

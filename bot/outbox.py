@@ -85,7 +85,7 @@ class Out:
         self, lane: int, method: str, params: dict[str, Any], bind: dict[str, Any] | None = None
     ) -> int:
         """Record any call; returns its outbox id (for ``call_ref``)."""
-        row = await enqueue_call(
+        call_id = await enqueue_call(
             session=self.session,
             lane=lane,
             method=method,
@@ -94,8 +94,7 @@ class Out:
             at=self.at,
         )
         self.lanes.add(lane)
-        assert row.id is not None
-        return row.id
+        return call_id
 
     async def send(
         self,

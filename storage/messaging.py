@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -157,14 +157,14 @@ async def enqueue_call(
     params: dict[str, Any],
     bind: dict[str, Any] | None = None,
     at: datetime,
-) -> OutboxMessage:
-    """Store a Bot API call to make after the commit."""
-    call = OutboxMessage(
-        lane=lane, method=method, params=params, bind=bind, created_at=at, attempts=0
+) -> int:
+    """Store a Bot API call to make after the commit; returns its id."""
+    statement = (
+        insert(OutboxMessage)
+        .values(lane=lane, method=method, params=params, bind=bind, created_at=at, attempts=0)
+        .returning(col(OutboxMessage.id))
     )
-    session.add(call)
-    await session.flush()
-    return call
+    return int((await session.exec(statement)).scalar_one())
 
 
 async def outbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:

@@ -99,18 +99,18 @@ async def test_a_call_is_recorded_once_and_its_parameters_go(sessionmaker: Sessi
         second = await enqueue_call(
             session=session, lane=42, method="editMessageText", params={}, at=now
         )
-    assert first.id is not None and second.id is not None and first.id < second.id
+    assert first < second
     async with sessionmaker() as session:
         assert await outbox_lanes(session=session) == [42]
         call = await next_call(session=session, lane=42)
-    assert call is not None and call.id == first.id, "in order"
+    assert call is not None and call.id == first, "in order"
     async with sessionmaker() as session, session.begin():
-        assert await record_call(session=session, call_id=first.id, at=now, message_id=5)
-        assert not await record_call(session=session, call_id=first.id, at=now, message_id=6)
+        assert await record_call(session=session, call_id=first, at=now, message_id=5)
+        assert not await record_call(session=session, call_id=first, at=now, message_id=6)
     async with sessionmaker() as session:
         assert await pending_calls(session=session, lane=42) == 1
-        made = await session.get(type(call), first.id)
+        made = await session.get(type(call), first)
         assert made is not None and made.params == {} and made.message_id == 5
     async with sessionmaker() as session, session.begin():
-        assert await record_call(session=session, call_id=second.id, at=now)
+        assert await record_call(session=session, call_id=second, at=now)
         assert await prune_messaging(session=session, before=now + timedelta(seconds=1)) == 2
