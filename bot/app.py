@@ -64,7 +64,7 @@ def build_application(
     *,
     registry: FlowRegistry,
     sessionmaker: async_sessionmaker[AsyncSession],
-    rate_limit: bool = True,
+    rate_limit: bool | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     clock: Callable[[], datetime] = utcnow,
     housekeeping: bool = True,
@@ -81,7 +81,11 @@ def build_application(
         base_file_url=settings.telegram_base_file_url,
         request=HTTPXRequest(connection_pool_size=256),  # what ApplicationBuilder would build
         get_updates_request=HTTPXRequest(),
-        rate_limiter=AIORateLimiter(max_retries=3) if rate_limit else None,
+        rate_limiter=(
+            AIORateLimiter(max_retries=3)
+            if (settings.rate_limit if rate_limit is None else rate_limit)
+            else None
+        ),
     )
     builder = (
         ApplicationBuilder()
