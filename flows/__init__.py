@@ -4,7 +4,7 @@ Nothing here does I/O beyond reading flow files; ``bot`` drives it through this 
 """
 
 from flows.catalogue import CATALOGUE, COMMANDS, t
-from flows.checker import CheckReport, check_file, check_flow, check_text
+from flows.checker import CheckReport, check_flow, check_text
 from flows.diff import diff_flows
 from flows.engine import (
     Alert,
@@ -35,7 +35,7 @@ from flows.engine import (
 )
 from flows.errors import FlowError, FlowMismatchError, Problem
 from flows.graph import Graph, describe, to_mermaid
-from flows.loader import checksum, load_flow, load_flow_text, shipped_flow_path
+from flows.loader import checksum, load_flow_text, shipped_flow_path
 from flows.markup import plain_text
 from flows.paths import PathCount, format_table, path_table
 from flows.policy import POLICY, SafetyPolicy
@@ -90,13 +90,11 @@ __all__ = [
     "State",
     "TextInput",
     "Toggle",
-    "check_file",
     "check_flow",
     "checksum",
     "decode",
     "fresh_start",
     "is_question",
-    "load_flow",
     "load_flow_text",
     "new_state",
     "plain_text",

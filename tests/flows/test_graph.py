@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from flows import LEVELS, Flow, load_flow
+from bot.files import load_flow_file as load_flow
+from flows import LEVELS, Flow
 from flows.graph import LABELS, LEVEL_COLOURS, Graph, describe, to_mermaid
 from tests.factories import intake_flow
 from tests.flows.test_checker import variant
