@@ -498,6 +498,22 @@ CATALOGUE: dict[str, dict[Lang, str]] = {
     "chat.none_saved": {"ru": "Заявка не сохранена.", "en": "No request was saved."},
     "chat.all_saved": {"ru": "Сохранённые заявки: {ids}.", "en": "Saved request(s): {ids}."},
     "chat.number": {"ru": "№{id}", "en": "#{id}"},
+    # --- the dialogue's picture (flows/graph.py): words around the flow's own texts
+    "graph.otherwise": {"ru": "иначе", "en": "otherwise"},
+    "graph.and": {"ru": " и ", "en": " and "},
+    "graph.or": {"ru": " или ", "en": " or "},
+    "graph.not": {"ru": "не ", "en": "not "},
+    "graph.any_answer": {"ru": "любой ответ", "en": "any answer"},
+    "graph.emergency_sign": {"ru": "срочный признак", "en": "emergency sign"},
+    "graph.asked_if": {"ru": "только если: ", "en": "only if: "},
+    "graph.no_rule": {"ru": "ни одно правило не подошло", "en": "no rule applies"},
+    "graph.version": {"ru": "версия", "en": "version"},
+    "graph.rules": {"ru": "Какие ответы к чему ведут", "en": "Which answers lead where"},
+    "graph.outcomes": {"ru": "Итоги", "en": "Outcomes"},
+    "graph.skipped": {
+        "ru": "пунктирная рамка: вопрос задаётся только при условии, иначе пропускается",
+        "en": "dashed frame: asked only if the condition holds, otherwise skipped",
+    },
 }
 
 #: The commands of Telegram's menu, in order; each one's description is ``client.command.<name>``.

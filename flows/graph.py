@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from flows.catalogue import t as fixed
 from flows.engine import holds
 from flows.markup import plain_text
 from flows.schema import (
@@ -40,7 +41,6 @@ from flows.schema import (
 )
 
 __all__ = [
-    "LABELS",
     "LEVEL_COLOURS",
     "Graph",
     "GraphEdge",
@@ -57,25 +57,6 @@ LEVEL_COLOURS: dict[Level, str] = {
     "LATER": "#f9a825",
     "CLEAR": "#1565c0",
     "OK": "#2e7d32",
-}
-
-#: The few fixed words a picture adds around the flow's own texts, in both languages.
-LABELS: dict[str, dict[Lang, str]] = {
-    "otherwise": {"ru": "иначе", "en": "otherwise"},
-    "and": {"ru": " и ", "en": " and "},
-    "or": {"ru": " или ", "en": " or "},
-    "not": {"ru": "не ", "en": "not "},
-    "any_answer": {"ru": "любой ответ", "en": "any answer"},
-    "emergency_sign": {"ru": "срочный признак", "en": "emergency sign"},
-    "asked_if": {"ru": "только если: ", "en": "only if: "},
-    "no_rule": {"ru": "ни одно правило не подошло", "en": "no rule applies"},
-    "version": {"ru": "версия", "en": "version"},
-    "rules": {"ru": "Какие ответы к чему ведут", "en": "Which answers lead where"},
-    "outcomes": {"ru": "Итоги", "en": "Outcomes"},
-    "skipped": {
-        "ru": "пунктирная рамка: вопрос задаётся только при условии, иначе пропускается",
-        "en": "dashed frame: asked only if the condition holds, otherwise skipped",
-    },
 }
 
 EdgeKind = Literal["answer", "branch", "step", "interrupt"]
@@ -145,8 +126,8 @@ class Graph:
         return next(n for n in self.nodes if n.id == node_id)
 
     def word(self, key: str) -> str:
-        """Return the fixed label ``key`` of ``LABELS`` in this graph's language."""
-        return LABELS[key][self.lang]
+        """Return the fixed label ``graph.<key>`` of the catalogue in this graph's language."""
+        return fixed(f"graph.{key}", self.lang)
 
 
 # --- words --------------------------------------------------------------------
@@ -193,7 +174,7 @@ class _Words:
                         )
 
     def word(self, key: str) -> str:
-        return LABELS[key][self.lang]
+        return fixed(f"graph.{key}", self.lang)
 
     def nodes_of(self, cond: Condition) -> set[str]:
         """The questions whose answers ``cond`` looks at."""

@@ -24,7 +24,7 @@ def test_every_key_is_in_both_languages_with_the_same_placeholders(key: str) -> 
 
 def test_keys_say_whose_they_are() -> None:
     audiences = {key.split(".")[0] for key in CATALOGUE}
-    assert audiences == {"engine", "client", "staff", "admin", "chat"}
+    assert audiences == {"engine", "client", "staff", "admin", "chat", "graph"}
 
 
 def test_every_menu_command_has_a_description() -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from bot.files import load_flow_file as load_flow
 from flows import LEVELS, Flow
-from flows.graph import LABELS, LEVEL_COLOURS, Graph, describe, to_mermaid
+from flows.catalogue import CATALOGUE
+from flows.graph import LEVEL_COLOURS, Graph, describe, to_mermaid
 from tests.factories import intake_flow
 from tests.flows.test_checker import variant
 
@@ -69,11 +70,13 @@ def test_english_labels_are_english_without_code_words() -> None:
     assert graph.node("hernia_stage").asked_if == "Herniated disc"
     assert graph.node("sciatica_phase").asked_if == "Sciatica or lumbago"
     assert edge(graph, "oil_allergy", "oil_scent").label == "otherwise"
-    assert graph.word("rules") == LABELS["rules"]["en"]
+    assert graph.word("rules") == CATALOGUE["graph.rules"]["en"]
 
 
 def test_every_fixed_label_has_both_languages() -> None:
-    for key, words in LABELS.items():
+    labels = {k: v for k, v in CATALOGUE.items() if k.startswith("graph.")}
+    assert labels, "the picture's words are in the catalogue"
+    for key, words in labels.items():
         assert set(words) == {"ru", "en"}, key
         assert all(w.strip() for w in words.values()), key
 
