@@ -118,6 +118,9 @@ class Dispatcher(LaneWorker[InboxUpdate]):
         try:
             update = Update.de_json(item.payload, self.app.bot)
             await self.app.process_update(update)
+        except Exception:  # noqa: BLE001 - an update PTB cannot read is closed, not retried
+            logger.exception("update %s could not be processed", item.update_id)
+            processing.failed = True
         finally:
             PROCESSING.reset(token)
         self.processed += 1

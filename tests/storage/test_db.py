@@ -343,3 +343,9 @@ async def test_failed_and_cancelled_writes_give_the_write_lock_back(
     async with make_sessionmaker(migrated_engine, read_only=True)() as session:
         found = [await get_client(session=session, telegram_id=n) for n in (1, 2, 3)]
     assert [client is not None for client in found] == [False, False, True]
+
+
+def test_the_head_the_bot_checks_without_alembic_is_the_newest_migration() -> None:
+    from storage import db
+
+    assert db.HEAD == HEAD, "storage.db.HEAD must name the newest migration"
