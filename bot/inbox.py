@@ -83,15 +83,10 @@ class Dispatcher(LaneWorker[InboxUpdate]):
         self,
         app: Application,  # type: ignore[type-arg]
         sessionmaker: async_sessionmaker[AsyncSession],
-        *,
-        owner: str,
-        shared: bool,
-        concurrency: int = 64,
-        tick: float = 1.0,
+        **lanes: Any,
     ) -> None:
-        super().__init__(
-            sessionmaker, owner=owner, shared=shared, concurrency=concurrency, tick=tick
-        )
+        """``lanes``: owner, shared, concurrency, tick (see ``LaneWorker``)."""
+        super().__init__(sessionmaker, **lanes)
         self.app = app
         #: Updates processed, for the benchmark.
         self.processed = 0

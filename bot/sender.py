@@ -72,18 +72,10 @@ class Sender(LaneWorker[OutboxMessage]):
     name = "out"
 
     def __init__(
-        self,
-        bot: ExtBot[Any],
-        sessionmaker: async_sessionmaker[AsyncSession],
-        *,
-        owner: str,
-        shared: bool,
-        concurrency: int = 64,
-        tick: float = 1.0,
+        self, bot: ExtBot[Any], sessionmaker: async_sessionmaker[AsyncSession], **lanes: Any
     ) -> None:
-        super().__init__(
-            sessionmaker, owner=owner, shared=shared, concurrency=concurrency, tick=tick
-        )
+        """``lanes``: owner, shared, concurrency, tick (see ``LaneWorker``)."""
+        super().__init__(sessionmaker, **lanes)
         self.bot = bot
         #: Calls made, for the benchmark and the logs.
         self.made = 0
