@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +35,6 @@ class Services:
     dispatcher: Dispatcher
 
     def __init__(self) -> None:
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._users: dict[int, int] = {}
         self.housekeeping: asyncio.Task[None] | None = None
 
     def configure(
@@ -63,20 +60,6 @@ class Services:
         sender = getattr(self, "sender", None)
         if lanes and sender is not None:
             sender.wake(lanes)
-
-    @asynccontextmanager
-    async def client_lock(self, user_id: int) -> AsyncIterator[None]:
-        """Serialise one client's updates: they are handled one at a time, in order."""
-        lock = self._locks.setdefault(user_id, asyncio.Lock())
-        self._users[user_id] = self._users.get(user_id, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._users[user_id] -= 1
-            if not self._users[user_id]:
-                del self._users[user_id]
-                self._locks.pop(user_id, None)
 
 
 class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], Services]):
