@@ -79,7 +79,9 @@ def build_application(
         settings.telegram_token.get_secret_value(),
         base_url=settings.telegram_base_url,
         base_file_url=settings.telegram_base_file_url,
-        request=HTTPXRequest(connection_pool_size=256),  # what ApplicationBuilder would build
+        # A generous read timeout: a send whose answer is late is not repeated (the sender
+        # cannot know whether Telegram showed it), so "late" should mean "lost".
+        request=HTTPXRequest(connection_pool_size=256, read_timeout=20),
         get_updates_request=HTTPXRequest(),
         rate_limiter=(
             AIORateLimiter(max_retries=3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import timedelta
 from typing import Generic, TypeVar
 
@@ -60,6 +61,7 @@ class LaneWorker(Generic[Item]):
         self._tick = tick
         self._active: dict[int, asyncio.Task[None]] = {}
         self._dirty: set[int] = set()
+        self._taken: dict[int, float] = {}  # when this process last took a lane's lease
         self._poke = asyncio.Event()
         self._stopping = False
 
@@ -152,7 +154,7 @@ class LaneWorker(Generic[Item]):
                         if len(items) < BATCH and lane not in self._dirty:
                             # All there was; new work after this wakes the lane again.
                             return
-                        if self._shared and not await self._take(lane):
+                        if self._shared and self._stale(lane) and not await self._take(lane):
                             return
                 finally:
                     if self._shared:
@@ -169,7 +171,13 @@ class LaneWorker(Generic[Item]):
                 self._dirty.discard(lane)
                 self._start(lane)
 
+    def _stale(self, lane: int) -> bool:
+        """Whether the lane's lease is a third through and should be renewed."""
+        taken = self._taken.get(lane)
+        return taken is None or time.monotonic() - taken > self._lease.total_seconds() / 3
+
     async def _take(self, lane: int) -> bool:
+        self._taken[lane] = time.monotonic()
         now = utcnow()
         async with self._sessionmaker() as session, session.begin():
             return await take_lease(
@@ -181,6 +189,7 @@ class LaneWorker(Generic[Item]):
             )
 
     async def _release(self, lane: int) -> None:
+        self._taken.pop(lane, None)
         with contextlib.suppress(Exception):
             async with self._sessionmaker() as session, session.begin():
                 await release_lease(session=session, key=f"{self.name}:{lane}", owner=self._owner)

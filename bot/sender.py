@@ -60,10 +60,11 @@ _DEFERRABLE = {"answerCallbackQuery"}
 _IDEMPOTENT = {
     "editMessageText",
     "editMessageReplyMarkup",
-    "answerCallbackQuery",
     "deleteMessage",
     "setMyCommands",
 }
+# (Answering a press twice is refused by Telegram, and a lost answer only leaves the button's
+# spinner a few seconds longer: after an uncertain timeout it is not repeated either.)
 
 
 class Sender(LaneWorker[OutboxMessage]):
