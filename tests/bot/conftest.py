@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from telegram import Update
 from telegram.ext import Application
 
 from bot.app import ALLOWED_UPDATES, build_application
@@ -48,6 +49,21 @@ class RunningBot:
         await self.app.shutdown()
 
 
+def report_handled(app: Application, api: FakeBotAPI) -> None:  # type: ignore[type-arg]
+    """Tell the fake API when the bot has finished each update, handlers and error report
+    included, so tests wait for exactly that (``FakeBotAPI.wait_idle``), not a quiet gap."""
+    process_update = app.process_update
+
+    async def processed(update: object) -> None:
+        try:
+            await process_update(update)
+        finally:
+            if isinstance(update, Update):
+                api.handled(update.update_id)
+
+    app.process_update = processed  # type: ignore[method-assign]
+
+
 async def start_bot(
     api: FakeBotAPI,
     url: str,
@@ -69,6 +85,7 @@ async def start_bot(
         clock=clock,
         housekeeping=False,
     )
+    report_handled(app, api)
     await app.initialize()
     await app.post_init(app)  # type: ignore[misc]
     await app.start()

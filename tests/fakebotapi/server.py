@@ -224,6 +224,9 @@ class FakeBotAPI:
         self._consumed: set[int] = set()
         self._in_flight = 0
         self._last_activity = time.monotonic()
+        # Update ids the bot under test says it has finished handling (see ``handled``);
+        # None while no bot reports, and ``wait_idle`` falls back to a quiet gap.
+        self._handled: set[int] | None = None
 
         self._chats: dict[int, dict[str, Any]] = {}
         self._users: dict[int, dict[str, Any]] = {}
@@ -389,28 +392,47 @@ class FakeBotAPI:
                 )
             await self._calls_signal.wait(remaining)
 
+    def handled(self, update_id: int) -> None:
+        """Record that the bot has finished handling update ``update_id``.
+
+        Telegram cannot know this; a test harness that wraps the bot's update processing
+        (``Application.process_update``) reports it, so :meth:`wait_idle` can wait for
+        exactly that instead of a quiet gap.
+        """
+        if self._handled is None:
+            self._handled = set()
+        self._handled.add(update_id)
+
     async def wait_idle(
         self,
         quiet: float = 0.1,
         timeout: float = 5.0,  # noqa: ASYNC109 - a deadline is the natural API for tests
     ) -> None:
-        """Wait until the bot fetched every queued update and made no call for ``quiet`` s.
+        """Wait until the bot has fetched and finished every queued update.
 
-        A heuristic for "the bot has finished reacting"; prefer :meth:`wait_for` when the
-        expected call is known. Raises AssertionError after ``timeout`` seconds.
+        When the bot reports the updates it has handled (:meth:`handled`), this waits until
+        every update it fetched is handled and no request of it is in flight. Otherwise it
+        is a heuristic: every update fetched and no call for ``quiet`` seconds; prefer
+        :meth:`wait_for` when the expected call is known. Raises AssertionError after
+        ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
         while True:
             now = time.monotonic()
             busy = self._in_flight > 0 or (self.webhook_url is None and self._undelivered())
-            if not busy and now - self._last_activity >= quiet:
+            if self._handled is not None:
+                unhandled = self._delivered - self._handled
+                if not busy and not unhandled:
+                    return
+            elif not busy and now - self._last_activity >= quiet:
                 return
             if now >= deadline:
                 raise AssertionError(
                     f"bot not idle after {timeout}s: {self._in_flight} request(s) in flight, "
                     f"{len(self._undelivered())} update(s) not fetched"
+                    + (f", {len(unhandled)} not handled" if self._handled is not None else "")
                 )
-            await asyncio.sleep(min(quiet / 2, 0.02))
+            await asyncio.sleep(0.005 if self._handled is not None else min(quiet / 2, 0.02))
 
     # ------------------------------------------------------------------ chat state
 
