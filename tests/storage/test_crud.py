@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import func, select
+from sqlmodel import func, select, text
 
 import storage.crud
 from storage import (
@@ -507,6 +507,19 @@ async def test_prompt_message_id_is_kept_across_dialogue_saves(sessionmaker: Ses
     assert cleared is not None and cleared.prompt_message_id is None
 
 
+async def _until_a_backend_waits_for_a_lock(session: AsyncSession) -> None:
+    """Return once another connection to this database is waiting for a lock."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (await session.exec(query)).scalar_one():
+        await session.exec(text("SELECT pg_stat_clear_snapshot()"))  # read it afresh
+        assert asyncio.get_running_loop().time() < deadline, "nobody waits for the lock"
+        await asyncio.sleep(0.01)
+
+
 async def test_get_dialogue_for_update_locks_the_row_on_postgres(tmp_path: Path) -> None:
     async with fresh_database("postgresql", tmp_path) as url:
         engine = make_engine(url)
@@ -526,7 +539,7 @@ async def test_get_dialogue_for_update_locks_the_row_on_postgres(tmp_path: Path)
             async with sessions() as session, session.begin():
                 assert await get_dialogue(session=session, client_id=client_id, for_update=True)
                 waiting = asyncio.create_task(lock_and_read())
-                await asyncio.sleep(0.3)
+                await _until_a_backend_waits_for_a_lock(session)
                 assert not waiting.done()  # blocked by our lock
             assert await asyncio.wait_for(waiting, timeout=10) is not None
         finally:
