@@ -55,6 +55,8 @@ from storage.models import (
     DialogueSession,
     FlowVersion,
     Relay,
+    RequestBase,
+    RequestCreate,
     RequestEvent,
     StepEvent,
 )
@@ -100,6 +102,8 @@ __all__ = [
     "IllegalMoveError",
     "MigrationError",
     "Relay",
+    "RequestBase",
+    "RequestCreate",
     "RequestEvent",
     "Stats",
     "Status",
