@@ -679,6 +679,21 @@ async def test_wait_idle_waits_for_updates_to_be_fetched(api: FakeBotAPI, bot: B
     await api.wait_idle(quiet=0.05, timeout=1)
 
 
+async def test_wait_idle_waits_for_the_updates_the_bot_fetched_to_be_handled(
+    api: FakeBotAPI, bot: Bot
+) -> None:
+    api.user_message(USER, "one")
+    [first] = await bot.get_updates()
+    api.handled(first.update_id)  # from now on the bot reports what it has handled
+    await api.wait_idle(timeout=1)
+    api.user_message(USER, "two")
+    [second] = await bot.get_updates(offset=first.update_id + 1)
+    with pytest.raises(AssertionError, match="1 not handled"):
+        await api.wait_idle(quiet=0.01, timeout=0.3)  # quiet, but not handled
+    api.handled(second.update_id)
+    await api.wait_idle(timeout=1)
+
+
 # ------------------------------------------------------------------------ webhook
 
 
