@@ -14,7 +14,6 @@ import copy
 from io import StringIO
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
@@ -159,9 +158,6 @@ def _walk(flow: Flow, data: st.DataObject, lang: str) -> None:
         assert outcome not in ("OK", "CLEAR"), (answered & _ABSOLUTE, outcome)
 
 
-# Without coverage tracing, which makes these proofs five times slower; the checker tests
-# cover the same lines one refusal at a time.
-@pytest.mark.no_cover
 @settings(
     max_examples=20,
     deadline=None,

@@ -300,7 +300,6 @@ async def test_concurrent_checks_of_the_same_content_share_one_run() -> None:
     assert reports[0].ok
 
 
-@pytest.mark.no_cover  # a proof of 400 screens, five times slower under coverage tracing
 def test_a_long_chain_of_screens_is_walked_without_recursion() -> None:
     report = check_text(edited(info_chain(400)))
     assert report.ok, report.render()

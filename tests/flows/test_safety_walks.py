@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,9 +39,6 @@ def _assert_well_formed(client: Client) -> None:
                     assert decode(button.data) is not None
 
 
-# Without coverage tracing, which makes these hundreds of walks five times slower; the
-# scenario tests cover the same lines of the engine.
-@pytest.mark.no_cover
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), lang=st.sampled_from(["ru", "en"]))
 def test_random_walks_never_suggest_massage_after_a_contraindication(
