@@ -189,7 +189,12 @@ def baseline(kind: str, args: argparse.Namespace, workdir: Path) -> Application:
 
 
 class SqlCounter:
-    """Counts the SQL statements (BEGIN included) and commits of every engine in the process."""
+    """Counts the SQL statements and commits of every engine in the process.
+
+    Split in two: the dialogue's own work (the step: client, dialogue, request, events) and
+    the message path's bookkeeping (statements on the inbox, the outbox and the leases, and
+    transactions that touched nothing else). BEGIN is not counted as a statement.
+    """
 
     def __init__(self) -> None:
         from sqlalchemy import event
@@ -197,17 +202,33 @@ class SqlCounter:
 
         self.statements = 0
         self.commits = 0
+        self.path_statements = 0
+        self.path_commits = 0
         event.listen(Engine, "before_cursor_execute", self._statement)
         event.listen(Engine, "commit", self._commit)
 
-    def _statement(self, *args: Any) -> None:
-        self.statements += 1
+    def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        text = statement.lstrip().upper()
+        if text.startswith("BEGIN"):
+            return
+        lower = statement.lower()
+        # the inbox's receipt, the outbox's calls and the message ids the sender records
+        if any(f" {t}" in lower for t in ("inbox", "outbox", "leases")) or any(
+            mark in lower for mark in ("set prompt_message_id", "card_message_id=", "into relays")
+        ):
+            self.path_statements += 1
+        else:
+            self.statements += 1
+            conn.info["bench_step"] = True
 
-    def _commit(self, *args: Any) -> None:
-        self.commits += 1
+    def _commit(self, conn: Any) -> None:
+        if conn.info.pop("bench_step", False):
+            self.commits += 1
+        else:
+            self.path_commits += 1
 
 
-async def intake(args: argparse.Namespace) -> tuple[Application, Any]:  # type: ignore[type-arg]
+async def intake(args: argparse.Namespace, port: int) -> tuple[Application, Any]:  # type: ignore[type-arg]
     """The project's bot on ``args.db``, migrated; the shipped flow becomes version 1."""
     from bot.app import build_application
     from bot.flowsource import FlowRegistry
@@ -223,6 +244,16 @@ async def intake(args: argparse.Namespace) -> tuple[Application, Any]:  # type: 
         telegram_base_file_url=args.base_file_url,
         database_url=args.db,
         staff_chat_id=args.staff_chat,
+        **(
+            {
+                "webhook_url": f"http://127.0.0.1:{port}/telegram",
+                "webhook_secret": WEBHOOK_SECRET,
+                "webhook_listen": "127.0.0.1",
+                "webhook_port": port,
+            }
+            if args.mode == "webhook"
+            else {}
+        ),
     )
     sessionmaker = make_sessionmaker(engine)
     registry = FlowRegistry(
@@ -293,14 +324,19 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
     counter = SqlCounter() if args.kind == "intake" else None
     engine = None
     with tempfile.TemporaryDirectory(prefix="bench-bot-") as tmp:
+        serving = None
         if args.kind == "intake":
-            app, engine = await intake(args)
+            from bot.serve import start_serving
+
+            app, engine = await intake(args, free_port())
+            # as ``intake-bot run`` does: the inbox (polling or webhook), dispatcher, sender
+            serving = await start_serving(app, allowed_updates=ALLOWED_UPDATES, poll_timeout=1)
         else:
             app = baseline(args.kind, args, Path(tmp))
-        await start_bot(app, args.mode)
-        cpu, statements, commits = _cpu_seconds(), 0, 0
+            await start_bot(app, args.mode)
+        cpu, before = _cpu_seconds(), None
         if counter is not None:
-            statements, commits = counter.statements, counter.commits
+            before = dict(vars(counter))
         print("READY", flush=True)
         loop = asyncio.get_running_loop()
         while (await loop.run_in_executor(None, sys.stdin.readline)).strip() not in ("STOP", ""):
@@ -309,10 +345,13 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_seconds": _cpu_seconds() - cpu,
             "peak_rss_mb": _peak_rss_mb(),
         }
-        if counter is not None:
-            report["sql_statements"] = counter.statements - statements
-            report["sql_commits"] = counter.commits - commits
-        await stop_bot(app)
+        if counter is not None and before is not None:
+            for key in ("statements", "commits", "path_statements", "path_commits"):
+                report[f"sql_{key}"] = getattr(counter, key) - before[key]
+        if serving is not None:
+            await serving.stop()
+        else:
+            await stop_bot(app)
         if engine is not None:
             await engine.dispose()
     return report
@@ -328,9 +367,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", help="database URL (intake)")
     parser.add_argument("--staff-chat", type=int, help="staff group id (intake)")
     parser.add_argument("--rate-limit", action="store_true")
+    parser.add_argument("--profile", help="write cProfile stats of the run to this file")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    report = asyncio.run(serve(args))
+    if args.profile:
+        import cProfile
+
+        with cProfile.Profile() as profile:
+            report = asyncio.run(serve(args))
+        profile.dump_stats(args.profile)
+    else:
+        report = asyncio.run(serve(args))
     report["wall_seconds"] = time.perf_counter() - started
     print("REPORT " + json.dumps(report), flush=True)
 

@@ -109,10 +109,12 @@ def conversation_steps(rounds: int = 3) -> list[Step]:
 
 
 def intake_steps() -> list[Step]:
-    path = shipped_flow_path()  # the bot proves it; here only its labels are read
-    return dialogue(
-        load_flow_text(path.read_text(encoding="utf-8"), origin=str(path)), ANSWERS, LANG
-    )
+    from bot.settings import Settings
+
+    path = shipped_flow_path()  # the bot proves it; here only its labels are read, as shown
+    values = Settings(_env_file=None).flow_values  # type: ignore[call-arg]
+    text = path.read_text(encoding="utf-8")
+    return dialogue(load_flow_text(text, origin=str(path), values=values), ANSWERS, LANG)
 
 
 @dataclass
@@ -136,6 +138,8 @@ class Row:
     errors: int = 0
     sql_statements: float = math.nan
     sql_commits: float = math.nan
+    path_statements: float = math.nan
+    path_commits: float = math.nan
     timed_out: bool = False
     notes: list[str] = dataclasses.field(default_factory=list)
 
@@ -180,6 +184,8 @@ async def bot_process(
         command += ["--db", url, "--staff-chat", str(STAFF_CHAT_ID)]
     if rate_limit:
         command.append("--rate-limit")
+    if bot == "intake" and os.environ.get("BENCH_PROFILE"):
+        command += ["--profile", os.environ["BENCH_PROFILE"]]
     with tempfile.TemporaryFile() as stderr:
         process = await asyncio.create_subprocess_exec(
             *command,
@@ -250,6 +256,8 @@ async def run_one(bot: str, db: str, mode: str, clients: int, args: argparse.Nam
     row.cpu_seconds = report["cpu_seconds"]
     row.sql_statements = report.get("sql_statements", math.nan)
     row.sql_commits = report.get("sql_commits", math.nan)
+    row.path_statements = report.get("sql_path_statements", math.nan)
+    row.path_commits = report.get("sql_path_commits", math.nan)
     row.calls = len(calls)
     row.chat_calls = sum(1 for call in calls if call.method in CHAT_BOUND)
     row.violations = sum(1 for call in calls if call.rejected)
@@ -294,7 +302,8 @@ def _ratio(value: float, base: float) -> str:
 def table(rows: list[Row]) -> str:
     columns = [
         "bot", "mode", "clients", "done", "updates", "updates/s", "p50 ms", "p99 ms",
-        "peak RSS MB", "CPU ms/update", "SQL/update", "commits/update",
+        "peak RSS MB", "CPU ms/update", "step SQL/update", "step commits/update",
+        "inbox+outbox SQL (commits)/update",
         "calls/update (chat-bound)", "spec violations", "errors",
         "CPU x echo / x conv", "calls x echo / x conv", "RSS x echo / x conv",
     ]  # fmt: skip
@@ -327,6 +336,8 @@ def table(rows: list[Row]) -> str:
             _fmt(row.cpu_ms, 2),
             _fmt(row.per_update(row.sql_statements)),
             _fmt(row.per_update(row.sql_commits), 2),
+            f"{_fmt(row.per_update(row.path_statements))} "
+            f"({_fmt(row.per_update(row.path_commits), 2)})",
             f"{_fmt(row.per_update(row.calls), 2)} ({_fmt(row.per_update(row.chat_calls), 2)})",
             str(row.violations),
             str(row.errors),

@@ -76,15 +76,13 @@ from bench.bots import WEBHOOK_SECRET, start_bot, stop_bot
 from bot.app import build_application
 from bot.flowsource import FlowRegistry
 from bot.settings import Settings
-from bot.texts import t as bot_t
-from flows import Flow, Lang
-from flows.texts import t
+from flows import Flow, Lang, t
 from storage import Client, ConsultationRequest, make_engine, make_sessionmaker, upgrade
 from tests.fakebotapi import Call, FakeBotAPI
 
 TOKEN = "123456:BENCH-TOKEN"
 #: What the bot's error handler tells the client when an update failed.
-SORRY = html.escape(bot_t("sorry", "en"))
+SORRY = html.escape(t("client.sorry", "en"))
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 LANG: Lang = "en"
 #: The staff group where the bot posts a card for every request, as configured in production.
@@ -122,8 +120,11 @@ def edited(call: Call) -> bool:
 
 
 def asked(call: Call) -> bool:
-    """A step ends with a new message carrying an inline keyboard (the next question)."""
-    return call.method == "sendMessage" and bool(_markup(call).get("inline_keyboard"))
+    """A step ends with the next question: the pressed question edited into it, or (after a
+    typed answer) a new message, with an inline keyboard either way."""
+    return call.method in ("sendMessage", "editMessageText") and bool(
+        _markup(call).get("inline_keyboard")
+    )
 
 
 def offered_contact(call: Call) -> bool:
@@ -154,12 +155,12 @@ def dialogue(flow: Flow, answers: dict[str, str | tuple[str, ...]], lang: Lang) 
         if node.kind == "checklist":
             ticks = answer if isinstance(answer, tuple) else (answer,)
             steps += [Step(f"{node_id}: tick {o}", None, labels[o], edited) for o in ticks]
-            steps.append(Step(f"{node_id}: done", None, t("done", lang), until))
+            steps.append(Step(f"{node_id}: done", None, t("engine.done", lang), until))
         elif node.kind in ("choice", "yesno"):
             steps.append(Step(f"{node_id}: {answer}", None, labels[str(answer)], until))
         elif node.kind in ("info", "confirm"):
             key = "continue" if node.kind == "info" else "confirm"
-            steps.append(Step(f"{node_id}: {key}", None, t(key, lang), until))
+            steps.append(Step(f"{node_id}: {key}", None, t(f"engine.{key}", lang), until))
         else:
             steps.append(Step(f"{node_id}: typed", str(answer), None, until))
     return steps

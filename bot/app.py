@@ -4,31 +4,43 @@ from __future__ import annotations
 
 import html
 import logging
+import os
+import secrets
+import socket
 import traceback
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from telegram import BotCommand, BotCommandScopeDefault, LinkPreviewOptions, Update
-from telegram.constants import ParseMode
+from telegram import BotCommand, BotCommandScopeDefault, Update
 from telegram.ext import (
     AIORateLimiter,
     Application,
     ApplicationBuilder,
     ContextTypes,
-    Defaults,
 )
 from telegram.request import HTTPXRequest
 
 from bot.context import BotContext, Services
 from bot.flowsource import FlowRegistry
 from bot.handlers import admin, client, staff
+from bot.inbox import Dispatcher
+from bot.outbox import PROCESSING, Superseded, unit
 from bot.render import IntakeBot
+from bot.sender import Sender
 from bot.settings import Settings
 from bot.staff import announce_overdue, redeliver, remind_callbacks, schedule_pending_callbacks
-from bot.texts import COMMANDS, t
-from storage import AsyncSession, erase_expired, get_client, get_dialogue, truncate_wal, utcnow
+from flows import COMMANDS, t
+from storage import (
+    AsyncSession,
+    erase_expired,
+    get_client,
+    get_dialogue,
+    prune_messaging,
+    truncate_wal,
+    utcnow,
+)
 
 __all__ = [
     "ALLOWED_UPDATES",
@@ -52,7 +64,7 @@ def build_application(
     *,
     registry: FlowRegistry,
     sessionmaker: async_sessionmaker[AsyncSession],
-    rate_limit: bool = True,
+    rate_limit: bool | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     clock: Callable[[], datetime] = utcnow,
     housekeeping: bool = True,
@@ -67,21 +79,21 @@ def build_application(
         settings.telegram_token.get_secret_value(),
         base_url=settings.telegram_base_url,
         base_file_url=settings.telegram_base_file_url,
-        defaults=Defaults(
-            parse_mode=ParseMode.HTML,
-            link_preview_options=LinkPreviewOptions(is_disabled=True),
-        ),
         request=HTTPXRequest(connection_pool_size=256),  # what ApplicationBuilder would build
         get_updates_request=HTTPXRequest(),
-        rate_limiter=AIORateLimiter(max_retries=3) if rate_limit else None,
+        rate_limiter=(
+            AIORateLimiter(max_retries=3)
+            if (settings.rate_limit if rate_limit is None else rate_limit)
+            else None
+        ),
     )
     builder = (
         ApplicationBuilder()
         .bot(bot)
         .context_types(ContextTypes(context=BotContext, bot_data=Services))
-        # Different clients are served concurrently; one client's updates are serialised
-        # by Services.client_lock.
-        .concurrent_updates(64)
+        # Updates come from the inbox (bot.inbox), not from PTB's updater; the dispatcher
+        # serves chats in parallel and each chat's updates in order.
+        .updater(None)
         .post_init(_post_init if housekeeping else _post_init_quiet)
     )
     if on_shutdown is not None:
@@ -94,6 +106,11 @@ def build_application(
     app = builder.build()
     services: Services = app.bot_data
     services.configure(registry=registry, sessionmaker=sessionmaker, settings=settings, clock=clock)
+    engine = sessionmaker.kw.get("bind")
+    shared = not (isinstance(engine, AsyncEngine) and engine.dialect.name == "sqlite")
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    services.sender = Sender(bot, sessionmaker, owner=owner, shared=shared)
+    services.dispatcher = Dispatcher(app, sessionmaker, owner=owner, shared=shared)
     admin.register(app)
     staff.register(app)
     client.register(app)
@@ -160,12 +177,14 @@ async def run_housekeeping(app: Application) -> tuple[int, int]:  # type: ignore
     Also reminds staff of call-backs that are due, in case their job was lost.
     """
     services: Services = app.bot_data
-    now = services.clock()
     try:
-        delivered, _ = await redeliver(app.bot, services.sessionmaker, services.settings, now)
-        announced = await announce_overdue(app.bot, services.sessionmaker, services.settings, now)
+        delivered = await redeliver(services)
+        announced = await announce_overdue(services)
         # A safety net for call-back reminders whose job was lost; normally the job fires.
-        await remind_callbacks(app.bot, services.sessionmaker, services.settings, now)
+        await remind_callbacks(services)
+        # Processed updates and made calls are kept a week for de-duplication, then go.
+        async with services.sessionmaker() as session, session.begin():
+            await prune_messaging(session=session, before=utcnow() - timedelta(days=7))
     except Exception:  # noqa: BLE001 - the loop must survive a bad round; it is logged
         logger.exception("housekeeping round failed")
         return 0, 0
@@ -174,12 +193,18 @@ async def run_housekeeping(app: Application) -> tuple[int, int]:  # type: ignore
 
 async def _register_commands(app: Application) -> None:  # type: ignore[type-arg]
     """Prove the active flow (before any update is served), then register the command menu
-    in Russian and English (and the default)."""
+    in Russian and English (and the default), through the outbox."""
     services: Services = app.bot_data
     await services.registry.prepare(services.sessionmaker)
-    for lang, code in (("ru", "ru"), ("en", "en"), ("ru", None)):
-        commands = [BotCommand(c, d) for c, d in COMMANDS[lang]]  # type: ignore[index]
-        await app.bot.set_my_commands(commands, scope=BotCommandScopeDefault(), language_code=code)
+    async with unit(services, claim=False) as work:
+        for lang, code in (("ru", "ru"), ("en", "en"), ("ru", None)):
+            commands = [BotCommand(c, t(f"client.command.{c}", lang)) for c in COMMANDS]  # type: ignore[arg-type]
+            params: dict[str, Any] = {
+                "commands": [c.to_dict() for c in commands],
+                "scope": BotCommandScopeDefault().to_dict(),
+                "language_code": code,
+            }
+            await work.out.call(0, "setMyCommands", params)
 
 
 async def on_error(update: object, context: Any) -> None:
@@ -188,9 +213,15 @@ async def on_error(update: object, context: Any) -> None:
     The exception's own message is never logged or reported (it could quote a client's
     text); its type, the notes the handlers add, the update, chat and question ids and the
     traceback's frames are. The client in a private chat is told something went wrong.
+    An update found already processed (``Superseded``) is no error: it is left alone.
     """
-    update_id = update.update_id if isinstance(update, Update) else None
     error = context.error
+    if isinstance(error, Superseded):
+        return
+    processing = PROCESSING.get()
+    if processing is not None:
+        processing.failed = True
+    update_id = update.update_id if isinstance(update, Update) else None
     notes = "; ".join(getattr(error, "__notes__", []))
     frames = "".join(traceback.format_tb(error.__traceback__)) if error else ""
     logger.error(
@@ -204,25 +235,27 @@ async def on_error(update: object, context: Any) -> None:
     chat = update.effective_chat if isinstance(update, Update) else None
     question = await _question_of(update, services)
     staff_chat = services.settings.staff_chat_id
-    if staff_chat is not None:
-        report = error_report(
-            update_id=update_id,
-            chat_id=chat.id if chat else None,
-            question=question,
-            error=type(error).__name__,
-            notes=notes,
-            frames=frames,
-        )
-        try:
-            await context.bot.send_message(staff_chat, report, parse_mode=ParseMode.HTML)
-        except Exception:  # noqa: BLE001 - the log above is what matters
-            logger.warning("could not report the error to the staff group")
-    if isinstance(update, Update) and chat and chat.type == "private":
-        lang = client.language_of(update.effective_user, services.settings.default_language)
-        try:
-            await context.bot.send_message(chat.id, html.escape(t("sorry", lang)))
-        except Exception:  # noqa: BLE001 - the report above is what matters
-            logger.info("could not tell chat about the error")
+    try:
+        # The update is closed with this unit: it is not tried again.
+        async with unit(services, outcome="failed") as work:
+            if staff_chat is not None:
+                report = error_report(
+                    update_id=update_id,
+                    chat_id=chat.id if chat else None,
+                    question=question,
+                    error=type(error).__name__,
+                    notes=notes,
+                    frames=frames,
+                )
+                await work.out.send(staff_chat, report)
+            if isinstance(update, Update) and chat and chat.type == "private":
+                lang = client.language_of(update.effective_user, services.settings.default_language)
+                await work.out.send(chat.id, html.escape(t("client.sorry", lang)))
+            query = update.callback_query if isinstance(update, Update) else None
+            if query is not None and chat is not None:
+                await work.out.answer(chat.id, query.id)
+    except Exception:  # noqa: BLE001 - the log above is what matters
+        logger.warning("could not report the error")
 
 
 async def _question_of(update: object, services: Services) -> str | None:

@@ -19,6 +19,7 @@ from flows import (
     TextInput,
     decode,
     plain_text,
+    t,
 )
 from flows import Begin as EngineBegin
 from storage import AsyncSession, create_client
@@ -29,24 +30,6 @@ _MARKS_RE = re.compile(r"^[^\w(«“\"]+")
 _QUIT = {"quit", "q", "exit", "выход"}
 _BACK = {"back", "b", "назад"}
 _RESTART = {"restart", "заново"}
-_TEXTS: dict[str, dict[Lang, str]] = {
-    "hint": {
-        "en": "Type a number to choose, or text when asked. Commands: back, restart, quit.",
-        "ru": (
-            "Введите номер варианта или текст, если он нужен. "
-            "Команды: назад (back), заново (restart), выход (quit)."
-        ),
-    },
-    "no_number": {"en": "There is no such number.", "ru": "Нет такого номера."},
-    "saved": {"en": "✔ Request #{id} saved.", "ru": "✔ Заявка №{id} сохранена."},
-    "none_saved": {"en": "No request was saved.", "ru": "Заявка не сохранена."},
-    "all_saved": {"en": "Saved request(s): {ids}.", "ru": "Сохранённые заявки: {ids}."},
-    "number": {"en": "#{id}", "ru": "№{id}"},
-}
-
-
-def _t(key: str, lang: Lang, **fmt: object) -> str:
-    return _TEXTS[key][lang].format(**fmt)
 
 
 def _show(message: Message, out: Callable[[str], None]) -> list[Button]:
@@ -103,7 +86,7 @@ async def run_chat(
         )
         assert client.id is not None
         client_id = client.id
-    out(_t("hint", lang))
+    out(t("chat.hint", lang))
     saved: list[int] = []
     buttons: list[Button] = []
     inp: Input | None = EngineBegin()
@@ -124,7 +107,7 @@ async def run_chat(
                     out(f"! {plain_text(reply.text)}")
                 elif isinstance(reply, SaveRequest) and result.request_id is not None:
                     saved.append(result.request_id)
-                    out("\n" + _t("saved", lang, id=result.request_id))
+                    out("\n" + t("chat.saved", lang, id=result.request_id))
         try:
             line = read("> ")
         except EOFError:
@@ -133,10 +116,10 @@ async def run_chat(
             break
         inp = _parse(line, buttons, seq)
         if inp is None:
-            out("! " + _t("no_number", lang))
+            out("! " + t("chat.no_number", lang))
     if saved:
-        ids = ", ".join(_t("number", lang, id=i) for i in saved)
-        out("\n" + _t("all_saved", lang, ids=ids))
+        ids = ", ".join(t("chat.number", lang, id=i) for i in saved)
+        out("\n" + t("chat.all_saved", lang, ids=ids))
     else:
-        out("\n" + _t("none_saved", lang))
+        out("\n" + t("chat.none_saved", lang))
     return saved

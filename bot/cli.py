@@ -8,7 +8,10 @@ import getpass
 import io
 import json
 import logging
+import os
 import resource
+import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -28,25 +31,30 @@ from telegram.error import InvalidToken, NetworkError, TimedOut
 from bot.app import ALLOWED_UPDATES, build_application
 from bot.chat import run_chat
 from bot.checking import FlowChecker
+from bot.context import Services
 from bot.flowsource import FlowRefusedError, FlowRegistry
+from bot.graphdraw import render
 from bot.logs import configure_logging
+from bot.outbox import unit
 from bot.publishing import publish_text, rollback
+from bot.render import IntakeBot
+from bot.sender import Sender
+from bot.serve import serve
 from bot.settings import Settings
-from bot.staff import local_time, redeliver
+from bot.staff import local_time, redeliver, refresh_card
 from bot.workflow import MAX_REQUEST_ID, Acted, RequestNotFoundError, act
 from flows import (
     Flow,
     FlowError,
     Lang,
     ScriptError,
+    describe,
     diff_flows,
     load_flow_text,
     load_script,
     shipped_flow_path,
     simulate,
     to_mermaid,
-    to_png,
-    to_svg,
 )
 from storage import (
     STATUSES,
@@ -64,9 +72,10 @@ from storage import (
     make_engine,
     make_sessionmaker,
     normalize_url,
+    outbox_lanes,
+    requests_to_deliver,
     search_requests,
     upgrade,
-    utcnow,
 )
 
 __all__ = ["app", "main"]
@@ -358,19 +367,23 @@ def _act(request_id: int, action: Action | None, target: Status, note: str | Non
     """Make a lifecycle move from the command line, or explain why it is refused."""
     actor = f"command line ({getpass.getuser()})"
 
+    settings = _settings()
+
     async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> Acted:
         if not 1 <= request_id <= MAX_REQUEST_ID:
             raise RequestNotFoundError(request_id)
-        async with sessionmaker() as session:
-            request = await get_request(session=session, request_id=request_id)
+        # The card in the staff group is redrawn by the running bot (through the outbox).
+        async with unit(_services(settings, sessionmaker)) as work:
+            request = await get_request(session=work.session, request_id=request_id)
             if request is None:
                 raise RequestNotFoundError(request_id)
-            current = Status(request.status)
-        move = action or action_to(current, target)
-        return await act(
-            sessionmaker, request_id=request_id, action=move, actor_id=None,
-            actor_name=actor, at=utcnow(), note=note,
-        )  # fmt: skip
+            move = action or action_to(Status(request.status), target)
+            done = await act(
+                work.session, request_id=request_id, action=move, actor_id=None,
+                actor_name=actor, at=work.at, note=note,
+            )  # fmt: skip
+            await refresh_card(work, settings, done.request, followed=done.followed)
+        return done
 
     try:
         done = _with_sessionmaker(work)
@@ -419,15 +432,28 @@ def requests_redeliver() -> None:
 
     async def go() -> tuple[int, int]:
         engine = make_engine(settings.database_url)
-        bot = Bot(
+        bot = IntakeBot(
             token,
             base_url=settings.telegram_base_url,
             base_file_url=settings.telegram_base_file_url,
         )
         try:
             await upgrade(engine)
+            sessionmaker = make_sessionmaker(engine)
+            async with sessionmaker() as session:
+                before = len(await requests_to_deliver(session=session))
+            await redeliver(_services(settings, sessionmaker))
+            # Send what waits in the outbox now (leased lanes: a running bot is not doubled).
+            sender = Sender(bot, sessionmaker, owner=f"cli:{os.getpid()}", shared=True)
             async with bot:
-                return await redeliver(bot, make_sessionmaker(engine), settings, utcnow())
+                async with sessionmaker() as session:
+                    lanes = set(await outbox_lanes(session=session))
+                sender.wake(lanes)
+                await sender.idle()
+            async with sessionmaker() as session:
+                waiting = await requests_to_deliver(session=session)
+            failing = sum(1 for r in waiting if r.delivery_error is not None)
+            return before - len(waiting), failing
         finally:
             await engine.dispose()
 
@@ -435,6 +461,16 @@ def requests_redeliver() -> None:
     typer.echo(f"Delivered {delivered} card(s); {failing} still failing.")
     if failing:
         raise typer.Exit(1)
+
+
+def _services(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> Services:
+    """The services a use case needs from the command line (no flow, no running bot).
+
+    What a unit of work queues for Telegram is sent by the running bot.
+    """
+    services = Services()
+    services.configure(registry=None, sessionmaker=sessionmaker, settings=settings)
+    return services
 
 
 def _settings() -> Settings:
@@ -534,17 +570,8 @@ def run() -> None:
         "flow %s version %s; database %s", flow.name, flow.version, _safe(settings.database_url)
     )
     try:
-        if settings.webhook_url and settings.webhook_secret is not None:
-            application.run_webhook(
-                listen=settings.webhook_listen,
-                port=settings.webhook_port,
-                url_path=urlparse(settings.webhook_url).path.lstrip("/"),
-                webhook_url=settings.webhook_url,
-                secret_token=settings.webhook_secret.get_secret_value(),
-                allowed_updates=ALLOWED_UPDATES,
-            )
-        else:
-            application.run_polling(allowed_updates=ALLOWED_UPDATES)
+        # Polling, or a webhook server when WEBHOOK_URL is set; until SIGTERM or Ctrl+C.
+        asyncio.run(serve(application, allowed_updates=ALLOWED_UPDATES))
     except (InvalidToken, NetworkError, TimedOut) as exc:
         _telegram_failed(settings, exc)
 
@@ -690,7 +717,11 @@ def flows_graph(
     ] = None,
     lang: Annotated[LangChoice, typer.Option(help="Language of the labels.")] = LangChoice.en,
 ) -> None:
-    """A picture of the dialogue: questions, branches and outcomes coloured by kind."""
+    """A picture of the dialogue: questions, branches, and which answers lead to which outcome.
+
+    Without -o, Mermaid and SVG go to standard output and a PNG to a new temporary
+    folder (its path is printed): nothing is written into the current folder.
+    """
     if file is not None:
         try:
             flow = load_flow_text(
@@ -707,17 +738,17 @@ def flows_graph(
 
         flow = _with_session(work, registry)
     if output_format == GraphFormat.mermaid:
-        text = to_mermaid(flow, lang=lang.value)
-        if output is None:
-            typer.echo(text)
-            return
-        output.write_text(text, encoding="utf-8")
+        data = to_mermaid(flow, lang=lang.value).encode("utf-8")
     else:
-        output = output or Path(f"{flow.name}.{output_format.value}")
-        if output_format == GraphFormat.svg:
-            output.write_text(to_svg(flow, lang=lang.value), encoding="utf-8")
-        else:
-            output.write_bytes(to_png(flow, lang=lang.value))
+        graph = describe(flow, lang=lang.value)
+        data = render(graph, "svg") if output_format == GraphFormat.svg else render(graph, "png")
+    if output is None and output_format != GraphFormat.png:
+        sys.stdout.buffer.write(data)  # text: print it, to read or redirect
+        sys.stdout.flush()
+        return
+    if output is None:  # a PNG is not for a terminal, nor for the working tree
+        output = Path(tempfile.mkdtemp(prefix="flow-graph-")) / f"{flow.name}.png"
+    output.write_bytes(data)
     typer.echo(f"Wrote {output}.")
 
 

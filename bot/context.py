@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram.ext import CallbackContext, ExtBot
@@ -14,6 +14,10 @@ from telegram.ext import CallbackContext, ExtBot
 from bot.flowsource import FlowRegistry
 from bot.settings import Settings
 from storage import AsyncSession, utcnow
+
+if TYPE_CHECKING:
+    from bot.inbox import Dispatcher
+    from bot.sender import Sender
 
 __all__ = ["BotContext", "Services"]
 
@@ -26,6 +30,10 @@ class Services:
     settings: Settings
     #: The time now (UTC); tests pass a controllable clock.
     clock: Callable[[], datetime]
+    #: Makes the outbox's calls (the only caller of Telegram).
+    sender: Sender
+    #: Processes the inbox's updates through the handlers.
+    dispatcher: Dispatcher
 
     def __init__(self) -> None:
         self._locks: dict[int, asyncio.Lock] = {}
@@ -35,16 +43,26 @@ class Services:
     def configure(
         self,
         *,
-        registry: FlowRegistry,
+        registry: FlowRegistry | None,
         sessionmaker: async_sessionmaker[AsyncSession],
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        """Fill in the services (PTB creates ``bot_data`` without arguments)."""
-        self.registry = registry
+        """Fill in the services (PTB creates ``bot_data`` without arguments).
+
+        The command line leaves out the registry where it needs no flow.
+        """
+        if registry is not None:
+            self.registry = registry
         self.sessionmaker = sessionmaker
         self.settings = settings
         self.clock = clock
+
+    def wake_sender(self, lanes: set[int]) -> None:
+        """Calls were committed in ``lanes``: send them now."""
+        sender = getattr(self, "sender", None)
+        if lanes and sender is not None:
+            sender.wake(lanes)
 
     @asynccontextmanager
     async def client_lock(self, user_id: int) -> AsyncIterator[None]:

@@ -33,6 +33,7 @@ from flows import (
 )
 from storage import (
     AsyncSession,
+    active_flow_checksum,
     add_flow_version,
     get_active_flow_version,
     get_flow_version_by_checksum,
@@ -179,13 +180,15 @@ class FlowRegistry:
 
         A version not yet proven here is proven in the background; meanwhile the version
         proven before is used."""
-        row = await get_active_flow_version(session=session, flow_name=self.name)
-        if row is not None:
-            found = self._proven.get(row.checksum)
+        key = await active_flow_checksum(session=session, flow_name=self.name)
+        if key is not None:
+            found = self._proven.get(key)
             if found is not None:
                 self._current = found
                 return found
-            self._prove_later(row.yaml, f"{self.name} version {row.number}")
+            row = await get_active_flow_version(session=session, flow_name=self.name)
+            if row is not None:
+                self._prove_later(row.yaml, f"{self.name} version {row.number}")
         if self._current is None:
             raise RuntimeError("FlowRegistry.prepare() must run before the bot serves")
         return self._current

@@ -1,64 +1,48 @@
-"""Engine replies to Telegram messages: keyboards, in-place checklist edits, retries."""
+"""Engine replies to outbox calls: how a step looks in the client's chat.
+
+The presentation, chosen to cost one Telegram message per answer:
+- A press on a question turns that question, in place, into the next one (one edit, plus the
+  press's answer). Several engine messages of one step (an outcome and the next question, say)
+  are joined into one message while they fit Telegram's limit.
+- A typed answer (name, phone, time) stays in the chat; the old question loses its buttons
+  and the next question comes as a new message.
+- A checklist tick redraws the checklist in place.
+So the chat reads as the client's typed answers and one live question at the bottom; the
+summary before sending shows every answer.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from telegram import (
-    Bot,
-    CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     KeyboardButton,
     ReplyKeyboardMarkup,
     ReplyKeyboardRemove,
 )
-from telegram import Message as TgMessage
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import ExtBot
 
-from bot.service import StepResult
-from bot.texts import t
-from flows import Alert, Lang, Message
+from bot.outbox import Out, prompt_ref
+from flows import Alert, Lang, Message, Reply, t
 
-__all__ = ["ASK", "ClientBlockedError", "IntakeBot", "Renderer", "answer_query", "keyboard"]
+__all__ = ["ASK", "MESSAGE_LIMIT", "IntakeBot", "Screen", "keyboard", "present"]
 
-logger = logging.getLogger(__name__)
-T = TypeVar("T")
-
-ReplyMarkup = InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove
-
-
-class IntakeBot(ExtBot[Any]):
-    """PTB's ExtBot, minus the parameters its Defaults add to methods that do not take them.
-
-    PTB sends and edits through one helper that fills every parameter it knows from
-    ``Defaults``, so with ``Defaults(parse_mode=HTML)`` each ``editMessageReplyMarkup`` carried
-    ``parse_mode``, which that method does not take. Telegram ignores it; a strict Bot API
-    (the fake in tests/fakebotapi) refuses it. An explicit None in ``api_kwargs`` wins over
-    the default and is then dropped before sending.
-    """
-
-    async def edit_message_reply_markup(
-        self, *args: Any, api_kwargs: dict[str, Any] | None = None, **kwargs: Any
-    ) -> Any:
-        """Edit only the keyboard, sending only the parameters the method takes."""
-        unset = {"parse_mode": None, "link_preview_options": None}
-        return await super().edit_message_reply_markup(
-            *args, api_kwargs={**unset, **(api_kwargs or {})}, **kwargs
-        )
-
-
-class ClientBlockedError(Exception):
-    """The client blocked the bot: nothing can be sent (their state is already saved)."""
-
+#: Telegram's limit on the length of a message's text.
+MESSAGE_LIMIT = 4096
 
 #: Callback data of the "Ask a question" button the bot adds under every question.
 ASK = "A"
+
+
+class IntakeBot(ExtBot):  # type: ignore[type-arg]
+    """PTB's ExtBot; the bot's own calls go through the outbox with explicit parameters.
+
+    Kept as a class of its own so that the few calls PTB makes itself (getMe) and the
+    sender's ``do_api_request`` share one configured bot.
+    """
 
 
 def keyboard(message: Message, ask_label: str | None = None) -> InlineKeyboardMarkup | None:
@@ -74,121 +58,82 @@ def keyboard(message: Message, ask_label: str | None = None) -> InlineKeyboardMa
     return InlineKeyboardMarkup(rows)
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], *, attempts: int = 4) -> T:
-    """Run a Bot API call, waiting out 429s and retrying timeouts and server errors."""
-    delay = 0.5
-    for attempt in range(1, attempts + 1):
-        try:
-            return await call()
-        except RetryAfter as exc:
-            if attempt == attempts:
-                raise
-            wait = exc.retry_after
-            seconds = wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait)
-            await asyncio.sleep(min(seconds, 30.0))
-        except (BadRequest, Forbidden):
-            raise
-        except NetworkError:
-            if attempt == attempts:
-                raise
-            await asyncio.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")  # pragma: no cover
+@dataclass(frozen=True)
+class Screen:
+    """One Telegram message to show: text and inline keyboard."""
+
+    text: str
+    markup: InlineKeyboardMarkup | None
+    phone: bool = False
 
 
-class Renderer:
-    """Shows one step's replies in one chat."""
+def screens(messages: Sequence[Message], lang: Lang, notices: Sequence[str] = ()) -> list[Screen]:
+    """Join a step's messages (after any notices) into as few Telegram messages as fit."""
+    ask = t("client.ask_button", lang)
+    parts: list[tuple[str, InlineKeyboardMarkup | None, bool]] = [(n, None, False) for n in notices]
+    parts += [(m.text, keyboard(m, ask), m.kind == "phone") for m in messages]
+    out: list[Screen] = []
+    text, phone = "", False
+    for part, markup, is_phone in parts:
+        joined = f"{text}\n\n{part}" if text else part
+        if text and len(joined) > MESSAGE_LIMIT:
+            out.append(Screen(text, None, phone))
+            joined = part
+        text, phone = joined, is_phone
+        if markup is not None:  # a keyboard closes a message
+            out.append(Screen(text, markup, phone))
+            text, phone = "", False
+    if text:
+        out.append(Screen(text, None, phone))
+    return out
 
-    def __init__(self, bot: Bot, chat_id: int, lang: Lang) -> None:
-        self.bot = bot
-        self.chat_id = chat_id
-        self.lang = lang
 
-    async def say(self, text: str, reply_markup: ReplyMarkup | None = None) -> TgMessage:
-        """Send a message (HTML) with retries; raise ClientBlockedError if blocked."""
-        try:
-            return await with_retries(
-                lambda: self.bot.send_message(self.chat_id, text, reply_markup=reply_markup)
+async def present(
+    out: Out,
+    *,
+    chat_id: int,
+    client_id: int,
+    lang: Lang,
+    replies: Sequence[Reply],
+    query_id: str | None = None,
+    pressed: int | None = None,
+    changed: bool = True,
+    left_phone: bool = False,
+    notices: Sequence[str] = (),
+) -> None:
+    """Record the calls that show a step's replies (see the module's notes)."""
+    alerts = [r.text for r in replies if isinstance(r, Alert)]
+    messages = [r for r in replies if isinstance(r, Message)]
+    if query_id is not None:
+        await out.answer(chat_id, query_id, alerts[0] if alerts else None)
+        if not changed:
+            return  # a refused or stale press: the question is still on screen
+        alerts = []
+    tick = next((m for m in messages if m.edit), None)
+    if tick is not None and pressed is not None:
+        await out.edit(
+            chat_id, pressed, tick.text, markup=keyboard(tick, t("client.ask_button", lang))
+        )
+        return
+    shown = screens(messages, lang, [*notices, *alerts])
+    if pressed is None:
+        # The old question keeps no live buttons once the dialogue moved on.
+        await out.edit_markup(chat_id, prompt_ref(client_id))
+        if left_phone:
+            await out.send(chat_id, t("client.phone_saved", lang), markup=ReplyKeyboardRemove())
+    for i, screen in enumerate(shown):
+        last = i == len(shown) - 1
+        bind = {"prompt": client_id} if last else None
+        if i == 0 and pressed is not None:
+            await out.edit(
+                chat_id, pressed, screen.text, markup=screen.markup, bind=bind, or_send=True
             )
-        except Forbidden as exc:
-            raise ClientBlockedError(str(exc)) from exc
-
-    async def retire(self, message_id: int) -> None:
-        """Remove the keyboard of an answered question (best effort)."""
-        with contextlib.suppress(BadRequest):  # already without keyboard, or too old to edit
-            await with_retries(
-                lambda: self.bot.edit_message_reply_markup(
-                    self.chat_id, message_id, reply_markup=None
-                )
+        else:
+            await out.send(chat_id, screen.text, markup=screen.markup, bind=bind)
+        if screen.phone:
+            share = KeyboardButton(t("client.share_contact", lang), request_contact=True)
+            await out.send(
+                chat_id,
+                t("client.share_hint", lang),
+                markup=ReplyKeyboardMarkup([[share]], resize_keyboard=True, one_time_keyboard=True),
             )
-
-    async def edit(self, message_id: int, message: Message) -> bool:
-        """Replace a message's text and keyboard in place (a checklist tick)."""
-        try:
-            await with_retries(
-                lambda: self.bot.edit_message_text(
-                    message.text, chat_id=self.chat_id, message_id=message_id,
-                    reply_markup=keyboard(message, t("ask_button", self.lang)),
-                )
-            )  # fmt: skip
-        except BadRequest as exc:
-            return "not modified" in str(exc).lower()
-        return True
-
-    async def show(
-        self,
-        result: StepResult,
-        *,
-        query: CallbackQuery | None,
-        changed: bool,
-        prompt_id: int | None,
-        left_phone: bool,
-    ) -> int | None:
-        """Show ``result``; return the id of the message now carrying the live keyboard."""
-        alerts = [r.text for r in result.replies if isinstance(r, Alert)]
-        messages = [r for r in result.replies if isinstance(r, Message)]
-        try:
-            if query is not None:
-                await answer_query(query, alerts[0] if alerts else None)
-                if not changed:
-                    return None  # a refused or stale press: the question is still on screen
-                edit = next((m for m in messages if m.edit), None)
-                pressed = query.message
-                if (
-                    edit is not None
-                    and pressed is not None
-                    and await self.edit(pressed.message_id, edit)
-                ):
-                    return pressed.message_id
-            else:
-                for text in alerts:
-                    await self.say(text)
-            if prompt_id is not None:
-                await self.retire(prompt_id)
-            if left_phone:
-                await self.say(t("phone_saved", self.lang), ReplyKeyboardRemove())
-            new_prompt = None
-            for message in messages:
-                sent = await self.say(message.text, keyboard(message, t("ask_button", self.lang)))
-                if message.buttons:
-                    new_prompt = sent.message_id
-                if message.kind == "phone":
-                    share = KeyboardButton(t("share_contact", self.lang), request_contact=True)
-                    await self.say(
-                        t("share_hint", self.lang),
-                        ReplyKeyboardMarkup(
-                            [[share]], resize_keyboard=True, one_time_keyboard=True
-                        ),
-                    )
-            return new_prompt
-        except ClientBlockedError:
-            logger.warning("chat %s blocked the bot; its dialogue state is kept", self.chat_id)
-            return None
-
-
-async def answer_query(query: CallbackQuery, text: str | None) -> None:
-    """Answer a button press (best effort: an expired query must not stop the dialogue)."""
-    try:
-        await query.answer(text[:200] if text else None)
-    except TelegramError:
-        logger.info("could not answer callback query %s", query.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from types import EllipsisType
 
 from flows import (
     Flow,
@@ -19,7 +20,14 @@ from flows import (
     step,
 )
 from flows import Input as EngineInput
-from storage import AsyncSession, RequestCreate, create_request, get_dialogue, save_dialogue
+from storage import (
+    AsyncSession,
+    DialogueSession,
+    RequestCreate,
+    create_request,
+    get_dialogue,
+    save_dialogue,
+)
 
 __all__ = ["Pinned", "StepResult", "advance", "load_state", "store_request"]
 
@@ -47,14 +55,16 @@ async def load_state(
     client_id: int,
     lang: Lang,
     pinned: Pinned | None = None,
+    stored: DialogueSession | None | EllipsisType = ...,
 ) -> tuple[State, Flow, int | None, bool]:
     """Return (state, the flow it runs on, last update id, restarted) for a client.
 
     A dialogue under way stays on the flow version it started with (``pinned`` finds it);
     one whose version is unknown starts over on ``flow`` (keeping its red flags unless it
-    had ended).
+    had ended). ``stored`` is the client's dialogue row if the caller has read it already.
     """
-    stored = await get_dialogue(session=session, client_id=client_id)
+    if stored is ...:
+        stored = await get_dialogue(session=session, client_id=client_id)
     if stored is None:
         return new_state(flow, lang), flow, None, False
     state = State.model_validate(stored.state)
@@ -115,14 +125,18 @@ async def advance(
     source: str | None = None,
     at: datetime | None = None,
     pinned: Pinned | None = None,
+    stored: DialogueSession | None | EllipsisType = ...,
 ) -> StepResult:
     """Step a client's dialogue and persist the result in the caller's open transaction.
 
     With ``update_id``, an update already processed (id not above the stored one) changes
-    nothing and is reported as a duplicate.
+    nothing and is reported as a duplicate. ``stored``: the client's dialogue row, if the
+    caller has read it already in this transaction (one read per step).
     """
+    if stored is ...:
+        stored = await get_dialogue(session=session, client_id=client_id)
     state, runs_on, last_update_id, restarted = await load_state(
-        session=session, flow=flow, client_id=client_id, lang=lang, pinned=pinned
+        session=session, flow=flow, client_id=client_id, lang=lang, pinned=pinned, stored=stored
     )
     if update_id is not None and last_update_id is not None and update_id <= last_update_id:
         return StepResult(state, (), flow=runs_on, duplicate=True)
@@ -143,5 +157,6 @@ async def advance(
         flow_version=state.version,
         state=state.model_dump(mode="json"),
         last_update_id=update_id,
+        stored=stored,
     )
     return StepResult(state, replies, request_id, flow=runs_on, restarted=restarted)

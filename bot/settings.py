@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     webhook_port: int = Field(default=8443, ge=1, le=65535)
     #: Required with WEBHOOK_URL; Telegram sends it back on every request.
     webhook_secret: SecretStr | None = None
+    #: Keep within Telegram's limits (30 messages a second, 20 a minute into one group) before
+    #: sending; off only for a self-hosted test server.
+    rate_limit: bool = True
 
     #: The staff group where request cards are posted (a negative id such as -1001234567890).
     staff_chat_id: int | None = None

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
-from telegram.constants import ParseMode
 from telegram.error import TelegramError
 from telegram.ext import JobQueue
 
-from bot.context import BotContext
-from bot.render import with_retries
+from bot.context import BotContext, Services
+from bot.outbox import Work, unit
 from bot.settings import Settings
-from flows import Lang
+from flows import Lang, t
 from storage import (
     OPEN_STATUSES,
     Action,
@@ -30,7 +29,6 @@ from storage import (
     get_request,
     list_events,
     mark_announced,
-    mark_delivered,
     mark_delivery_failed,
     mark_reminded,
     overdue_new_requests,
@@ -38,7 +36,6 @@ from storage import (
 )
 
 __all__ = [
-    "CENTER_PHONE",
     "Clock",
     "announce_overdue",
     "callback_job",
@@ -49,83 +46,17 @@ __all__ = [
     "is_open",
     "is_staff",
     "local_time",
-    "post_card",
+    "queue_card",
     "redeliver",
     "refresh_card",
     "remind_callbacks",
     "schedule_callback",
     "schedule_pending_callbacks",
-    "st",
     "tell_client_no_answer",
 ]
 
 logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
-
-_STAFF: dict[str, dict[Lang, str]] = {
-    "title": {"ru": "Заявка", "en": "Request"},
-    "new": {"ru": "🆕 новая", "en": "🆕 new"},
-    "taken": {"ru": "👤 в работе", "en": "👤 taken"},
-    "no_answer": {"ru": "📵 не дозвонились", "en": "📵 no answer"},
-    "booked": {"ru": "✅ записан(а)", "en": "✅ booked"},
-    "declined": {"ru": "❌ отказ", "en": "❌ declined"},
-    "closed": {"ru": "🗄 закрыта", "en": "🗄 closed"},
-    "name": {"ru": "Имя", "en": "Name"},
-    "phone": {"ru": "Телефон", "en": "Phone"},
-    "time": {"ru": "Когда звонить", "en": "Call time"},
-    "lang": {"ru": "Язык", "en": "Language"},
-    "outcome": {"ru": "Итог", "en": "Outcome"},
-    "why": {"ru": "Почему", "en": "Why"},
-    "answers": {"ru": "Ответы", "en": "Answers"},
-    "red_flag": {
-        "ru": "⚠️ Ответ изменён после «красного флага»",
-        "en": "⚠️ Answer changed after a red flag",
-    },
-    "source": {"ru": "Источник", "en": "Source"},
-    "flow": {"ru": "Анкета", "en": "Flow"},
-    "waiting": {"ru": "Ждёт", "en": "Waiting"},
-    "minutes": {"ru": "мин", "en": "min"},
-    "who": {"ru": "Взял(а)", "en": "Taken by"},
-    "attempts": {"ru": "Попыток дозвона", "en": "Call attempts"},
-    "retry": {"ru": "Перезвонить", "en": "Call again"},
-    "take": {"ru": "👤 Взять", "en": "👤 Take"},
-    "b_booked": {"ru": "✅ Позвонили: записан", "en": "✅ Called: booked"},
-    "b_declined": {"ru": "❌ Позвонили: отказ", "en": "❌ Called: declined"},
-    "b_no_answer": {"ru": "📵 Не ответил", "en": "📵 No answer"},
-    "b_close": {"ru": "🗄 Закрыть", "en": "🗄 Close"},
-    "b_follow": {"ru": "✉️ Поблагодарить клиента", "en": "✉️ Send the client a thank-you"},
-    "r1": {"ru": "через 1 ч", "en": "in 1 h"},
-    "r3": {"ru": "через 3 ч", "en": "in 3 h"},
-    "rt": {"ru": "завтра 10:00", "en": "tomorrow 10:00"},
-    "again": {"ru": "⏰ Всё ещё ждёт звонка", "en": "⏰ Still waiting for a call"},
-    "call_back": {"ru": "📞 Пора перезвонить", "en": "📞 Time to call back"},
-    "received": {"ru": "Получена", "en": "Received"},
-    "erased": {
-        "ru": "Личные данные удалены по сроку хранения",
-        "en": "Personal data erased after the retention period",
-    },
-    "no_contact": {"ru": "без контактов (экстренный случай)", "en": "no contact (emergency stop)"},
-}
-
-
-#: The center's phone, for clients (the follow-up and "we tried to call you").
-CENTER_PHONE = "+7 (495) 085-15-13"
-
-_TRIED: dict[Lang, str] = {
-    "ru": (
-        "Мы пытались вам дозвониться по вашей заявке, но не получилось. Мы позвоним ещё раз; "
-        "вы также можете позвонить нам сами: {phone} ({hours}, без выходных)."
-    ),
-    "en": (
-        "We tried to call you about your request but could not reach you. We will call "
-        "again; you can also call us: {phone} ({hours}, seven days a week)."
-    ),
-}
-
-
-def st(key: str, lang: Lang) -> str:
-    """A fixed string of the staff side."""
-    return _STAFF[key][lang]
 
 
 def local_time(at: datetime, settings: Settings, fmt: str = "%d.%m %H:%M") -> str:
@@ -140,55 +71,49 @@ def card_text(request: ConsultationRequest, settings: Settings, now: datetime) -
     """The request card: who, how to reach them, the outcome and why, and where it stands."""
     lang = settings.staff_language
     e = html.escape
-    lines = [f"<b>{st('title', lang)} #{request.id}</b> · {st(request.status, lang)}"]
+    status = t(f"staff.status.{request.status}", lang)
+    lines = [f"<b>{t('staff.card.title', lang)} #{request.id}</b> · {status}"]
     if request.erased_at is not None:
-        lines.append(st("erased", lang))
+        lines.append(t("staff.card.erased", lang))
     elif request.phone:
-        lines.append(f"{st('name', lang)}: <b>{e(request.name or '—')}</b>")
-        lines.append(f"{st('phone', lang)}: {e(request.phone)}")
-        lines.append(f"{st('time', lang)}: {e(request.preferred_time or '—')}")
+        lines.append(f"{t('staff.card.name', lang)}: <b>{e(request.name or '—')}</b>")
+        lines.append(f"{t('staff.card.phone', lang)}: {e(request.phone)}")
+        lines.append(f"{t('staff.card.time', lang)}: {e(request.preferred_time or '—')}")
     else:
-        lines.append(st("no_contact", lang))
-    lines.append(f"{st('lang', lang)}: {request.language}")
-    lines.append(
-        f"{st('outcome', lang)}: <b>{e(request.outcome)}</b> ({e(', '.join(request.rule_ids))})"
-    )
+        lines.append(t("staff.card.no_contact", lang))
+    lines.append(f"{t('staff.card.lang', lang)}: {request.language}")
+    rules = e(", ".join(request.rule_ids))
+    lines.append(f"{t('staff.card.outcome', lang)}: <b>{e(request.outcome)}</b> ({rules})")
     if request.reasons:
-        lines.append(f"{st('why', lang)}:")
+        lines.append(f"{t('staff.card.why', lang)}:")
         lines += [f"• {e(r)}" for r in request.reasons]
     skip = {"welcome", "consent", "name", "phone", "call_time"}
     shown = [a for a in request.answers if a.get("node") not in skip]
     if shown:
-        lines.append(f"{st('answers', lang)}:")
+        lines.append(f"{t('staff.card.answers', lang)}:")
         lines += [f"• {e(a['question'])}: {e(a['answer'])}" for a in shown]
     if request.red_flag_changed:
-        lines.append(f"{st('red_flag', lang)}: {e(', '.join(request.withdrawn_red_flags))}")
+        lines.append(
+            f"{t('staff.card.red_flag', lang)}: {e(', '.join(request.withdrawn_red_flags))}"
+        )
     lines.append(
-        f"{st('source', lang)}: {e(request.source or '—')} · "
-        f"{st('flow', lang)}: {e(request.flow_name)}@{e(request.flow_version[:8])}"
+        f"{t('staff.card.source', lang)}: {e(request.source or '—')} · "
+        f"{t('staff.card.flow', lang)}: {e(request.flow_name)}@{e(request.flow_version[:8])}"
     )
-    lines.append(f"{st('received', lang)}: {_local(request.created_at, settings)}")
+    lines.append(f"{t('staff.card.received', lang)}: {_local(request.created_at, settings)}")
     if request.status in OPEN_STATUSES:
         minutes = int((now - request.created_at).total_seconds() // 60)
-        lines.append(f"{st('waiting', lang)}: {minutes} {st('minutes', lang)}")
+        lines.append(f"{t('staff.card.waiting', lang)}: {minutes} {t('staff.minutes', lang)}")
     if request.taken_by_name:
         when = _local(request.taken_at, settings) if request.taken_at else ""
-        lines.append(f"{st('who', lang)}: {e(request.taken_by_name)} {when}")
+        lines.append(f"{t('staff.card.who', lang)}: {e(request.taken_by_name)} {when}")
     if request.attempts:
-        lines.append(f"{st('attempts', lang)}: {request.attempts}")
+        lines.append(f"{t('staff.card.attempts', lang)}: {request.attempts}")
     if request.retry_at:
-        lines.append(f"{st('retry', lang)}: {_local(request.retry_at, settings)}")
+        lines.append(f"{t('staff.card.retry', lang)}: {_local(request.retry_at, settings)}")
     return "\n".join(lines)
 
 
-_BUTTONS = {
-    Action.TAKE: "take",
-    Action.BOOKED: "b_booked",
-    Action.DECLINED: "b_declined",
-    Action.NO_ANSWER: "b_no_answer",
-    Action.CLOSE: "b_close",
-    Action.FOLLOW_UP: "b_follow",
-}
 #: The call-back choices after "No answer": their callback tokens, labelled r1, r3, rt.
 RETRY_CHOICES = ("r1", "r3", "rt")
 
@@ -199,20 +124,21 @@ def card_keyboard(
     """The buttons a card offers in its current status, drawn from the lifecycle table."""
     lang = settings.staff_language
 
-    def b(key: str, token: str) -> InlineKeyboardButton:
-        return InlineKeyboardButton(st(key, lang), callback_data=f"S:{token}:{request.id}")
+    def b(token: str) -> InlineKeyboardButton:
+        label = t(f"staff.button.{token}", lang)
+        return InlineKeyboardButton(label, callback_data=f"S:{token}:{request.id}")
 
     rows = []
     for actions in card_actions(Status(request.status)):
         row = []
         for action in actions:
             if action is Action.RETRY:
-                row += [b(choice, choice) for choice in RETRY_CHOICES]
+                row += [b(choice) for choice in RETRY_CHOICES]
             elif action is Action.FOLLOW_UP:
                 if request.phone is not None and not followed_up:
-                    row.append(b(_BUTTONS[action], action.value))
+                    row.append(b(action.value))
             else:
-                row.append(b(_BUTTONS[action], action.value))
+                row.append(b(action.value))
         if row:
             rows.append(row)
     return InlineKeyboardMarkup(rows) if rows else None
@@ -224,91 +150,65 @@ async def followed_up(session: AsyncSession, request_id: int) -> bool:
     return any(e.action == "follow_up" for e in events)
 
 
-async def post_card(
-    bot: Bot,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    request_id: int,
-    now: datetime,
-) -> bool:
-    """Post a request's card to the staff group; on failure keep it for re-delivery.
+async def queue_card(work: Work, settings: Settings, request_id: int) -> None:
+    """Queue a new request's card for the staff group, in the unit that created the request.
 
-    No transaction is open while Telegram is called.
+    The sender records the card's message id when it is posted (or why it could not be).
     """
-    async with sessionmaker() as session:
-        request = await get_request(session=session, request_id=request_id)
-        if request is None or request.card_message_id is not None:
-            return request is not None
-        text, keyboard = card_text(request, settings, now), card_keyboard(request, settings)
-    error: str | None = None
-    sent = None
+    request = await get_request(session=work.session, request_id=request_id)
+    if request is None:
+        return
     if settings.staff_chat_id is None:
-        error = "STAFF_CHAT_ID is not set"
-    else:
-        chat_id = settings.staff_chat_id
-        try:
-            sent = await with_retries(
-                lambda: bot.send_message(
-                    chat_id, text, reply_markup=keyboard, parse_mode=ParseMode.HTML
-                )
-            )
-        except TelegramError as exc:
-            logger.warning(
-                "could not post the card of request %s: %s", request_id, type(exc).__name__
-            )
-            error = str(exc)
-    async with sessionmaker() as session, session.begin():
-        request = await get_request(session=session, request_id=request_id)
-        if request is None:
-            return False
-        if sent is None:
-            await mark_delivery_failed(session=session, request=request, error=error or "?")
-            return False
-        await mark_delivered(
-            session=session, request=request, chat_id=sent.chat_id, message_id=sent.message_id
+        await mark_delivery_failed(
+            session=work.session, request=request, error="STAFF_CHAT_ID is not set"
         )
-    return True
+        return
+    # Queued: the chat is known, the message id comes when the sender has posted it.
+    request.card_chat_id = settings.staff_chat_id
+    request.delivery_error = None
+    work.session.add(request)
+    await work.out.send(
+        settings.staff_chat_id,
+        card_text(request, settings, work.at),
+        markup=card_keyboard(request, settings),
+        bind={"card": request_id},
+    )
 
 
 async def refresh_card(
-    bot: Bot,
+    work: Work,
     settings: Settings,
     request: ConsultationRequest,
-    now: datetime,
     *,
     followed: bool,
 ) -> None:
-    """Edit a posted card in place to show the request's current state (outside transactions)."""
+    """Redraw a posted card to show the request's current state."""
     if request.card_message_id is None or request.card_chat_id is None:
         return
-    chat_id, message_id = request.card_chat_id, request.card_message_id
-    text = card_text(request, settings, now)
-    keyboard = card_keyboard(request, settings, followed_up=followed)
-    try:
-        await with_retries(
-            lambda: bot.edit_message_text(
-                text,
-                chat_id=chat_id,
-                message_id=message_id,
-                reply_markup=keyboard,
-                parse_mode=ParseMode.HTML,
-            )
-        )
-    except TelegramError as exc:
-        if "not modified" not in str(exc).lower():
-            logger.warning("could not update the card of request %s", request.id)
+    await work.out.edit(
+        request.card_chat_id,
+        request.card_message_id,
+        card_text(request, settings, work.at),
+        markup=card_keyboard(request, settings, followed_up=followed),
+    )
 
 
-async def redeliver(
-    bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
-) -> tuple[int, int]:
-    """Post every card not posted yet; return (delivered, still failing)."""
-    async with sessionmaker() as session:
-        pending = [r.id for r in await requests_to_deliver(session=session) if r.id is not None]
-    delivered = 0
-    for request_id in pending:
-        delivered += await post_card(bot, sessionmaker, settings, request_id, now)
-    return delivered, len(pending) - delivered
+async def redeliver(services: Services) -> int:
+    """Queue the cards never queued or refused by Telegram (no staff group then, say).
+
+    A card still waiting in the outbox is not queued twice. Returns how many were queued.
+    """
+    if services.settings.staff_chat_id is None:
+        return 0
+    async with unit(services, claim=False) as work:
+        due = [
+            r
+            for r in await requests_to_deliver(session=work.session)
+            if (r.card_chat_id is None or r.delivery_error is not None) and r.id is not None
+        ]
+        for request in due:
+            await queue_card(work, services.settings, request.id)  # type: ignore[arg-type]
+    return len(due)
 
 
 def is_open(now: datetime, settings: Settings) -> bool:
@@ -317,40 +217,46 @@ def is_open(now: datetime, settings: Settings) -> bool:
     return settings.opening_hour <= local.hour < settings.closing_hour
 
 
-async def announce_overdue(
-    bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
-) -> int:
+async def announce_overdue(services: Services) -> int:
     """Announce again, during opening hours only, requests still new for too long."""
+    settings = services.settings
+    now = services.clock()
     if settings.staff_chat_id is None or not is_open(now, settings):
         return 0
-    chat_id = settings.staff_chat_id
     wait = timedelta(minutes=settings.reannounce_after_minutes)
-    async with sessionmaker() as session:
-        due = [
-            (r.id, r.card_message_id, card_text(r, settings, now), card_keyboard(r, settings))
-            for r in await overdue_new_requests(
-                session=session, created_before=now - wait, announced_before=now - wait
-            )
-        ]
-    return await _post_and_mark(
-        bot, sessionmaker, chat_id, due, st("again", settings.staff_language), mark_announced, now
-    )
-
-
-async def _reply_to_card(
-    bot: Bot, chat_id: int, card_id: int | None, message: str, keyboard: Any
-) -> None:
-    """Post ``message`` with the card's buttons as a reply to the card (retried)."""
-    await with_retries(
-        lambda: bot.send_message(
-            chat_id,
-            message,
-            reply_markup=keyboard,
-            reply_to_message_id=card_id,
-            allow_sending_without_reply=True,
-            parse_mode=ParseMode.HTML,
+    async with unit(services, claim=False) as work:
+        due = await overdue_new_requests(
+            session=work.session, created_before=now - wait, announced_before=now - wait
         )
-    )
+        await _post_again(work, settings, due, t("staff.again", settings.staff_language))
+        for request in due:
+            await mark_announced(session=work.session, request=request, at=now)
+    return len(due)
+
+
+async def _post_again(
+    work: Work, settings: Settings, due: list[ConsultationRequest], headline: str
+) -> None:
+    """Post each card again under ``headline``, as a reply to the card, with its buttons."""
+    assert settings.staff_chat_id is not None
+    for request in due:
+        params: dict[str, Any] = {
+            "chat_id": settings.staff_chat_id,
+            "text": f"{headline}\n\n{card_text(request, settings, work.at)}",
+            "parse_mode": "HTML",
+            "reply_markup": _markup(card_keyboard(request, settings)),
+            "link_preview_options": {"is_disabled": True},
+        }
+        if request.card_message_id is not None:
+            params["reply_parameters"] = {
+                "message_id": request.card_message_id,
+                "allow_sending_without_reply": True,
+            }
+        await work.out.call(settings.staff_chat_id, "sendMessage", params)
+
+
+def _markup(markup: InlineKeyboardMarkup | None) -> dict[str, Any] | None:
+    return markup.to_dict() if markup is not None else None
 
 
 def into_opening_hours(at: datetime, settings: Settings) -> datetime:
@@ -364,59 +270,27 @@ def into_opening_hours(at: datetime, settings: Settings) -> datetime:
     return opening.astimezone(at.tzinfo)
 
 
-async def remind_callbacks(
-    bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
-) -> int:
+async def remind_callbacks(services: Services) -> int:
     """Remind the staff group of every call-back that is due (in opening hours); how many."""
+    settings = services.settings
+    now = services.clock()
     if settings.staff_chat_id is None or not is_open(now, settings):
         return 0
-    chat_id = settings.staff_chat_id
-    async with sessionmaker() as session:
+    async with unit(services, claim=False) as work:
         due = [
-            (r.id, r.card_message_id, card_text(r, settings, now), card_keyboard(r, settings))
-            for r in await callbacks_to_remind(session=session)
+            r
+            for r in await callbacks_to_remind(session=work.session)
             if r.retry_at is not None and r.retry_at <= now
         ]
-    return await _post_and_mark(
-        bot,
-        sessionmaker,
-        chat_id,
-        due,
-        st("call_back", settings.staff_language),
-        mark_reminded,
-        now,
-    )
-
-
-async def _post_and_mark(
-    bot: Bot,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    chat_id: int,
-    due: list[tuple[int | None, int | None, str, Any]],
-    headline: str,
-    mark: Callable[..., Awaitable[None]],
-    now: datetime,
-) -> int:
-    """Post each due card again under ``headline`` and record it with ``mark``; how many."""
-    posted = 0
-    for request_id, card_id, text, keyboard in due:
-        try:
-            await _reply_to_card(bot, chat_id, card_id, f"{headline}\n\n{text}", keyboard)
-        except TelegramError:
-            logger.warning("could not post request %s to the staff group again", request_id)
-            continue
-        async with sessionmaker() as session, session.begin():
-            request = await get_request(session=session, request_id=request_id)  # type: ignore[arg-type]
-            if request is not None:
-                await mark(session=session, request=request, at=now)
-        posted += 1
-    return posted
+        await _post_again(work, settings, due, t("staff.call_back", settings.staff_language))
+        for request in due:
+            await mark_reminded(session=work.session, request=request, at=now)
+    return len(due)
 
 
 async def callback_job(context: BotContext) -> None:
     """The JobQueue job of a call-back: remind staff of every call-back due now."""
-    svc = context.bot_data
-    await remind_callbacks(context.bot, svc.sessionmaker, svc.settings, svc.clock())
+    await remind_callbacks(context.bot_data)
 
 
 def schedule_callback(
@@ -455,24 +329,14 @@ async def schedule_pending_callbacks(
     return len(pending)
 
 
-async def tell_client_no_answer(
-    bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, request_id: int
-) -> bool:
-    """Tell the client, in their language, that the center tried to call; whether it was sent."""
-    async with sessionmaker() as session:
-        request = await get_request(session=session, request_id=request_id)
-        client = await session.get(Client, request.client_id) if request else None
+async def tell_client_no_answer(work: Work, settings: Settings, request_id: int) -> bool:
+    """Tell the client, in their language, that the center tried to call; whether queued."""
+    request = await get_request(session=work.session, request_id=request_id)
+    client = await work.session.get(Client, request.client_id) if request else None
     if client is None or client.telegram_id is None:
         return False
     lang: Lang = "en" if client.language == "en" else "ru"
-    hours = f"{settings.opening_hour}:00–{settings.closing_hour}:00"
-    text = _TRIED[lang].format(phone=CENTER_PHONE, hours=hours)
-    chat_id = client.telegram_id
-    try:
-        await with_retries(lambda: bot.send_message(chat_id, text))
-    except TelegramError:
-        logger.info("could not tell the client of request %s about the missed call", request_id)
-        return False
+    await work.out.send(client.telegram_id, t("client.tried_to_call", lang, **settings.flow_values))
     return True
 
 

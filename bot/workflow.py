@@ -1,16 +1,14 @@
 """Staff actions on a request: one use case for the Telegram card and the command line.
 
 The lifecycle table (``storage.lifecycle``) decides which moves are allowed; this module
-opens the transaction, turns "call again in 1 h / 3 h / tomorrow 10:00" into a time within
-the center's opening hours, and reports what was done. No Telegram call happens here.
+works in the caller's transaction, turns "call again in 1 h / 3 h / tomorrow 10:00" into a
+time within the center's opening hours, and reports what was done. No Telegram call happens here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.settings import Settings
 from bot.staff import followed_up, into_opening_hours
@@ -81,7 +79,7 @@ def retry_time(choice: str, now: datetime, settings: Settings) -> datetime:
 
 
 async def act(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
     *,
     request_id: int,
     action: Action,
@@ -91,21 +89,21 @@ async def act(
     note: str | None = None,
     retry_at: datetime | None = None,
 ) -> Acted:
-    """Make ``action`` on request ``request_id`` in one transaction, audited.
+    """Make ``action`` on request ``request_id`` in the caller's transaction, audited.
 
     Raises ``RequestNotFoundError``, or ``IllegalMoveError`` (with a message for the user)
-    when the lifecycle table does not allow the move; nothing is written then.
+    when the lifecycle table does not allow the move; nothing is written then (the caller's
+    transaction is rolled back by the exception).
     """
     if not 1 <= request_id <= MAX_REQUEST_ID:
         raise RequestNotFoundError(request_id)
-    async with sessionmaker() as session, session.begin():
-        request = await get_request(session=session, request_id=request_id)
-        if request is None or request.id is None:
-            raise RequestNotFoundError(request_id)
-        before = Status(request.status)
-        await apply_action(
-            session=session, request=request, action=action, actor_id=actor_id,
-            actor_name=actor_name, at=at, note=note, retry_at=retry_at,
-        )  # fmt: skip
-        followed = await followed_up(session, request.id)
+    request = await get_request(session=session, request_id=request_id)
+    if request is None or request.id is None:
+        raise RequestNotFoundError(request_id)
+    before = Status(request.status)
+    await apply_action(
+        session=session, request=request, action=action, actor_id=actor_id,
+        actor_name=actor_name, at=at, note=note, retry_at=retry_at,
+    )  # fmt: skip
+    followed = await followed_up(session, request.id)
     return Acted(request=request, before=before, followed=followed)

@@ -3,7 +3,8 @@
 Nothing here does I/O beyond reading flow files; ``bot`` drives it through this surface.
 """
 
-from flows.checker import CheckReport, check_file, check_flow, check_text
+from flows.catalogue import CATALOGUE, COMMANDS, t
+from flows.checker import CheckReport, check_flow, check_text
 from flows.diff import diff_flows
 from flows.engine import (
     Alert,
@@ -33,8 +34,8 @@ from flows.engine import (
     step,
 )
 from flows.errors import FlowError, FlowMismatchError, Problem
-from flows.graph import to_mermaid, to_png, to_svg
-from flows.loader import checksum, load_flow, load_flow_text, shipped_flow_path
+from flows.graph import Graph, describe, to_mermaid
+from flows.loader import checksum, load_flow_text, shipped_flow_path
 from flows.markup import plain_text
 from flows.paths import PathCount, format_table, path_table
 from flows.policy import POLICY, SafetyPolicy
@@ -42,6 +43,9 @@ from flows.schema import LANGS, LEVELS, Flow, Lang, Level
 from flows.simulate import Script, ScriptError, Transcript, load_script, simulate
 
 __all__ = [
+    "CATALOGUE",
+    "COMMANDS",
+    "t",
     "PathCount",
     "format_table",
     "path_table",
@@ -50,8 +54,8 @@ __all__ = [
     "Transcript",
     "ScriptError",
     "Script",
-    "to_svg",
-    "to_png",
+    "Graph",
+    "describe",
     "to_mermaid",
     "diff_flows",
     "check_text",
@@ -86,13 +90,11 @@ __all__ = [
     "State",
     "TextInput",
     "Toggle",
-    "check_file",
     "check_flow",
     "checksum",
     "decode",
     "fresh_start",
     "is_question",
-    "load_flow",
     "load_flow_text",
     "new_state",
     "plain_text",

@@ -29,7 +29,6 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import combinations
-from pathlib import Path
 
 from flows.engine import (
     MESSAGE_BUDGET,
@@ -71,7 +70,6 @@ from flows.schema import (
 __all__ = [
     "PROOF_BUDGET",
     "CheckReport",
-    "check_file",
     "check_flow",
     "check_text",
     "shipped_article",
@@ -122,18 +120,6 @@ class CheckReport:
             )
             lines.append(f"  Outcome branches followed: {reached or 'none'}.")
         return "\n".join(lines)
-
-
-def check_file(
-    path: str | Path, *, policy: SafetyPolicy = POLICY, budget: int | None = None
-) -> CheckReport:
-    """Load the flow file at ``path`` and check it; never raises on a bad file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return CheckReport(origin=str(path), problems=[Problem(f"cannot read the file: {exc}")])
-    return check_text(text, origin=str(path), policy=policy, budget=budget)
 
 
 def shipped_article() -> str:

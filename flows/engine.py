@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.catalogue import t
 from flows.errors import FlowError, FlowMismatchError, Problem
 from flows.policy import POLICY
 from flows.schema import (
@@ -76,7 +77,6 @@ from flows.schema import (
     YesNoNode,
     level_rank,
 )
-from flows.texts import t
 
 __all__ = [
     "Alert",
@@ -484,19 +484,19 @@ def step(flow: Flow, state: State, inp: Input) -> tuple[State, tuple[Reply, ...]
         return moved, _render(flow, moved)
     seq = getattr(inp, "seq", None)
     if seq is not None and seq != state.seq:
-        return state, (Alert(t("stale", lang)),)
+        return state, (Alert(t("engine.stale", lang)),)
     if isinstance(inp, Restart):
         fresh = fresh_start(flow, state).model_copy(update={"seq": state.seq + 1})
         return fresh, _render(flow, fresh)
     if state.finished:
-        return state, (Alert(t("finished", lang)), *_render(flow, state))
+        return state, (Alert(t("engine.finished", lang)), *_render(flow, state))
     if isinstance(inp, Back):
         return _back(flow, state)
 
     node = flow.nodes[state.node]
     node_arg = getattr(inp, "node", None)
     if node_arg is not None and node_arg != state.node:
-        return state, (Alert(t("stale", lang)),)
+        return state, (Alert(t("engine.stale", lang)),)
 
     if isinstance(node, ChoiceNode | YesNoNode):
         return _answer_choice(flow, state, node, inp)
@@ -507,7 +507,7 @@ def step(flow: Flow, state: State, inp: Input) -> tuple[State, tuple[Reply, ...]
     if isinstance(node, InfoNode):
         if isinstance(inp, Continue):
             return _accept(flow, state, Entry(node=state.node), None)
-        return _reprompt(flow, state, "use_buttons")
+        return _reprompt(flow, state, "engine.use_buttons")
     if isinstance(node, ConfirmNode):
         return _answer_confirm(flow, state, inp)
     raise FlowError([Problem("the dialogue stopped at a node that asks nothing", node=state.node)])
@@ -532,11 +532,11 @@ def _answer_choice(
     if isinstance(inp, Choose):
         option = next((o for o in node.options if o.id == inp.option), None)
         if option is None:
-            return _reprompt(flow, state, "unknown_option")
+            return _reprompt(flow, state, "engine.unknown_option")
     elif isinstance(inp, TextInput):
         option = _match_label(node.options, inp.text, state.lang)
     if option is None:
-        return _reprompt(flow, state, "use_buttons")
+        return _reprompt(flow, state, "engine.use_buttons")
     entry = Entry(node=state.node, options=(option.id,), facts=dict(option.facts))
     return _accept(flow, state, entry, option)
 
@@ -547,13 +547,13 @@ def _answer_checklist(
     if isinstance(inp, Toggle):
         option = next((o for o in node.options if o.id == inp.option), None)
         if option is None:
-            return _reprompt(flow, state, "unknown_option")
+            return _reprompt(flow, state, "engine.unknown_option")
         pending = _toggle(node, state.pending, option)
         moved = state.model_copy(update={"pending": pending, "seq": state.seq + 1})
         return moved, _render(flow, moved, edit=True)
     if isinstance(inp, Done):
         if not state.pending:
-            return _reprompt(flow, state, "tick_one")
+            return _reprompt(flow, state, "engine.tick_one")
         chosen = [o for o in node.options if o.id in state.pending]
         facts: dict[str, tuple[str, ...]] = {}
         for o in chosen:
@@ -565,7 +565,7 @@ def _answer_checklist(
         option = _match_label(node.options, inp.text, state.lang)
         if option is not None:
             return _answer_checklist(flow, state, node, Toggle(option.id))
-    return _reprompt(flow, state, "use_buttons")
+    return _reprompt(flow, state, "engine.use_buttons")
 
 
 def _toggle(node: ChecklistNode, pending: tuple[str, ...], option: Option) -> tuple[str, ...]:
@@ -585,17 +585,17 @@ def _answer_text(
     flow: Flow, state: State, node: TextNode | PhoneNode, inp: Input
 ) -> tuple[State, tuple[Reply, ...]]:
     if not isinstance(inp, TextInput):
-        return _reprompt(flow, state, "use_buttons")
+        return _reprompt(flow, state, "engine.use_buttons")
     text = " ".join(_CONTROL_RE.sub(" ", inp.text).split())
     if isinstance(node, PhoneNode):
         e164 = normalize_phone(text, node.region)
         if e164 is None:
-            return _reprompt(flow, state, "bad_phone")
+            return _reprompt(flow, state, "engine.bad_phone")
         return _accept(flow, state, Entry(node=state.node, value=e164), None)
     if not text:
-        return _reprompt(flow, state, "empty_text")
+        return _reprompt(flow, state, "engine.empty_text")
     if len(text) > node.max_length:
-        return _reprompt(flow, state, "too_long", n=node.max_length)
+        return _reprompt(flow, state, "engine.too_long", n=node.max_length)
     return _accept(flow, state, Entry(node=state.node, value=text), None)
 
 
@@ -617,14 +617,14 @@ def _answer_confirm(flow: Flow, state: State, inp: Input) -> tuple[State, tuple[
         return _accept(flow, state, Entry(node=state.node), None)
     if isinstance(inp, Revise) and inp.target is None:
         if not _answered(flow, state):
-            return state, (Alert(t("no_answers", state.lang)),)
+            return state, (Alert(t("engine.no_answers", state.lang)),)
         moved = state.model_copy(update={"revising": True, "seq": state.seq + 1})
         return moved, _render(flow, moved)
     if isinstance(inp, Revise) and inp.target is not None:
         if inp.target not in {e.node for e in _answered(flow, state)}:
-            return _reprompt(flow, state, "unknown_option")
+            return _reprompt(flow, state, "engine.unknown_option")
         return _rewind(flow, state, inp.target)
-    return _reprompt(flow, state, "use_buttons")
+    return _reprompt(flow, state, "engine.use_buttons")
 
 
 def _answered(flow: Flow, state: State) -> list[Entry]:
@@ -764,7 +764,7 @@ def _back(flow: Flow, state: State) -> tuple[State, tuple[Reply, ...]]:
     while history and history[-1].auto:
         history.pop()
     if not history:
-        return state, (Alert(t("first_question", state.lang)),)
+        return state, (Alert(t("engine.first_question", state.lang)),)
     last = history.pop()
     return _restore(flow, state, history, last)
 
@@ -778,7 +778,7 @@ def _rewind(flow: Flow, state: State, target: str) -> tuple[State, tuple[Reply, 
         if last.node == target and not last.auto:
             return _restore(flow, state, history, last, kept=tuple(reversed(later)))
         later.append(last)
-    return _reprompt(flow, state, "unknown_option")  # pragma: no cover - guarded by caller
+    return _reprompt(flow, state, "engine.unknown_option")  # pragma: no cover - guarded by caller
 
 
 def _restore(
@@ -809,8 +809,8 @@ def _restore(
 def _nav(state: State, *, back: bool = True) -> tuple[Button, ...]:
     row = []
     if back and any(not e.auto for e in state.history):
-        row.append(Button(t("back", state.lang), _data("b", state.seq)))
-    row.append(Button(t("restart", state.lang), _data("r", state.seq)))
+        row.append(Button(t("engine.back", state.lang), _data("b", state.seq)))
+    row.append(Button(t("engine.restart", state.lang), _data("r", state.seq)))
     return tuple(row)
 
 
@@ -823,11 +823,13 @@ def _render(flow: Flow, state: State, *, edit: bool = False) -> tuple[Reply, ...
     rows: list[tuple[Button, ...]] = []
     if isinstance(node, EndNode):
         return (
-            Message(text, ((Button(t("restart", lang), _data("r", seq)),),), state.node, "end"),
+            Message(
+                text, ((Button(t("engine.restart", lang), _data("r", seq)),),), state.node, "end"
+            ),
         )
     if is_question(node):
         k, n = progress(flow, state)
-        text = f"<i>{t('progress', lang, k=k, n=n)}</i>\n\n{text}"
+        text = f"<i>{t('engine.progress', lang, k=k, n=n)}</i>\n\n{text}"
     if isinstance(node, ChoiceNode | YesNoNode):
         rows = [
             (Button(o.label.get(lang), _data("o", seq, state.node, o.id)),) for o in node.options
@@ -836,18 +838,18 @@ def _render(flow: Flow, state: State, *, edit: bool = False) -> tuple[Reply, ...
         for o in node.options:
             mark = "✅ " if o.id in state.pending else "▫️ "
             rows.append((Button(mark + o.label.get(lang), _data("t", seq, state.node, o.id)),))
-        rows.append((Button(t("done", lang), _data("d", seq, state.node)),))
+        rows.append((Button(t("engine.done", lang), _data("d", seq, state.node)),))
     elif isinstance(node, InfoNode):
-        rows.append((Button(t("continue", lang), _data("c", seq, state.node)),))
+        rows.append((Button(t("engine.continue", lang), _data("c", seq, state.node)),))
     elif isinstance(node, ConfirmNode):
         if state.revising:
-            text = t("revise_prompt", lang)
+            text = t("engine.revise_prompt", lang)
             for e in _answered(flow, state):
                 label = _question_name(flow, e.node, lang)
                 rows.append((Button(label, _data("v", seq, state.node, e.node)),))
         else:
-            rows.append((Button(t("confirm", lang), _data("y", seq, state.node)),))
-            rows.append((Button(t("revise", lang), _data("e", seq, state.node)),))
+            rows.append((Button(t("engine.confirm", lang), _data("y", seq, state.node)),))
+            rows.append((Button(t("engine.revise", lang), _data("e", seq, state.node)),))
             rows.append(_nav(state))
             *before, last = pack(["\n".join(summary_lines(flow, state)), text])
             head = tuple(Message(b, (), state.node, "summary") for b in before)
@@ -926,13 +928,13 @@ def last_outcome(state: State) -> Entry | None:
 def summary_lines(flow: Flow, state: State) -> list[str]:
     """Return the answers and the outcome, as shown before the client confirms."""
     lang = state.lang
-    lines = [t("summary_title", lang)]
+    lines = [t("engine.summary_title", lang)]
     for a in answers(flow, state):
         lines.append(f"• {html.escape(a.question)}: <b>{html.escape(a.answer)}</b>")
     outcome = last_outcome(state)
     if outcome is not None:
         title = flow.outcomes[_level(outcome.facts["outcome"][0])].title.get(lang)
-        lines.append(f"{t('result', lang)}: <b>{title}</b>")
+        lines.append(f"{t('engine.result', lang)}: <b>{title}</b>")
     return lines
 
 
@@ -965,15 +967,15 @@ def outcome_blocks(flow: Flow, state: State, intro: str, result: Triage) -> list
     texts = flow.outcomes[result.level]
     blocks = [intro, f"<b>{texts.title.get(lang)}</b>\n{texts.text.get(lang)}"]
     if result.level == "OK":
-        blocks.append(t("suggest", lang))
+        blocks.append(t("engine.suggest", lang))
         rules = [r for r in result.deciding if isinstance(r, Rule)]
         blocks += [f"• {a}" for a in merged_advice([r.advice.get(lang) for r in rules if r.advice])]
         courses = [r.course_sessions for r in rules if r.course_sessions]
         if courses:
             n = max(courses)
-            key = "course" if len(courses) == 1 else "course_longest"
+            key = "engine.course" if len(courses) == 1 else "engine.course_longest"
             blocks.append(t(key, lang, n=n, sessions=_sessions(n, lang)))
-    blocks.append(t("why", lang))
+    blocks.append(t("engine.why", lang))
     blocks += [f"• {html.escape(r)}" for r in reasons(flow, state, result)]
     return blocks
 
@@ -999,13 +1001,11 @@ def merged_advice(advice: list[str]) -> list[str]:
 
 def _sessions(n: int, lang: Lang) -> str:
     """'sessions' agreeing with ``n`` (Russian has three forms)."""
-    if lang == "en":
-        return "session" if n == 1 else "sessions"
-    if n % 10 == 1 and n % 100 != 11:
-        return "сеанс"
+    if n % 10 == 1 and n % 100 != 11 and (lang == "ru" or n == 1):
+        return t("engine.sessions_one", lang)
     if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
-        return "сеанса"
-    return "сеансов"
+        return t("engine.sessions_few", lang)
+    return t("engine.sessions_many", lang)
 
 
 def _level(raw: str) -> Level:

@@ -19,7 +19,7 @@ from flows.errors import FlowError, Problem
 from flows.policy import POLICY, SafetyPolicy
 from flows.schema import Flow, FlowFile
 
-__all__ = ["MAX_FLOW_CHARS", "checksum", "load_flow", "load_flow_text", "shipped_flow_path"]
+__all__ = ["MAX_FLOW_CHARS", "checksum", "load_flow_text", "shipped_flow_path"]
 
 _KINDS = {
     "choice",
@@ -46,18 +46,6 @@ def shipped_flow_path(name: str = "intake") -> Path:
 def checksum(text: str) -> str:
     """Return the short content checksum that names a flow version."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-def load_flow(path: str | Path) -> Flow:
-    """Load and validate the flow file at ``path``."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FlowError([Problem(f"cannot read the file: {exc.strerror}", file=str(path))]) from exc
-    except UnicodeDecodeError as exc:
-        raise FlowError([Problem("the file is not UTF-8 text", file=str(path))]) from exc
-    return load_flow_text(text, origin=str(path))
 
 
 def load_flow_text(

@@ -153,12 +153,14 @@ async def save_dialogue(
     flow_version: str,
     state: Mapping[str, Any],
     last_update_id: int | None = None,
+    stored: DialogueSession | None = None,
 ) -> DialogueSession:
     """Store the dialogue of a client, replacing the one stored before (one row per client).
 
-    ``last_update_id`` None keeps the stored id: the mark only ever moves forward.
+    ``last_update_id`` None keeps the stored id: the mark only ever moves forward. ``stored``
+    is the client's row if the caller read it already in this transaction.
     """
-    dialogue = await get_dialogue(session=session, client_id=client_id)
+    dialogue = stored or await get_dialogue(session=session, client_id=client_id)
     if dialogue is None:
         dialogue = DialogueSession(
             client_id=client_id,

@@ -31,6 +31,16 @@ async def get_active_flow_version(*, session: AsyncSession, flow_name: str) -> F
     return result.first()
 
 
+async def active_flow_checksum(*, session: AsyncSession, flow_name: str) -> str | None:
+    """The checksum of the active version (a small query: the YAML stays in the table)."""
+    result = await session.exec(
+        select(FlowVersion.checksum).where(
+            FlowVersion.flow_name == flow_name, col(FlowVersion.active).is_(True)
+        )
+    )
+    return result.first()
+
+
 async def get_flow_version(
     *, session: AsyncSession, flow_name: str, number: int
 ) -> FlowVersion | None:

@@ -19,6 +19,9 @@ from storage.sqltypes import AwareDateTime, utcnow
 
 __all__ = [
     "Client",
+    "InboxUpdate",
+    "Lease",
+    "OutboxMessage",
     "ConsultationRequest",
     "DialogueSession",
     "FlowVersion",
@@ -195,3 +198,60 @@ class FlowVersion(SQLModel, table=True):
     note: str = ""
     active: bool = False
     created_at: datetime = _created_at()
+
+
+class InboxUpdate(SQLModel, table=True):
+    """An update from Telegram, stored before Telegram is told it arrived.
+
+    ``done_at`` is set in the same transaction as the update's effects (see
+    ``storage.messaging.claim_update``), so an update takes effect once, whatever is
+    redelivered or replayed after a crash.
+    """
+
+    __tablename__ = "inbox"
+
+    update_id: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    # The chat its effects belong to: updates of one chat are processed in order.
+    lane: int = Field(sa_type=BigInteger)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    received_at: datetime = _created_at()
+    done_at: datetime | None = Field(default=None, sa_type=AwareDateTime(), index=True)
+    # "done" (its unit of work committed), "ignored" (nothing handled it), "failed".
+    outcome: str | None = None
+    attempts: int = 0
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A Bot API call to make, stored in the transaction that decided it.
+
+    The sender makes the calls of one chat in ``id`` order and records what came back.
+    ``params`` may hold references resolved when sending (see ``storage.messaging``);
+    ``bind`` says what to record from the result (the message carrying a client's live
+    keyboard, a request's card in the staff group, a relayed question).
+    """
+
+    __tablename__ = "outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    lane: int = Field(sa_type=BigInteger, index=True)
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    bind: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    created_at: datetime = _created_at()
+    sent_at: datetime | None = Field(default=None, sa_type=AwareDateTime(), index=True)
+    message_id: int | None = Field(default=None, sa_type=BigInteger)
+    attempts: int = 0
+    # Why a call was given up (Telegram refused it); None when it went through.
+    error: str | None = None
+
+
+class Lease(SQLModel, table=True):
+    """Who works on a lane (a chat's inbox or outbox) until when, across processes."""
+
+    __tablename__ = "leases"
+
+    key: str = Field(primary_key=True)
+    owner: str
+    until: datetime = Field(sa_type=AwareDateTime())

@@ -5,21 +5,17 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+from typing import Any
 
-from telegram import (
-    CallbackQuery,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    InputFile,
-    Message,
-    Update,
-)
-from telegram.error import BadRequest, TelegramError
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from bot.context import BotContext
+from bot.context import BotContext, Services
+from bot.graphdraw import to_png
+from bot.handlers.client import language_of
+from bot.outbox import Work, unit
 from bot.publishing import discard, propose, publish_version, rollback
-from flows import diff_flows, to_png
+from flows import Lang, diff_flows, t
 from storage import get_active_flow_version, list_flow_versions
 
 __all__ = ["register"]
@@ -27,41 +23,6 @@ __all__ = ["register"]
 logger = logging.getLogger(__name__)
 
 MAX_UPLOAD = 512 * 1024
-_T = {
-    "refused": "This is for the center's admins only.",
-    "not_yaml": "Please send the flow as a UTF-8 YAML file (.yaml).",
-    "too_big": (
-        "Sorry, that file is too large for a flow (at most {kb} KB). "
-        "Please send the flow's YAML file, as /flow gives it."
-    ),
-    "failed": "❌ The flow failed its check and cannot be published:",
-    "passed": "✅ The flow passed its check, including the safety proof.",
-    "changes": "Changes from the active version {n}:",
-    "no_changes": "It is the same as the active version {n}.",
-    "layout_only": "Only comments or layout differ from the active version {n}.",
-    "publish": "✅ Publish",
-    "discard": "✖️ Discard",
-    "published": (
-        "Published as version {n}. New dialogues use it from now on; "
-        "dialogues under way finish on their version."
-    ),
-    "discarded": "Discarded; nothing changed.",
-    "expired": "This upload is no longer waiting for Publish; please send the file again.",
-    "already_active": "Version {n} is already the active one; nothing changed.",
-    "no_version": "There is no version {n}.",
-    "other_flow": (
-        "This file is the flow '{name}', but the bot runs '{ours}': it would never be used. "
-        "Keep the name as /flow gives it."
-    ),
-    "history": "Flow versions (newest first; ● is active):",
-    "rollback": "↩️ Make version {n} active",
-    "rolled_back": "Version {n} is active again (recorded as version {m}).",
-    "unsafe_now": "Version {n} no longer passes the check; it was not activated.",
-    "graph": "The dialogue as a picture",
-    "whole_report": "The whole check report",
-}
-
-
 #: How much of a check report a message shows (Telegram allows 4096 characters).
 REPORT_CHARS = 3500
 
@@ -73,13 +34,20 @@ def _pre(text: str, limit: int = REPORT_CHARS) -> str:
     return f"<pre>{html.escape(text)}</pre>"
 
 
-async def _refusal(message: Message, report: str) -> None:
+def _lang(update: Update, context: BotContext) -> Lang:
+    """The language of the admin who wrote (Telegram's, as for clients; else the staff's)."""
+    return language_of(update.effective_user, context.services.settings.staff_language)
+
+
+async def _refusal(work: Work, chat_id: int, report: str, lang: Lang) -> None:
     """Say the flow failed its check; a report too long for a message also comes as a file."""
-    await message.reply_text(f"{_T['failed']}\n{_pre(report)}")
+    await work.out.send(chat_id, f"{t('admin.failed', lang)}\n{_pre(report)}")
     if len(report) > REPORT_CHARS:
-        await message.reply_document(
-            InputFile(report.encode("utf-8"), filename="check-report.txt"),
-            caption=_T["whole_report"],
+        await work.out.document(
+            chat_id,
+            report.encode("utf-8"),
+            "check-report.txt",
+            caption=t("admin.whole_report", lang),
         )
 
 
@@ -103,10 +71,14 @@ async def _admin(update: Update, context: BotContext) -> bool:
     user = update.effective_user
     if user is not None and user.id in context.services.settings.admin_user_ids:
         return True
-    if update.callback_query is not None:
-        await update.callback_query.answer(_T["refused"])
-    elif update.effective_message is not None:
-        await update.effective_message.reply_text(_T["refused"])
+    chat = update.effective_chat
+    lang = _lang(update, context)
+    if chat is not None:
+        async with unit(context.services) as work:
+            if update.callback_query is not None:
+                await work.out.answer(chat.id, update.callback_query.id, t("admin.refused", lang))
+            else:
+                await work.out.send(chat.id, t("admin.refused", lang))
     return False
 
 
@@ -119,38 +91,55 @@ def _author(update: Update) -> str:
 
 async def on_flow(update: Update, context: BotContext) -> None:
     """/flow: the active version's YAML as a document."""
-    if not await _admin(update, context) or update.effective_message is None:
+    chat = update.effective_chat
+    if chat is None or not await _admin(update, context):
         return
     svc = context.services
-    async with svc.sessionmaker() as session, session.begin():
-        await svc.registry.bootstrap(session)
-        row = await get_active_flow_version(session=session, flow_name=svc.registry.name)
-    assert row is not None
-    await update.effective_message.reply_document(
-        InputFile(row.yaml.encode("utf-8"), filename=f"{row.flow_name}-v{row.number}.yaml"),
-        caption=f"{html.escape(row.flow_name)} version {row.number} ({row.checksum})",
-    )
+    async with unit(svc) as work:
+        await svc.registry.bootstrap(work.session)
+        row = await get_active_flow_version(session=work.session, flow_name=svc.registry.name)
+        assert row is not None
+        await work.out.document(
+            chat.id,
+            row.yaml.encode("utf-8"),
+            f"{row.flow_name}-v{row.number}.yaml",
+            caption=t(
+                "admin.flow_caption",
+                _lang(update, context),
+                name=html.escape(row.flow_name),
+                n=row.number,
+                checksum=row.checksum,
+            ),
+        )
 
 
 async def on_upload(update: Update, context: BotContext) -> None:
     """An edited flow from an admin: check it, show the diff and the graph, offer Publish."""
     message = update.effective_message
-    if message is None or message.document is None:
-        return
-    document = message.document
-    if document.file_size and document.file_size > MAX_UPLOAD:
-        await message.reply_text(_T["too_big"].format(kb=MAX_UPLOAD // 1024))
-        return
-    raw = await (await document.get_file()).download_as_bytearray()
-    if len(raw) > MAX_UPLOAD:
-        await message.reply_text(_T["too_big"].format(kb=MAX_UPLOAD // 1024))
-        return
-    try:
-        text = bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        await message.reply_text(_T["not_yaml"])
+    chat = update.effective_chat
+    if message is None or message.document is None or chat is None:
         return
     svc = context.services
+    lang = _lang(update, context)
+    document = message.document
+    text = None
+    problem = None
+    if document.file_size and document.file_size > MAX_UPLOAD:
+        problem = t("admin.too_big", lang, kb=MAX_UPLOAD // 1024)
+    else:
+        # Reading the file is the one Bot API call made outside the outbox: it shows nothing.
+        raw = await (await document.get_file()).download_as_bytearray()
+        if len(raw) > MAX_UPLOAD:
+            problem = t("admin.too_big", lang, kb=MAX_UPLOAD // 1024)
+        else:
+            try:
+                text = bytes(raw).decode("utf-8")
+            except UnicodeDecodeError:
+                problem = t("admin.not_yaml", lang)
+    if text is None:
+        async with unit(svc) as work:
+            await work.out.send(chat.id, problem or t("admin.not_yaml", lang))
+        return
     origin = document.file_name or "upload.yaml"
     # The proof runs in a bounded worker process, outside any transaction; a flow that
     # passes is kept as a version waiting for Publish (it survives a restart).
@@ -158,39 +147,50 @@ async def on_upload(update: Update, context: BotContext) -> None:
         registry=svc.registry, sessionmaker=svc.sessionmaker, text=text, origin=origin,
         author=_author(update),
     )  # fmt: skip
+    picture = None
+    if result.status not in ("refused", "other_flow", "unchanged") and result.flow is not None:
+        try:
+            picture = await asyncio.to_thread(to_png, result.flow, lang=lang)
+        except Exception:  # noqa: BLE001 - the picture is a courtesy; the check is what counts
+            logger.warning("could not draw the flow graph")
+    async with unit(svc) as work:
+        await _upload_reply(work, svc, chat.id, result, picture, lang)
+
+
+async def _upload_reply(
+    work: Work, svc: Services, chat_id: int, result: Any, picture: bytes | None, lang: Lang
+) -> None:
+    """What an admin is told about an upload: refused, or the check, changes and picture."""
     if result.status == "refused" and result.report is not None:
-        await _refusal(message, result.report.render())
+        await _refusal(work, chat_id, result.report.render(), lang)
         return
     if result.status == "other_flow" and result.report is not None:
         other = result.report.flow_name
-        await message.reply_text(
-            _T["other_flow"].format(name=html.escape(other), ours=svc.registry.name)
+        await work.out.send(
+            chat_id, t("admin.other_flow", lang, name=html.escape(other), ours=svc.registry.name)
         )
         return
     assert result.flow is not None and result.report is not None
-    await message.reply_text(f"{_T['passed']}\n{_pre(result.report.render(), 1500)}")
+    await work.out.send(chat_id, f"{t('admin.passed', lang)}\n{_pre(result.report.render(), 1500)}")
     if result.status == "unchanged":
-        await message.reply_text(_T["no_changes"].format(n=result.active))
+        await work.out.send(chat_id, t("admin.no_changes", lang, n=result.active))
         return
-    async with svc.sessionmaker() as session:
-        active = await svc.registry.active(session)
-    lines = await asyncio.to_thread(diff_flows, active, result.flow)
+    active = await svc.registry.active(work.session)
+    lines = diff_flows(active, result.flow)
     summary = (
-        _T["changes"].format(n=result.active)
+        t("admin.changes", lang, n=result.active)
         + "\n"
         + "\n".join(f"• {html.escape(x)}" for x in lines)
         if lines
-        else _T["layout_only"].format(n=result.active)
+        else t("admin.layout_only", lang, n=result.active)
     )
-    try:
-        await message.reply_photo(await asyncio.to_thread(to_png, result.flow), caption=_T["graph"])
-    except TelegramError:
-        logger.warning("could not send the flow graph")
+    if picture is not None:
+        await work.out.photo(chat_id, picture, "flow.png", caption=t("admin.graph", lang))
     buttons = InlineKeyboardMarkup(
-        [[InlineKeyboardButton(_T["publish"], callback_data=f"P:{result.number}"),
-          InlineKeyboardButton(_T["discard"], callback_data=f"X:{result.number}")]]
+        [[InlineKeyboardButton(t("admin.publish", lang), callback_data=f"P:{result.number}"),
+          InlineKeyboardButton(t("admin.discard", lang), callback_data=f"X:{result.number}")]]
     )  # fmt: skip
-    await message.reply_text(summary[:4000], reply_markup=buttons)
+    await work.out.send(chat_id, summary[:4000], markup=buttons)
 
 
 async def on_decision(update: Update, context: BotContext) -> None:
@@ -201,56 +201,68 @@ async def on_decision(update: Update, context: BotContext) -> None:
     verb, raw = query.data.split(":")
     number = int(raw) if len(raw) <= 9 else 0
     svc = context.services
-    await query.answer()
+    lang = _lang(update, context)
     if verb == "X":
         gone = await discard(registry=svc.registry, sessionmaker=svc.sessionmaker, number=number)
-        await _settle(query, _T["discarded"] if gone.status != "missing" else _T["expired"])
+        await _settle(
+            update,
+            context,
+            t("admin.discarded", lang) if gone.status != "missing" else t("admin.expired", lang),
+        )
         return
     result = await publish_version(
         registry=svc.registry, sessionmaker=svc.sessionmaker, number=number,
         author=_author(update), note="published from Telegram",
     )  # fmt: skip
     if result.status == "published":
-        await _settle(query, _T["published"].format(n=number))
+        text = t("admin.published", lang, n=number)
     elif result.status == "already_active":
-        await _settle(query, _T["already_active"].format(n=number))
+        text = t("admin.already_active", lang, n=number)
     elif result.status == "refused" and result.report is not None:
-        await _settle(query, f"{_T['failed']}\n{_pre(result.report.render())}")
+        text = f"{t('admin.failed', lang)}\n{_pre(result.report.render())}"
     else:
-        await _settle(query, _T["expired"])
+        text = t("admin.expired", lang)
+    await _settle(update, context, text)
 
 
-async def _settle(query: CallbackQuery, text: str) -> None:
-    """Replace the buttons' message with ``text`` (a second press finds nothing to change)."""
-    try:
-        await query.edit_message_text(text)
-    except BadRequest as exc:
-        if "not modified" not in str(exc):
-            raise
+async def _settle(update: Update, context: BotContext, text: str) -> None:
+    """Answer the press and replace the buttons' message with ``text``."""
+    query = update.callback_query
+    chat = update.effective_chat
+    if query is None or chat is None:
+        return
+    async with unit(context.services) as work:
+        await work.out.answer(chat.id, query.id)
+        if query.message is not None:
+            await work.out.edit(chat.id, query.message.message_id, text, or_send=True)
+        else:
+            await work.out.send(chat.id, text)
 
 
 async def on_history(update: Update, context: BotContext) -> None:
     """/flows_history: the versions, with a Rollback button for each inactive one."""
-    if not await _admin(update, context) or update.effective_message is None:
+    chat = update.effective_chat
+    if chat is None or not await _admin(update, context):
         return
     svc = context.services
-    async with svc.sessionmaker() as session, session.begin():
-        await svc.registry.bootstrap(session)
-        versions = await list_flow_versions(session=session, flow_name=svc.registry.name)
-    lines = [_T["history"]]
-    rows = []
-    for v in versions[:20]:
-        mark = "●" if v.active else "○"
-        lines.append(
-            f"{mark} <b>{v.number}</b> · {v.created_at:%Y-%m-%d %H:%M} UTC · "
-            f"{html.escape(v.author)}: {html.escape(v.note)}"
+    lang = _lang(update, context)
+    async with unit(svc) as work:
+        await svc.registry.bootstrap(work.session)
+        versions = await list_flow_versions(session=work.session, flow_name=svc.registry.name)
+        lines = [t("admin.history", lang)]
+        rows = []
+        for v in versions[:20]:
+            mark = "●" if v.active else "○"
+            lines.append(
+                f"{mark} <b>{v.number}</b> · {v.created_at:%Y-%m-%d %H:%M} UTC · "
+                f"{html.escape(v.author)}: {html.escape(v.note)}"
+            )
+            if not v.active:
+                label = t("admin.rollback", lang, n=v.number)
+                rows.append([InlineKeyboardButton(label, callback_data=f"R:{v.number}")])
+        await work.out.send(
+            chat.id, "\n".join(lines), markup=InlineKeyboardMarkup(rows[:10]) if rows else None
         )
-        if not v.active:
-            label = _T["rollback"].format(n=v.number)
-            rows.append([InlineKeyboardButton(label, callback_data=f"R:{v.number}")])
-    await update.effective_message.reply_text(
-        "\n".join(lines), reply_markup=InlineKeyboardMarkup(rows[:10]) if rows else None
-    )
 
 
 async def on_rollback(update: Update, context: BotContext) -> None:
@@ -261,16 +273,17 @@ async def on_rollback(update: Update, context: BotContext) -> None:
     raw = query.data.split(":")[1]
     number = int(raw) if len(raw) <= 9 else 0
     svc = context.services
-    await query.answer()
+    lang = _lang(update, context)
     result = await rollback(
         registry=svc.registry, sessionmaker=svc.sessionmaker, number=number,
         author=_author(update),
     )  # fmt: skip
     if result.status == "published":
-        await _settle(query, _T["rolled_back"].format(n=number, m=result.number))
+        text = t("admin.rolled_back", lang, n=number, m=result.number)
     elif result.status == "already_active":
-        await _settle(query, _T["already_active"].format(n=number))
+        text = t("admin.already_active", lang, n=number)
     elif result.status == "refused":
-        await _settle(query, _T["unsafe_now"].format(n=number))
+        text = t("admin.unsafe_now", lang, n=number)
     else:
-        await _settle(query, _T["no_version"].format(n=number))
+        text = t("admin.no_version", lang, n=number)
+    await _settle(update, context, text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+from typing import Any
 
 from telegram import (
     CallbackQuery,
@@ -13,7 +14,6 @@ from telegram import (
     Update,
     User,
 )
-from telegram.error import TelegramError
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -22,17 +22,16 @@ from telegram.ext import (
     filters,
 )
 
-from bot.context import BotContext
-from bot.render import ASK, Renderer, answer_query, with_retries
+from bot.context import BotContext, Services
+from bot.outbox import Work, prompt_ref, unit
+from bot.render import ASK, present
 from bot.service import StepResult, advance
 from bot.settings import Settings
-from bot.staff import post_card
-from bot.texts import t
-from flows import Begin, Flow, Input, Lang, Restart, SetLang, TextInput, decode
+from bot.staff import queue_card
+from flows import Begin, Flow, Input, Lang, Restart, SetLang, TextInput, decode, t
 from storage import (
     AsyncSession,
     Client,
-    add_relay,
     delete_client_data,
     get_client,
     get_dialogue,
@@ -41,7 +40,6 @@ from storage import (
     record_step,
     set_client_asking,
     set_client_language,
-    set_prompt_message_id,
     truncate_wal,
 )
 
@@ -90,6 +88,81 @@ def register(app: Application) -> None:  # type: ignore[type-arg]
 # --- the core: one input through the engine -----------------------------------
 
 
+async def step_client(
+    work: Work,
+    svc: Services,
+    user: User,
+    chat_id: int,
+    inp: Input,
+    *,
+    update_id: int | None = None,
+    query: CallbackQuery | None = None,
+    notices: tuple[str, ...] = (),
+    source: str | None = None,
+) -> StepResult:
+    """Step the client's dialogue with ``inp`` in ``work``'s transaction and record its replies.
+
+    The client and their dialogue are read once (the dialogue locked on PostgreSQL), the
+    engine steps, the state, any request with its staff card and the step event are written,
+    and what the client sees goes into the outbox, all in one transaction.
+    """
+    session = work.session
+    client, client_id = await _telegram_client(session, user, svc.settings, source)
+    before = await get_dialogue(session=session, client_id=client_id, for_update=True)
+    old_node = before.state.get("node") if before else None
+    old_seq = before.state.get("seq") if before else None
+    active = await svc.registry.active(session)
+
+    async def pinned(version: str) -> Flow | None:
+        return await svc.registry.pinned(session, version)
+
+    result = await advance(
+        session=session,
+        flow=active,
+        client_id=client_id,
+        inp=inp,
+        lang=client.language,  # type: ignore[arg-type]
+        update_id=update_id,
+        source=client.source,
+        at=work.at,
+        pinned=pinned,
+        stored=before,
+    )
+    if result.duplicate:
+        if query is not None:
+            await work.out.answer(chat_id, query.id)
+        return result
+    if client.asking:
+        await set_client_asking(session=session, client_id=client_id, asking=False)
+    if result.state.node != old_node or old_node is None:
+        await record_step(
+            session=session,
+            client_id=client_id,
+            node=result.state.node,
+            flow_version=result.state.version,
+            at=work.at,
+        )
+    lang = result.state.lang
+    if result.restarted:
+        notices = (*notices, t("client.flow_updated", lang))
+    pressed = query.message.message_id if query is not None and query.message else None
+    await present(
+        work.out,
+        chat_id=chat_id,
+        client_id=client_id,
+        lang=lang,
+        replies=result.replies,
+        query_id=query.id if query is not None else None,
+        pressed=pressed,
+        changed=result.state.seq != old_seq or result.state.node != old_node,
+        left_phone=old_node != result.state.node and _is_phone(result.flow, old_node),
+        notices=notices,
+    )
+    if result.request_id is not None:  # the client's answer is queued first
+        await queue_card(work, svc.settings, result.request_id)
+    return result
+
+
 async def drive(
     update: Update,
     context: BotContext,
@@ -98,71 +171,23 @@ async def drive(
     query: CallbackQuery | None = None,
     notice: str | None = None,
 ) -> StepResult | None:
-    """Step the client's dialogue with ``inp``, commit, then show the replies."""
+    """One unit of work: step the client's dialogue with ``inp`` and show the replies."""
     user = update.effective_user
     chat = update.effective_chat
     if user is None or chat is None:
         return None
     svc = context.services
-    async with svc.client_lock(user.id):
-        async with svc.sessionmaker() as session, session.begin():
-            client, client_id = await _telegram_client(session, user, svc.settings)
-            before = await get_dialogue(session=session, client_id=client_id, for_update=True)
-            prompt_id = before.prompt_message_id if before else None
-            old_node = before.state.get("node") if before else None
-            old_seq = before.state.get("seq") if before else None
-            active = await svc.registry.active(session)
-
-            async def pinned(version: str) -> Flow | None:
-                return await svc.registry.pinned(session, version)
-
-            result = await advance(
-                session=session,
-                flow=active,
-                client_id=client_id,
-                inp=inp,
-                lang=client.language,  # type: ignore[arg-type]
-                update_id=update.update_id,
-                source=client.source,
-                at=svc.clock(),
-                pinned=pinned,
-            )
-            if client.asking:
-                await set_client_asking(session=session, client_id=client_id, asking=False)
-            if not result.duplicate and (result.state.node != old_node or old_node is None):
-                await record_step(
-                    session=session,
-                    client_id=client_id,
-                    node=result.state.node,
-                    flow_version=result.state.version,
-                    at=svc.clock(),
-                )
-        if result.duplicate:
-            return result  # handled when it first came; its query was answered then
-        changed = result.state.seq != old_seq or result.state.node != old_node
-        renderer = Renderer(context.bot, chat.id, result.state.lang)
-        if notice:
-            await renderer.say(notice)
-        if result.restarted:
-            await renderer.say(t("flow_updated", result.state.lang))
-        new_prompt = await renderer.show(
-            result,
+    async with unit(svc) as work:
+        return await step_client(
+            work,
+            svc,
+            user,
+            chat.id,
+            inp,
+            update_id=update.update_id,
             query=query,
-            changed=changed,
-            prompt_id=prompt_id,
-            left_phone=old_node != result.state.node and _is_phone(result.flow, old_node),
+            notices=(notice,) if notice else (),
         )
-        if new_prompt is not None and new_prompt != prompt_id:
-            # Which message carries the live keyboard, so the next answer can retire it.
-            async with svc.sessionmaker() as session, session.begin():
-                await set_prompt_message_id(
-                    session=session, client_id=client_id, message_id=new_prompt
-                )
-        if result.request_id is not None:  # after the client has their answer
-            await post_card(
-                context.bot, svc.sessionmaker, svc.settings, result.request_id, svc.clock()
-            )
-    return result
 
 
 async def _telegram_client(
@@ -180,6 +205,11 @@ async def _telegram_client(
     return client, client.id
 
 
+def svc_values(context: BotContext) -> dict[str, str]:
+    """The values fixed texts fill in from the settings (phone, hours)."""
+    return dict(context.services.settings.flow_values)
+
+
 def _is_phone(flow: Flow | None, node: object) -> bool:
     """Whether ``node`` is the phone question (its share-contact keyboard must go)."""
     if flow is None or not isinstance(node, str) or node not in flow.nodes:
@@ -187,15 +217,25 @@ def _is_phone(flow: Flow | None, node: object) -> bool:
     return flow.nodes[node].kind == "phone"
 
 
-async def _client_lang(update: Update, context: BotContext) -> Lang:
+async def _client(work: Work, update: Update, context: BotContext) -> tuple[Client | None, Lang]:
+    """The client who wrote (None if unknown yet) and the language to answer in."""
     user = update.effective_user
-    svc = context.services
-    default = language_of(user, svc.settings.default_language)
+    default = language_of(user, context.services.settings.default_language)
     if user is None:
-        return default
-    async with svc.sessionmaker() as session:
-        client = await get_client(session=session, telegram_id=user.id)
-    return client.language if client is not None else default  # type: ignore[return-value]
+        return None, default
+    client = await get_client(session=work.session, telegram_id=user.id)
+    lang: Lang = client.language if client is not None else default  # type: ignore[assignment]
+    return client, lang
+
+
+async def _reply(update: Update, context: BotContext, key: str, **markup: Any) -> None:
+    """One unit of work that answers with a fixed text in the client's language."""
+    chat = update.effective_chat
+    if chat is None:
+        return
+    async with unit(context.services) as work:
+        _, lang = await _client(work, update, context)
+        await work.out.send(chat.id, t(key, lang, **svc_values(context)), **markup)
 
 
 # --- commands -------------------------------------------------------------------
@@ -205,19 +245,18 @@ async def on_start(update: Update, context: BotContext) -> None:
     """Resume where the client was, or begin; a deep-link payload records the source."""
     source = context.args[0] if context.args else None
     user = update.effective_user
-    if source and user and _SOURCE_RE.match(source):
-        svc = context.services
-        async with svc.sessionmaker() as session, session.begin():
-            await _telegram_client(session, user, svc.settings, source)
+    chat = update.effective_chat
+    if user is None or chat is None:
+        return
     svc = context.services
-    finished = False
-    if user is not None:
-        async with svc.sessionmaker() as session:
-            client = await get_client(session=session, telegram_id=user.id)
-            if client is not None and client.id is not None:
-                stored = await get_dialogue(session=session, client_id=client.id)
-                finished = bool(stored and stored.state.get("finished"))
-    await drive(update, context, Restart() if finished else Begin())
+    async with unit(svc) as work:
+        tag = source if source and _SOURCE_RE.match(source) else None
+        client, _ = await _telegram_client(work.session, user, svc.settings, tag)
+        stored = await get_dialogue(session=work.session, client_id=client.id)  # type: ignore[arg-type]
+        finished = bool(stored and stored.state.get("finished"))
+        await step_client(
+            work, svc, user, chat.id, Restart() if finished else Begin(), update_id=update.update_id
+        )
 
 
 async def on_restart(update: Update, context: BotContext) -> None:
@@ -227,111 +266,98 @@ async def on_restart(update: Update, context: BotContext) -> None:
 
 async def on_help(update: Update, context: BotContext) -> None:
     """Say what the bot does and list the commands."""
-    if update.effective_message:
-        await update.effective_message.reply_text(t("help", await _client_lang(update, context)))
+    await _reply(update, context, "client.help")
 
 
 async def on_info(update: Update, context: BotContext) -> None:
     """The center's hours and phone."""
-    if update.effective_message:
-        await update.effective_message.reply_text(t("info", await _client_lang(update, context)))
+    await _reply(update, context, "client.info")
 
 
 async def on_lang(update: Update, context: BotContext) -> None:
     """Offer the two languages."""
-    lang = await _client_lang(update, context)
     keyboard = InlineKeyboardMarkup(
         [[InlineKeyboardButton("Русский", callback_data="L:ru"),
           InlineKeyboardButton("English", callback_data="L:en")]]
     )  # fmt: skip
-    if update.effective_message:
-        await update.effective_message.reply_text(t("lang_prompt", lang), reply_markup=keyboard)
+    await _reply(update, context, "client.lang_prompt", markup=keyboard)
 
 
 async def on_lang_button(update: Update, context: BotContext) -> None:
     """Switch the client's language and redraw the current question."""
     query = update.callback_query
     user = update.effective_user
-    if query is None or user is None or query.data is None:
+    chat = update.effective_chat
+    if query is None or user is None or chat is None or query.data is None:
         return
     lang: Lang = "ru" if query.data.endswith("ru") else "en"
     svc = context.services
-    async with svc.sessionmaker() as session, session.begin():
-        client = await get_or_create_client(
-            session=session, telegram_id=user.id, channel="telegram", language=lang
-        )
-        assert client.id is not None
-        await set_client_language(session=session, client_id=client.id, language=lang)
-    await answer_query(query, t("lang_set", lang))
-    try:
-        await query.edit_message_reply_markup(reply_markup=None)
-    except Exception:  # noqa: BLE001 - the message may be gone; the switch still happened
-        logger.info("could not clear the language keyboard")
-    await drive(update, context, SetLang(lang))
+    async with unit(svc) as work:
+        client, client_id = await _telegram_client(work.session, user, svc.settings)
+        await set_client_language(session=work.session, client_id=client_id, language=lang)
+        await work.out.answer(chat.id, query.id, t("client.lang_set", lang))
+        if query.message is not None:
+            await work.out.edit_markup(chat.id, query.message.message_id)
+        await step_client(work, svc, user, chat.id, SetLang(lang), update_id=update.update_id)
 
 
 async def on_cancel(update: Update, context: BotContext) -> None:
     """Stop the questionnaire: the answers are dropped (red flags stay on record)."""
-    lang = await _client_lang(update, context)
-    result = await drive_silently(update, context, Restart())
-    if result is not None and update.effective_message:
-        await update.effective_message.reply_text(t("cancelled", lang))
-
-
-async def drive_silently(update: Update, context: BotContext, inp: Input) -> StepResult | None:
-    """Step and commit without showing the engine's replies (for /cancel)."""
     user = update.effective_user
-    if user is None:
-        return None
+    chat = update.effective_chat
+    if user is None or chat is None:
+        return
     svc = context.services
-    async with svc.client_lock(user.id), svc.sessionmaker() as session, session.begin():
-        client, client_id = await _telegram_client(session, user, svc.settings)
-        return await advance(
-            session=session,
-            flow=await svc.registry.active(session),
+    async with unit(svc) as work:
+        client, client_id = await _telegram_client(work.session, user, svc.settings)
+        await advance(
+            session=work.session,
+            flow=await svc.registry.active(work.session),
             client_id=client_id,
-            inp=inp,
+            inp=Restart(),
             lang=client.language,  # type: ignore[arg-type]
             update_id=update.update_id,
         )
+        await work.out.edit_markup(chat.id, prompt_ref(client_id))
+        await work.out.send(chat.id, t("client.cancelled", client.language))  # type: ignore[arg-type]
 
 
 async def on_forget(update: Update, context: BotContext) -> None:
     """Ask for confirmation before erasing the client's data."""
-    lang = await _client_lang(update, context)
-    keyboard = InlineKeyboardMarkup(
-        [[InlineKeyboardButton(t("forget_yes", lang), callback_data="F:yes"),
-          InlineKeyboardButton(t("forget_no", lang), callback_data="F:no")]]
-    )  # fmt: skip
-    if update.effective_message:
-        await update.effective_message.reply_text(t("forget_confirm", lang), reply_markup=keyboard)
+    chat = update.effective_chat
+    if chat is None:
+        return
+    async with unit(context.services) as work:
+        _, lang = await _client(work, update, context)
+        keyboard = InlineKeyboardMarkup(
+            [[InlineKeyboardButton(t("client.forget_yes", lang), callback_data="F:yes"),
+              InlineKeyboardButton(t("client.forget_no", lang), callback_data="F:no")]]
+        )  # fmt: skip
+        await work.out.send(chat.id, t("client.forget_confirm", lang), markup=keyboard)
 
 
 async def on_forget_button(update: Update, context: BotContext) -> None:
     """Erase the client's personal data and answers from every table, or keep them."""
     query = update.callback_query
-    user = update.effective_user
-    if query is None or user is None:
+    chat = update.effective_chat
+    if query is None or chat is None:
         return
-    lang = await _client_lang(update, context)
     svc = context.services
-    if query.data == "F:yes":
-        async with svc.client_lock(user.id), svc.sessionmaker() as session, session.begin():
-            client = await get_client(session=session, telegram_id=user.id)
-            if client is not None and client.id is not None:
-                await delete_client_data(session=session, client_id=client.id)
+    erase = query.data == "F:yes"
+    async with unit(svc) as work:
+        client, lang = await _client(work, update, context)
+        if erase and client is not None and client.id is not None:
+            await delete_client_data(session=work.session, client_id=client.id)
+        await work.out.answer(chat.id, query.id)
+        text = t("client.forget_done" if erase else "forget_kept", lang)
+        if query.message is not None:
+            await work.out.edit(chat.id, query.message.message_id, text, or_send=True)
+        else:
+            await work.out.send(chat.id, text)
+    if erase:
         # SQLite keeps old page images in its write-ahead log: empty it now, so the erasure
         # is final at once (not at the next daily job)
         await truncate_wal(svc.sessionmaker.kw["bind"])
-        text = t("forget_done", lang)
-    else:
-        text = t("forget_kept", lang)
-    await answer_query(query, None)
-    try:
-        await query.edit_message_text(text)
-    except Exception:  # noqa: BLE001 - fall back to a new message
-        if update.effective_chat:
-            await context.bot.send_message(update.effective_chat.id, text)
 
 
 async def on_unknown_command(update: Update, context: BotContext) -> None:
@@ -341,23 +367,39 @@ async def on_unknown_command(update: Update, context: BotContext) -> None:
 
 async def on_group_command(update: Update, context: BotContext) -> None:
     """Clients write in private; in groups the bot only says so."""
-    if update.effective_message:
-        lang = language_of(update.effective_user, context.services.settings.default_language)
-        await update.effective_message.reply_text(t("private_only", lang))
+    chat = update.effective_chat
+    if chat is None:
+        return
+    lang = language_of(update.effective_user, context.services.settings.default_language)
+    async with unit(context.services) as work:
+        await work.out.send(chat.id, t("client.private_only", lang))
 
 
 # --- messages and buttons -------------------------------------------------------
 
 
+def _own_press(update: Update) -> bool:
+    """Whether a press comes from the chat its message is in (a forged one may not)."""
+    query = update.callback_query
+    if query is None:
+        return False
+    message = query.message
+    if message is None:
+        return False
+    return message.chat.id == query.from_user.id
+
+
 async def on_button(update: Update, context: BotContext) -> None:
     """A press on one of the dialogue's inline buttons."""
     query = update.callback_query
-    if query is None:
+    chat = update.effective_chat
+    if query is None or chat is None:
         return
     inp = decode(query.data or "")
-    if inp is None:
-        lang = await _client_lang(update, context)
-        await answer_query(query, t("inactive_button", lang))
+    if inp is None or not _own_press(update):
+        async with unit(context.services) as work:
+            _, lang = await _client(work, update, context)
+            await work.out.answer(chat.id, query.id, t("client.inactive_button", lang))
         return
     await drive(update, context, inp, query=query)
 
@@ -365,49 +407,40 @@ async def on_button(update: Update, context: BotContext) -> None:
 async def on_text(update: Update, context: BotContext) -> None:
     """Typed text: a question for staff (while asking), else an answer for the dialogue."""
     message = update.effective_message
-    if message is None or message.text is None:
-        return
-    if await _relay_question(update, context, message.text):
-        return
-    await drive(update, context, TextInput(message.text[:4096]))
-
-
-async def _relay_question(update: Update, context: BotContext, text: str) -> bool:
-    """While the client is asking, forward their text to the staff group; True if it was."""
     user = update.effective_user
     chat = update.effective_chat
-    if user is None or chat is None:
-        return False
+    if message is None or message.text is None or user is None or chat is None:
+        return
     svc = context.services
-    async with svc.sessionmaker() as session:
-        client = await get_client(session=session, telegram_id=user.id)
-        if client is None or client.id is None or not client.asking:
-            return False
-        client_id = client.id
-        lang: Lang = "en" if client.language == "en" else "ru"
-        request = await latest_request_of_client(session=session, client_id=client_id)
-        ref = f" · #{request.id}" if request else ""
-        who = html.escape(request.name) if request and request.name else f"client {client_id}"
+    async with unit(svc) as work:
+        client = await get_client(session=work.session, telegram_id=user.id)
+        if client is not None and client.asking:
+            await _relay_question(work, svc, client, chat.id, message.text)
+            return
+        await step_client(
+            work, svc, user, chat.id, TextInput(message.text[:4096]), update_id=update.update_id
+        )
+
+
+async def _relay_question(
+    work: Work, svc: Services, client: Client, chat_id: int, text: str
+) -> None:
+    """Forward a client's question to the staff group (their replies find the way back)."""
+    assert client.id is not None
+    lang: Lang = "en" if client.language == "en" else "ru"
     staff_chat = svc.settings.staff_chat_id
     if staff_chat is None:
-        await context.bot.send_message(chat.id, t("ask_unavailable", lang))
-        return True
+        await work.out.send(chat_id, t("client.ask_unavailable", lang, **svc.settings.flow_values))
+        return
+    request = await latest_request_of_client(session=work.session, client_id=client.id)
+    ref = f" · #{request.id}" if request else ""
+    who = html.escape(request.name) if request and request.name else f"client {client.id}"
     forwarded = f"❓ <b>{who}</b>{ref} ({lang})\n\n{html.escape(text[:3500])}"
-    try:
-        sent = await with_retries(lambda: context.bot.send_message(staff_chat, forwarded))
-    except TelegramError:
-        await context.bot.send_message(chat.id, t("ask_unavailable", lang))
-        return True
-    async with svc.sessionmaker() as session, session.begin():
-        await add_relay(
-            session=session,
-            client_id=client_id,
-            staff_chat_id=sent.chat_id,
-            staff_message_id=sent.message_id,
-        )
-    back = InlineKeyboardMarkup([[InlineKeyboardButton(t("ask_back", lang), callback_data="Q")]])
-    await context.bot.send_message(chat.id, t("ask_sent", lang), reply_markup=back)
-    return True
+    await work.out.send(staff_chat, forwarded, bind={"relay": client.id})
+    back = InlineKeyboardMarkup(
+        [[InlineKeyboardButton(t("client.ask_back", lang), callback_data="Q")]]
+    )
+    await work.out.send(chat_id, t("client.ask_sent", lang), markup=back)
 
 
 async def on_ask(update: Update, context: BotContext) -> None:
@@ -417,41 +450,47 @@ async def on_ask(update: Update, context: BotContext) -> None:
     if user is None or chat is None:
         return
     svc = context.services
-    if update.callback_query is not None:
-        await answer_query(update.callback_query, None)
-    async with svc.sessionmaker() as session, session.begin():
-        client, client_id = await _telegram_client(session, user, svc.settings)
-        await set_client_asking(session=session, client_id=client_id, asking=True)
+    async with unit(svc) as work:
+        client, client_id = await _telegram_client(work.session, user, svc.settings)
+        await set_client_asking(session=work.session, client_id=client_id, asking=True)
         lang: Lang = client.language  # type: ignore[assignment]
-    back = InlineKeyboardMarkup([[InlineKeyboardButton(t("ask_back", lang), callback_data="Q")]])
-    await context.bot.send_message(chat.id, t("ask_prompt", lang), reply_markup=back)
+        if update.callback_query is not None:
+            await work.out.answer(chat.id, update.callback_query.id)
+        back = InlineKeyboardMarkup(
+            [[InlineKeyboardButton(t("client.ask_back", lang), callback_data="Q")]]
+        )
+        await work.out.send(chat.id, t("client.ask_prompt", lang), markup=back)
 
 
 async def on_back_to_questions(update: Update, context: BotContext) -> None:
     """Leave "asking" mode and show the current question again."""
-    if update.callback_query is not None:
-        await answer_query(update.callback_query, None)
-    await drive(update, context, Begin())
+    user = update.effective_user
+    chat = update.effective_chat
+    if user is None or chat is None:
+        return
+    svc = context.services
+    async with unit(svc) as work:
+        if update.callback_query is not None:
+            await work.out.answer(chat.id, update.callback_query.id)
+        await step_client(work, svc, user, chat.id, Begin(), update_id=update.update_id)
 
 
 async def on_status(update: Update, context: BotContext) -> None:
     """The client's own request and its state, in their words."""
-    user = update.effective_user
-    message = update.effective_message
-    if user is None or message is None:
+    chat = update.effective_chat
+    if chat is None:
         return
-    svc = context.services
-    async with svc.sessionmaker() as session:
-        client = await get_client(session=session, telegram_id=user.id)
+    async with unit(context.services) as work:
+        client, lang = await _client(work, update, context)
         request = None
         if client is not None and client.id is not None:
-            request = await latest_request_of_client(session=session, client_id=client.id)
-    lang = await _client_lang(update, context)
-    if request is None:
-        await message.reply_text(t("status_none", lang))
-        return
-    state = t(f"state_{request.status}", lang)
-    await message.reply_text(t("status", lang).format(id=request.id, state=state))
+            request = await latest_request_of_client(session=work.session, client_id=client.id)
+        if request is None:
+            await work.out.send(chat.id, t("client.status_none", lang))
+            return
+        values = svc_values(context)
+        state = t(f"client.state.{request.status}", lang, **values)
+        await work.out.send(chat.id, t("client.status", lang, id=request.id, state=state))
 
 
 async def on_contact(update: Update, context: BotContext) -> None:
@@ -460,37 +499,41 @@ async def on_contact(update: Update, context: BotContext) -> None:
     user = update.effective_user
     if message is None or message.contact is None or user is None:
         return
-    if message.contact.user_id != user.id:
-        lang = await _client_lang(update, context)
-        await drive(update, context, Begin(), notice=t("foreign_contact", lang))
-        return
-    await drive(update, context, TextInput(message.contact.phone_number))
+    chat_id = message.chat.id
+    svc = context.services
+    async with unit(svc) as work:
+        if message.contact.user_id != user.id:
+            _, lang = await _client(work, update, context)
+            inp: Input = Begin()
+            notices: tuple[str, ...] = (t("client.foreign_contact", lang),)
+        else:
+            inp, notices = TextInput(message.contact.phone_number), ()
+        await step_client(
+            work, svc, user, chat_id, inp, update_id=update.update_id, notices=notices
+        )
 
 
 async def on_edited(update: Update, context: BotContext) -> None:
     """Edits are not answers: a polite note, then the current question again; nothing changes."""
-    lang = await _client_lang(update, context)
-    if await _is_asking(update, context):
-        if update.effective_chat:
-            await context.bot.send_message(update.effective_chat.id, t("edited_asking", lang))
-        return
-    await drive(update, context, Begin(), notice=t("edited", lang))
+    await _not_an_answer(update, context, "client.edited", "client.edited_asking")
 
 
 async def on_other(update: Update, context: BotContext) -> None:
     """Stickers, photos, voice, locations…: a polite word and the question again."""
-    lang = await _client_lang(update, context)
-    if await _is_asking(update, context):
-        if update.effective_chat:
-            await context.bot.send_message(update.effective_chat.id, t("not_text", lang))
-        return
-    await drive(update, context, Begin(), notice=t("not_text", lang))
+    await _not_an_answer(update, context, "client.not_text", "client.not_text")
 
 
-async def _is_asking(update: Update, context: BotContext) -> bool:
+async def _not_an_answer(update: Update, context: BotContext, key: str, asking_key: str) -> None:
     user = update.effective_user
-    if user is None:
-        return False
-    async with context.services.sessionmaker() as session:
-        client = await get_client(session=session, telegram_id=user.id)
-    return bool(client and client.asking)
+    chat = update.effective_chat
+    if user is None or chat is None:
+        return
+    svc = context.services
+    async with unit(svc) as work:
+        client, lang = await _client(work, update, context)
+        if client is not None and client.asking:
+            await work.out.send(chat.id, t(asking_key, lang))
+            return
+        await step_client(
+            work, svc, user, chat.id, Begin(), update_id=update.update_id, notices=(t(key, lang),)
+        )

@@ -7,13 +7,12 @@ import logging
 from datetime import timedelta
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from bot.context import BotContext
-from bot.render import with_retries
+from bot.context import BotContext, Services
+from bot.handlers.client import language_of
+from bot.outbox import Work, unit
 from bot.staff import (
-    CENTER_PHONE,
     RETRY_CHOICES,
     card_keyboard,
     card_text,
@@ -22,7 +21,6 @@ from bot.staff import (
     local_time,
     refresh_card,
     schedule_callback,
-    st,
     tell_client_no_answer,
 )
 from bot.workflow import (
@@ -32,6 +30,7 @@ from bot.workflow import (
     parse_request_id,
     retry_time,
 )
+from flows import Lang, t
 from storage import (
     Action,
     Client,
@@ -50,89 +49,6 @@ __all__ = ["register"]
 logger = logging.getLogger(__name__)
 
 PAGE = 10
-
-_TEXTS: dict[str, dict[str, str]] = {
-    "refused": {
-        "ru": "Это доступно только сотрудникам центра.",
-        "en": "This is for the center's staff only.",
-    },
-    "empty": {
-        "ru": "Открытых заявок нет.",
-        "en": "No open requests.",
-    },
-    "queue": {
-        "ru": "Открытые заявки",
-        "en": "Open requests",
-    },
-    "not_possible": {
-        "ru": "Сейчас это сделать нельзя: заявка уже в другом статусе.",
-        "en": "That is not possible now: the request has moved on.",
-    },
-    "not_found": {
-        "ru": "Заявки с таким номером нет.",
-        "en": "There is no request with that number.",
-    },
-    "usage_request": {
-        "ru": "Так: /request 12",
-        "en": "Usage: /request 12",
-    },
-    "usage_note": {
-        "ru": "Так: /note 12 текст заметки",
-        "en": "Usage: /note 12 the note",
-    },
-    "noted": {
-        "ru": "Заметка добавлена к заявке",
-        "en": "Note added to request",
-    },
-    "history": {
-        "ru": "История",
-        "en": "History",
-    },
-    "delivered": {
-        "ru": "✔️ Ответ отправлен клиенту.",
-        "en": "✔️ The answer was sent to the client.",
-    },
-    "gone": {
-        "ru": "Клиент удалил свои данные или заблокировал бота.",
-        "en": "The client erased their data or blocked the bot.",
-    },
-    "answer": {
-        "ru": "💬 Ответ центра «Вероника Херба»:",
-        "en": "💬 Answer from the Veronika Herba center:",
-    },
-    "follow_up": {
-        "ru": (
-            "Спасибо, что обратились в центр «Вероника Херба». Если появятся "
-            "вопросы, звоните: {phone} ({hours}, без выходных) или "
-            "нажмите /start."
-        ),
-        "en": (
-            "Thank you for contacting the Veronika Herba center. If you have "
-            "questions, call us: {phone} ({hours}, seven days a "
-            "week), or press /start."
-        ),
-    },
-    "followed": {
-        "ru": "Клиенту отправлено сообщение.",
-        "en": "The client was sent a follow-up.",
-    },
-    "today": {
-        "ru": "Сегодня",
-        "en": "Today",
-    },
-    "week": {
-        "ru": "За 7 дней",
-        "en": "Last 7 days",
-    },
-    "funnel": {
-        "ru": "Воронка (7 дней): дошли / остановились",
-        "en": "Funnel (7 days): reached / stopped",
-    },
-}
-
-
-def _t(key: str, lang: str) -> str:
-    return _TEXTS[key]["ru" if lang == "ru" else "en"]
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
@@ -155,11 +71,15 @@ async def _allowed(update: Update, context: BotContext) -> bool:
     svc = context.services
     if user is not None and await is_staff(context.bot, svc.settings, user.id):
         return True
-    lang = svc.settings.staff_language
-    if update.callback_query is not None:
-        await update.callback_query.answer(_t("refused", lang))
-    elif update.effective_message is not None:
-        await update.effective_message.reply_text(_t("refused", lang))
+    chat = update.effective_chat
+    if chat is None:
+        return False
+    lang = language_of(user, svc.settings.staff_language)
+    async with unit(svc) as work:
+        if update.callback_query is not None:
+            await work.out.answer(chat.id, update.callback_query.id, t("staff.refused", lang))
+        else:
+            await work.out.send(chat.id, t("staff.refused", lang))
     return False
 
 
@@ -173,59 +93,63 @@ def _actor(update: Update) -> tuple[int | None, str]:
 async def on_card_button(update: Update, context: BotContext) -> None:
     """A card's button: an action of the lifecycle table, a call-back time, or a queue page."""
     query = update.callback_query
-    if query is None or query.data is None or not await _allowed(update, context):
+    chat = update.effective_chat
+    if query is None or query.data is None or chat is None:
+        return
+    if not await _allowed(update, context):
         return
     _, token, raw_id = query.data.split(":")
     svc = context.services
-    now = svc.clock()
     lang = svc.settings.staff_language
-    if token == "queue":  # the queue's page buttons (forged numbers get the last page)
-        await query.answer()
-        await _send_queue(update, context, _page(raw_id))
-        return
-    retry_at = retry_time(token, now, svc.settings) if token in RETRY_CHOICES else None
-    action = Action.RETRY if retry_at is not None else _action(token)
-    request_id = parse_request_id(raw_id)
-    if action is None or request_id is None:
-        await query.answer(_t("not_found", lang))
-        return
-    note = None
-    if action is Action.FOLLOW_UP:
-        note = await _send_follow_up(context, request_id)
-        if note is None:
-            await query.answer(_t("gone", lang))
+    async with unit(svc) as work:
+        if token == "queue":  # the queue's page buttons (forged numbers get the last page)
+            await work.out.answer(chat.id, query.id)
+            await _send_queue(work, svc, chat.id, _page(raw_id))
             return
-    actor_id, actor_name = _actor(update)
-    try:
-        done = await act(
-            svc.sessionmaker, request_id=request_id, action=action, actor_id=actor_id,
-            actor_name=actor_name, at=now, note=note, retry_at=retry_at,
-        )  # fmt: skip
-    except RequestNotFoundError:
-        await query.answer(_t("not_found", lang))
-        return
-    except IllegalMoveError:  # a stale card: someone else moved the request meanwhile
-        await query.answer(_t("not_possible", lang))
-        async with svc.sessionmaker() as session:
-            request = await get_request(session=session, request_id=request_id)
-            followed = await followed_up(session, request_id)
-        pressed = query.message
-        if (
-            request is not None
-            and pressed is not None
-            and pressed.message_id == request.card_message_id
-        ):
-            current = card_keyboard(request, svc.settings, followed_up=followed)
-            shown = getattr(pressed, "reply_markup", None)
-            if (shown.to_dict() if shown else None) != (current.to_dict() if current else None):
-                await refresh_card(context.bot, svc.settings, request, now, followed=followed)
-        return
-    await query.answer(_t("followed", lang) if action is Action.FOLLOW_UP else None)
-    await refresh_card(context.bot, svc.settings, done.request, now, followed=done.followed)
+        retry_at = retry_time(token, work.at, svc.settings) if token in RETRY_CHOICES else None
+        action = Action.RETRY if retry_at is not None else _action(token)
+        request_id = parse_request_id(raw_id)
+        if action is None or request_id is None:
+            await work.out.answer(chat.id, query.id, t("staff.not_found", lang))
+            return
+        note = None
+        if action is Action.FOLLOW_UP:
+            note = await _send_follow_up(work, svc, request_id)
+            if note is None:
+                await work.out.answer(chat.id, query.id, t("staff.gone", lang))
+                return
+        actor_id, actor_name = _actor(update)
+        try:
+            done = await act(
+                work.session, request_id=request_id, action=action, actor_id=actor_id,
+                actor_name=actor_name, at=work.at, note=note, retry_at=retry_at,
+            )  # fmt: skip
+        except RequestNotFoundError:
+            await work.out.answer(chat.id, query.id, t("staff.not_found", lang))
+            return
+        except IllegalMoveError:  # a stale card: someone else moved the request meanwhile
+            await work.out.answer(chat.id, query.id, t("staff.not_possible", lang))
+            request = await get_request(session=work.session, request_id=request_id)
+            pressed = query.message
+            if (
+                request is not None
+                and pressed is not None
+                and pressed.message_id == request.card_message_id
+            ):
+                followed = await followed_up(work.session, request_id)
+                current = card_keyboard(request, svc.settings, followed_up=followed)
+                shown = getattr(pressed, "reply_markup", None)
+                if (shown.to_dict() if shown else None) != (current.to_dict() if current else None):
+                    await refresh_card(work, svc.settings, request, followed=followed)
+            return
+        await work.out.answer(
+            chat.id, query.id, t("staff.followed", lang) if action is Action.FOLLOW_UP else None
+        )
+        await refresh_card(work, svc.settings, done.request, followed=done.followed)
+        if action is Action.NO_ANSWER and svc.settings.tell_client_no_answer:
+            await tell_client_no_answer(work, svc.settings, request_id)
     if action is Action.RETRY and retry_at is not None:
-        schedule_callback(context.job_queue, request_id, retry_at, svc.settings, now)
-    if action is Action.NO_ANSWER and svc.settings.tell_client_no_answer:
-        await tell_client_no_answer(context.bot, svc.sessionmaker, svc.settings, request_id)
+        schedule_callback(context.job_queue, request_id, retry_at, svc.settings, svc.clock())
 
 
 def _action(token: str) -> Action | None:
@@ -243,137 +167,132 @@ def _page(text: str) -> int:
     return max(int(digits), 1) if len(digits) <= 9 else 10**9
 
 
-async def _send_follow_up(context: BotContext, request_id: int) -> str | None:
-    """Send a closed request's client the fixed follow-up; the text sent, or None if it failed."""
-    async with context.services.sessionmaker() as session:
-        request = await get_request(session=session, request_id=request_id)
-        if request is None or request.status != "closed":
-            return None
-        client = await session.get(Client, request.client_id)
-        already = await followed_up(session, request_id)
+async def _send_follow_up(work: Work, svc: Services, request_id: int) -> str | None:
+    """Send a closed request's client the fixed follow-up; the text, or None if impossible."""
+    request = await get_request(session=work.session, request_id=request_id)
+    if request is None or request.status != "closed":
+        return None
+    client = await work.session.get(Client, request.client_id)
     if client is None or client.telegram_id is None:
         return None
-    settings = context.services.settings
-    hours = f"{settings.opening_hour}:00–{settings.closing_hour}:00"
-    text = _t("follow_up", client.language).format(phone=CENTER_PHONE, hours=hours)
-    chat_id = client.telegram_id
-    if already:  # a second press: the client is not messaged twice
-        return text
-    try:
-        await with_retries(lambda: context.bot.send_message(chat_id, text))
-    except TelegramError:
-        return None
+    settings = svc.settings
+    lang: Lang = "en" if client.language == "en" else "ru"
+    text = t("client.follow_up", lang, **settings.flow_values)
+    if not await followed_up(work.session, request_id):  # a second press: not sent twice
+        await work.out.send(client.telegram_id, text)
     return text
 
 
 async def on_queue(update: Update, context: BotContext) -> None:
     """Open requests: those needing a doctor's word or changed after a red flag first."""
-    if not await _allowed(update, context):
+    chat = update.effective_chat
+    if chat is None or not await _allowed(update, context):
         return
     page = _page(context.args[0]) if context.args else 1
-    await _send_queue(update, context, page)
+    async with unit(context.services) as work:
+        await _send_queue(work, context.services, chat.id, page)
 
 
-async def _send_queue(update: Update, context: BotContext, page: int) -> None:
-    svc = context.services
+async def _send_queue(work: Work, svc: Services, chat_id: int, page: int) -> None:
     lang = svc.settings.staff_language
-    now = svc.clock()
-    async with svc.sessionmaker() as session:
-        total = await count_open_requests(session=session)
-        page = min(page, max((total + PAGE - 1) // PAGE, 1))
-        items = await list_open_requests(session=session, offset=(page - 1) * PAGE, limit=PAGE)
-    chat = update.effective_chat
-    if chat is None:
-        return
+    now = work.at
+    session = work.session
+    total = await count_open_requests(session=session)
+    page = min(page, max((total + PAGE - 1) // PAGE, 1))
+    items = await list_open_requests(session=session, offset=(page - 1) * PAGE, limit=PAGE)
     if not items:
-        await context.bot.send_message(chat.id, _t("empty", lang))
+        await work.out.send(chat_id, t("staff.queue_empty", lang))
         return
     pages = (total + PAGE - 1) // PAGE
-    lines = [f"<b>{_t('queue', lang)}</b> ({page}/{pages}, {total})"]
+    lines = [f"<b>{t('staff.queue', lang)}</b> ({page}/{pages}, {total})"]
     for r in items:
         flag = "⚠️ " if (r.outcome == "CLEAR" or r.red_flag_changed) else ""
         minutes = int((now - r.created_at).total_seconds() // 60)
         call = f" · 📞 {local_time(r.retry_at, svc.settings)}" if r.retry_at else ""
         lines.append(
-            f"{flag}#{r.id} · {st(r.status, lang)} · {html.escape(r.outcome)} · "
-            f"{html.escape(r.name or '—')} · {minutes} {st('minutes', lang)}{call}"
+            f"{flag}#{r.id} · {t(f'staff.status.{r.status}', lang)} · {html.escape(r.outcome)} · "
+            f"{html.escape(r.name or '—')} · {minutes} {t('staff.minutes', lang)}{call}"
         )
     nav = []
     if page > 1:
         nav.append(InlineKeyboardButton("◀", callback_data=f"S:queue:{page - 1}"))
     if page < pages:
         nav.append(InlineKeyboardButton("▶", callback_data=f"S:queue:{page + 1}"))
-    await context.bot.send_message(
-        chat.id, "\n".join(lines), reply_markup=InlineKeyboardMarkup([nav]) if nav else None
+    await work.out.send(
+        chat_id, "\n".join(lines), markup=InlineKeyboardMarkup([nav]) if nav else None
     )
 
 
 async def on_request(update: Update, context: BotContext) -> None:
     """/request N: the card with its history."""
-    if not await _allowed(update, context) or update.effective_message is None:
+    chat = update.effective_chat
+    if chat is None or not await _allowed(update, context):
         return
     svc = context.services
     lang = svc.settings.staff_language
-    if not context.args or not context.args[0].lstrip("#").isdigit():
-        await update.effective_message.reply_text(_t("usage_request", lang))
-        return
-    request_id = parse_request_id(context.args[0])
-    async with svc.sessionmaker() as session:
+    async with unit(svc) as work:
+        if not context.args or not context.args[0].lstrip("#").isdigit():
+            await work.out.send(chat.id, t("staff.usage_request", lang))
+            return
+        request_id = parse_request_id(context.args[0])
+        session = work.session
         request = await get_request(session=session, request_id=request_id) if request_id else None
         if request is None or request.id is None:
-            await update.effective_message.reply_text(_t("not_found", lang))
+            await work.out.send(chat.id, t("staff.not_found", lang))
             return
         events = await list_events(session=session, request_id=request.id)
-    history = [
-        f"• {local_time(e.at, svc.settings)} {html.escape(e.actor_name)}: "
-        + (f"{e.from_status} → {e.to_status}" if e.action == "status" else e.action)
-        + (f" — {html.escape(e.note)}" if e.note and e.action == "note" else "")
-        for e in events
-    ]
-    text = card_text(request, svc.settings, svc.clock())
-    if history:
-        text += f"\n\n<b>{_t('history', lang)}</b>\n" + "\n".join(history[-20:])
-    await update.effective_message.reply_text(
-        text[:4000], reply_markup=card_keyboard(request, svc.settings)
-    )
+        history = [
+            f"• {local_time(e.at, svc.settings)} {html.escape(e.actor_name)}: "
+            + (f"{e.from_status} → {e.to_status}" if e.action == "status" else e.action)
+            + (f" — {html.escape(e.note)}" if e.note and e.action == "note" else "")
+            for e in events
+        ]
+        text = card_text(request, svc.settings, work.at)
+        if history:
+            text += f"\n\n<b>{t('staff.history', lang)}</b>\n" + "\n".join(history[-20:])
+        await work.out.send(chat.id, text[:4000], markup=card_keyboard(request, svc.settings))
 
 
 async def on_note(update: Update, context: BotContext) -> None:
     """/note N text: add a note to the request's audit trail."""
-    if not await _allowed(update, context) or update.effective_message is None:
+    chat = update.effective_chat
+    if chat is None or not await _allowed(update, context):
         return
     svc = context.services
     lang = svc.settings.staff_language
     args = context.args or []
-    if len(args) < 2 or not args[0].lstrip("#").isdigit():
-        await update.effective_message.reply_text(_t("usage_note", lang))
-        return
-    note = " ".join(args[1:])[:1000]
-    actor_id, actor_name = _actor(update)
-    request_id = parse_request_id(args[0])
-    async with svc.sessionmaker() as session, session.begin():
+    async with unit(svc) as work:
+        if len(args) < 2 or not args[0].lstrip("#").isdigit():
+            await work.out.send(chat.id, t("staff.usage_note", lang))
+            return
+        note = " ".join(args[1:])[:1000]
+        actor_id, actor_name = _actor(update)
+        request_id = parse_request_id(args[0])
+        session = work.session
         request = await get_request(session=session, request_id=request_id) if request_id else None
         if request is None or request.id is None:
-            await update.effective_message.reply_text(_t("not_found", lang))
+            await work.out.send(chat.id, t("staff.not_found", lang))
             return
         await add_request_event(
             session=session, request_id=request.id, actor_id=actor_id, actor_name=actor_name,
-            action="note", note=note, at=svc.clock(),
+            action="note", note=note, at=work.at,
         )  # fmt: skip
-    await update.effective_message.reply_text(f"{_t('noted', lang)} #{request.id}.")
+        await work.out.send(chat.id, t("staff.noted", lang, id=request.id))
 
 
 async def on_stats(update: Update, context: BotContext) -> None:
     """/stats: today and the last 7 days, by outcome and source, and the funnel."""
-    if not await _allowed(update, context) or update.effective_message is None:
+    chat = update.effective_chat
+    if chat is None or not await _allowed(update, context):
         return
     svc = context.services
-    lang = svc.settings.staff_language
-    now = svc.clock()
-    local = now.astimezone(svc.settings.zone)
-    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    lines: list[str] = []
-    async with svc.sessionmaker() as session:
+    lang = language_of(update.effective_user, svc.settings.staff_language)
+    async with unit(svc) as work:
+        now = work.at
+        local = now.astimezone(svc.settings.zone)
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        lines: list[str] = []
+        session = work.session
         for key, since in (("today", midnight), ("week", midnight - timedelta(days=6))):
             s = await stats(session=session, since=since, until=now + timedelta(seconds=1))
             median = (
@@ -381,60 +300,50 @@ async def on_stats(update: Update, context: BotContext) -> None:
                 if s.median_first_call_minutes is not None
                 else "—"
             )
-            lines.append(f"<b>{_t(key, lang)}</b>")
-            lines.append(
-                f"new {s.new} · taken {s.taken} · booked {s.booked} · declined {s.declined} · "
-                f"no answer {s.no_answer} · closed {s.closed}"
-            )
-            lines.append(f"median to first call: {median} {st('minutes', lang)}")
-            lines.append(
-                "by outcome: "
-                + (", ".join(f"{k} {v}" for k, v in sorted(s.by_outcome.items())) or "—")
-            )
-            lines.append(
-                "by source: "
-                + (
-                    ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(s.by_source.items()))
-                    or "—"
-                )
-            )
+            outcomes = ", ".join(f"{k} {v}" for k, v in sorted(s.by_outcome.items()))
+            sources = ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(s.by_source.items()))
+            lines += [
+                f"<b>{t(f'staff.stats.{key}', lang)}</b>",
+                t("staff.stats.counts", lang, new=s.new, taken=s.taken, booked=s.booked,
+                  declined=s.declined, no_answer=s.no_answer, closed=s.closed),
+                t("staff.stats.median", lang, minutes=median),
+                t("staff.stats.by_outcome", lang, items=outcomes or "—"),
+                t("staff.stats.by_source", lang, items=sources or "—"),
+            ]  # fmt: skip
         steps = await funnel(session=session, since=midnight - timedelta(days=6))
-    lines.append(f"\n<b>{_t('funnel', lang)}</b>")
-    lines += [f"{html.escape(node)}: {reached} / {stopped}" for node, reached, stopped in steps]
-    await update.effective_message.reply_text("\n".join(lines)[:4000])
+        lines.append(f"\n<b>{t('staff.stats.funnel', lang)}</b>")
+        lines += [f"{html.escape(node)}: {reached} / {stopped}" for node, reached, stopped in steps]
+        await work.out.send(chat.id, "\n".join(lines)[:4000])
 
 
 async def on_reply(update: Update, context: BotContext) -> None:
     """A staff reply to a client's forwarded question goes to the client."""
     message = update.effective_message
+    chat = update.effective_chat
     svc = context.services
     if (
         message is None
         or message.reply_to_message is None
         or message.text is None
-        or update.effective_chat is None
-        or update.effective_chat.id != svc.settings.staff_chat_id
+        or chat is None
+        or chat.id != svc.settings.staff_chat_id
     ):
         return
     async with svc.sessionmaker() as session:
         relay = await find_relay(
             session=session,
-            staff_chat_id=update.effective_chat.id,
+            staff_chat_id=chat.id,
             staff_message_id=message.reply_to_message.message_id,
         )
-        client = await session.get(Client, relay.client_id) if relay else None
-    if relay is None:
-        return
-    if not await _allowed(update, context):
+    if relay is None or not await _allowed(update, context):
         return
     lang = svc.settings.staff_language
-    if client is None or client.telegram_id is None:
-        await message.reply_text(_t("gone", lang))
-        return
-    text = f"{_t('answer', client.language)}\n\n{html.escape(message.text)}"
-    try:
-        await with_retries(lambda: context.bot.send_message(client.telegram_id, text))  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - blocked or gone: tell staff
-        await message.reply_text(_t("gone", lang))
-        return
-    await message.reply_text(_t("delivered", lang))
+    async with unit(svc) as work:
+        client = await work.session.get(Client, relay.client_id)
+        if client is None or client.telegram_id is None:
+            await work.out.send(chat.id, t("staff.gone", lang))
+            return
+        client_lang: Lang = "en" if client.language == "en" else "ru"
+        text = f"{t('client.staff_answer', client_lang)}\n\n{html.escape(message.text)}"
+        await work.out.send(client.telegram_id, text)
+        await work.out.send(chat.id, t("staff.delivered", lang))

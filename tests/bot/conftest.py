@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
@@ -9,13 +10,20 @@ from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from telegram import Update
 from telegram.ext import Application
 
 from bot.app import ALLOWED_UPDATES, build_application
 from bot.flowsource import FlowRegistry
+from bot.serve import Serving, start_serving
 from bot.settings import Settings
-from storage import make_engine, make_sessionmaker, upgrade, utcnow
+from storage import (
+    make_engine,
+    make_sessionmaker,
+    pending_calls,
+    pending_updates,
+    upgrade,
+    utcnow,
+)
 from tests.fakebotapi import FakeBotAPI
 from tests.fakebotapi.fixtures import TEST_TOKEN, fake_bot_api  # noqa: F401 - a fixture
 
@@ -33,35 +41,44 @@ def bot_settings(api: FakeBotAPI, database_url: str, **extra: Any) -> Settings:
 
 
 class RunningBot:
-    """A started Application (long polling) and what it was built from."""
+    """A started bot (long polling into the inbox) and what it was built from."""
 
-    def __init__(self, app: Application, engine: AsyncEngine, url: str) -> None:  # type: ignore[type-arg]
-        self.app = app
+    def __init__(self, serving: Serving, engine: AsyncEngine, url: str) -> None:
+        self.serving = serving
+        self.app: Application = serving.app  # type: ignore[type-arg]
         self.engine = engine
         self.url = url
         self.sessionmaker = make_sessionmaker(engine)
 
-    async def stop(self) -> None:
-        if self.app.updater and self.app.updater.running:
-            await self.app.updater.stop()
-        if self.app.running:
-            await self.app.stop()
-        await self.app.shutdown()
+        #: stops the fake API asking this bot whether it is done (see ``start_bot``)
+        self.unsettle: Callable[[], None] = lambda: None
 
+    async def stop(self, grace: float = 5.0) -> None:
+        self.unsettle()
+        await self.serving.stop(grace)
 
-def report_handled(app: Application, api: FakeBotAPI) -> None:  # type: ignore[type-arg]
-    """Tell the fake API when the bot has finished each update, handlers and error report
-    included, so tests wait for exactly that (``FakeBotAPI.wait_idle``), not a quiet gap."""
-    process_update = app.process_update
+    async def waiting(self) -> int:
+        """Stored updates not yet processed and queued calls not yet made; 0 when the bot
+        is done with everything delivered so far (nothing more comes from it)."""
+        async with make_sessionmaker(self.engine, read_only=True)() as session:
+            left = await pending_updates(session=session) + await pending_calls(session=session)
+        services = self.serving.services
+        busy = services.dispatcher.busy or services.sender.busy
+        return left or int(busy)
 
-    async def processed(update: object) -> None:
-        try:
-            await process_update(update)
-        finally:
-            if isinstance(update, Update):
-                api.handled(update.update_id)
+    async def is_drained(self) -> bool:
+        return not await self.waiting()
 
-    app.process_update = processed  # type: ignore[method-assign]
+    async def drained(self, timeout: float = 15.0) -> None:  # noqa: ASYNC109
+        """Wait until every stored update is processed and every queued call made.
+
+        A condition on the bot's own tables, not a quiet gap: after it, nothing more
+        comes from what was delivered so far.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while left := await self.waiting():
+            assert asyncio.get_running_loop().time() < deadline, f"{left} item(s) still waiting"
+            await asyncio.sleep(0.01)
 
 
 async def start_bot(
@@ -70,6 +87,7 @@ async def start_bot(
     engine: AsyncEngine,
     *,
     clock: Callable[[], datetime] = utcnow,
+    receive: bool = True,
     **extra: Any,
 ) -> RunningBot:
     """Build the project's Application with its own factory and start long polling.
@@ -85,13 +103,13 @@ async def start_bot(
         clock=clock,
         housekeeping=False,
     )
-    report_handled(app, api)
-    await app.initialize()
-    await app.post_init(app)  # type: ignore[misc]
-    await app.start()
-    assert app.updater is not None
-    await app.updater.start_polling(poll_interval=0, timeout=1, allowed_updates=ALLOWED_UPDATES)
-    return RunningBot(app, engine, url)
+    serving = await start_serving(
+        app, allowed_updates=ALLOWED_UPDATES, poll_timeout=1, receive=receive
+    )
+    running = RunningBot(serving, engine, url)
+    # the fake API's wait_idle asks the bot whether it is done instead of waiting for a gap
+    running.unsettle = api.settle_with(running.is_drained)
+    return running
 
 
 @pytest.fixture

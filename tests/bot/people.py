@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.settings import Settings
 from flows import Flow, load_flow_text
-from flows.texts import t as engine_t
+from flows import t as engine_t
 from tests.factories import DEFAULT_ANSWERS, INTAKE_PATH
 from tests.fakebotapi import FakeBotAPI
 
@@ -77,6 +77,17 @@ class Person:
         return [m.get("text", "") for m in self.api.messages(self.id)]
 
     @property
+    def shown(self) -> list[str]:
+        """Every text the bot showed in this chat, in order: sent, or edited into a message."""
+        return [
+            str(c.params.get("text", ""))
+            for c in self.api.calls
+            if c.method in ("sendMessage", "editMessageText")
+            and c.params.get("chat_id") == self.id
+            and c.ok
+        ]
+
+    @property
     def last(self) -> str:
         message = self.api.last_message(self.id)
         return message.get("text", "") if message else ""
@@ -93,14 +104,14 @@ class Person:
         node = shown_flow().nodes[node_id]
         lang = self.lang
         if node.kind == "info":
-            await self.press(engine_t("continue", lang))  # type: ignore[arg-type]
+            await self.press(engine_t("engine.continue", lang))  # type: ignore[arg-type]
         elif node.kind == "confirm":
-            await self.press(engine_t("confirm", lang))  # type: ignore[arg-type]
+            await self.press(engine_t("engine.confirm", lang))  # type: ignore[arg-type]
         elif node.kind == "checklist":
             labels = {o.id: o.label.get(lang) for o in node.options}  # type: ignore[attr-defined,arg-type]
             for tick in value if isinstance(value, tuple) else (value,):
                 await self.press(labels[tick])
-            await self.press(engine_t("done", lang))  # type: ignore[arg-type]
+            await self.press(engine_t("engine.done", lang))  # type: ignore[arg-type]
         elif node.kind in ("choice", "yesno"):
             labels = {o.id: o.label.get(lang) for o in node.options}  # type: ignore[attr-defined,arg-type]
             await self.press(labels[str(value)])

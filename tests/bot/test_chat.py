@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from flows import Flow
-from flows.texts import t
+from flows import Flow, t
 from storage import get_request, make_engine, make_sessionmaker
 from tests.bot.people import shown_flow
 from tests.cli import intake_bot
@@ -28,13 +27,13 @@ def typed_lines(flow: Flow, lang: str, plan: Plan, path: list[str]) -> str:
         node = flow.nodes[node_id]
         value = answers.get(node_id)
         if node.kind == "info":
-            lines.append(t("continue", lang))  # type: ignore[arg-type]
+            lines.append(t("engine.continue", lang))  # type: ignore[arg-type]
         elif node.kind == "confirm":
             lines.append("1")
         elif node.kind == "checklist":
             ticks = value if isinstance(value, tuple) else (value,)
             labels = {o.id: o.label.get(lang) for o in node.options}  # type: ignore[attr-defined]
-            lines += [labels[x] for x in ticks] + [t("done", lang)]  # type: ignore[arg-type]
+            lines += [labels[x] for x in ticks] + [t("engine.done", lang)]  # type: ignore[arg-type]
         elif node.kind in ("choice", "yesno"):
             labels = {o.id: o.label.get(lang) for o in node.options}  # type: ignore[attr-defined]
             lines.append(labels[str(value)])

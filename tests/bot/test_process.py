@@ -47,12 +47,15 @@ async def test_sigkill_then_restart_resumes_the_client_at_the_same_question(
     try:
         api.user_message(user, "/start")
         await api.wait_for("sendMessage", lambda c: "start?" in c.params["text"], timeout=30)
+        # each press turns its question, in place, into the next one
         await _press(api, user, "Start the questions")
-        await api.wait_for("sendMessage", lambda c: "Safety first" in c.params["text"], timeout=20)
+        await api.wait_for(
+            "editMessageText", lambda c: "Safety first" in c.params["text"], timeout=20
+        )
         await _press(api, user, "None of these")
         await _press(api, user, "Done")
         await api.wait_for(
-            "sendMessage", lambda c: "What bothers you" in c.params["text"], timeout=20
+            "editMessageText", lambda c: "What bothers you" in c.params["text"], timeout=20
         )
     finally:
         bot.send_signal(signal.SIGKILL)

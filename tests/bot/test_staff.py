@@ -225,15 +225,20 @@ async def test_overdue_requests_are_announced_again_in_opening_hours_only(
     await intake(fake_bot_api, 1107)
     clock.now += timedelta(minutes=10)
     assert await run_housekeeping(staff_bot.app) == (0, 0), "not overdue yet"
+    await staff_bot.drained()  # what it queued is sent
     clock.now += timedelta(minutes=25)
     assert await run_housekeeping(staff_bot.app) == (0, 1)
+    await staff_bot.drained()  # what it queued is sent
     assert staff_messages(fake_bot_api)[-1]["text"].startswith("⏰ Still waiting for a call")
     clock.now += timedelta(minutes=5)
     assert await run_housekeeping(staff_bot.app) == (0, 0), "not again right away"
+    await staff_bot.drained()  # what it queued is sent
     clock.now = datetime(2026, 11, 24, 20, 30, tzinfo=UTC)  # 23:30 in Moscow
     assert await run_housekeeping(staff_bot.app) == (0, 0), "nothing at night"
+    await staff_bot.drained()  # what it queued is sent
     clock.now = datetime(2026, 11, 25, 6, 5, tzinfo=UTC)  # 9:05 in Moscow
     assert await run_housekeeping(staff_bot.app) == (0, 1)
+    await staff_bot.drained()  # what it queued is sent
 
 
 async def test_a_card_that_failed_to_post_is_redelivered(
@@ -241,12 +246,14 @@ async def test_a_card_that_failed_to_post_is_redelivered(
 ) -> None:
     fake_bot_api.block_chat(STAFF_CHAT)  # e.g. the bot was removed from the group
     await intake(fake_bot_api, 1108)
+    await staff_bot.drained()
     async with staff_bot.sessionmaker() as session:
         [request] = await list_requests(session=session)
     assert request.card_message_id is None and request.delivery_error
     assert request.status == "new", "the request is stored all the same"
     fake_bot_api.unblock_chat(STAFF_CHAT)
     assert await run_housekeeping(staff_bot.app) == (1, 0)
+    await staff_bot.drained()  # what it queued is sent
     async with staff_bot.sessionmaker() as session:
         [request] = await list_requests(session=session)
     assert request.card_message_id == card_of(fake_bot_api, request.id)["message_id"]  # type: ignore[arg-type]
@@ -322,6 +329,7 @@ async def test_a_call_back_reminds_the_group_at_its_time_and_survives_a_restart(
         assert timedelta(minutes=55) < delay <= timedelta(hours=1), "scheduled in an hour"
         clock.now += timedelta(minutes=30)
         await job.run(first.app)
+        await first.drained()  # what it queued is sent
         assert reminders(fake_bot_api) == [], "not before its time"
     finally:
         await first.stop()
@@ -331,10 +339,12 @@ async def test_a_call_back_reminds_the_group_at_its_time_and_survives_a_restart(
         [job] = second.app.job_queue.get_jobs_by_name("callback:1")  # rescheduled from the db
         clock.now = MORNING + timedelta(hours=1)
         await job.run(second.app)
+        await second.drained()  # what it queued is sent
         [reminder] = reminders(fake_bot_api)
         assert "Request #1" in reminder["text"]
         assert reminder["reply_to_message"]["message_id"] == card_of(fake_bot_api, 1)["message_id"]
         assert await run_housekeeping(second.app) == (0, 0)
+        await second.drained()  # what it queued is sent
         assert len(reminders(fake_bot_api)) == 1, "reminded once"
     finally:
         await second.stop()
@@ -349,9 +359,11 @@ async def test_a_call_back_after_closing_time_moves_to_the_next_opening(
     assert "Call again: 25.11 09:00" in card_of(fake_bot_api, 1)["text"]
     clock.now = datetime(2026, 11, 24, 19, 30, tzinfo=UTC)  # 22:30 in Moscow
     await run_housekeeping(staff_bot.app)
+    await staff_bot.drained()  # what it queued is sent
     assert reminders(fake_bot_api) == [], "nothing at night"
     clock.now = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)  # 9:00 in Moscow
     await run_housekeeping(staff_bot.app)
+    await staff_bot.drained()  # what it queued is sent
     assert len(reminders(fake_bot_api)) == 1
 
 

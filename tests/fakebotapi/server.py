@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import EllipsisType, TracebackType
@@ -224,9 +224,9 @@ class FakeBotAPI:
         self._consumed: set[int] = set()
         self._in_flight = 0
         self._last_activity = time.monotonic()
-        # Update ids the bot under test says it has finished handling (see ``handled``);
-        # None while no bot reports, and ``wait_idle`` falls back to a quiet gap.
-        self._handled: set[int] | None = None
+        # How the bots under test say they are done (see ``settle_with``); without any,
+        # ``wait_idle`` falls back to a quiet gap.
+        self._settled: list[Callable[[], Awaitable[bool]]] = []
 
         self._chats: dict[int, dict[str, Any]] = {}
         self._users: dict[int, dict[str, Any]] = {}
@@ -235,6 +235,10 @@ class FakeBotAPI:
         self._reply_keyboards: dict[int, dict[str, Any]] = {}
         self._blocked: set[int] = set()
         self._faults: dict[str, list[_Fault]] = defaultdict(list)
+        # Held calls wait (not applied) until released; ``down`` answers 502 to everything.
+        self._holds: dict[tuple[str, int | None], asyncio.Event] = {}
+        self.held: list[tuple[str, dict[str, Any]]] = []
+        self.down = False
         self._open_callbacks: set[str] = set()
         self._callback_ids = itertools.count(4_000_000_000_001)
         self._commands: dict[tuple[str, str], list[dict[str, str]]] = {}
@@ -392,37 +396,39 @@ class FakeBotAPI:
                 )
             await self._calls_signal.wait(remaining)
 
-    def handled(self, update_id: int) -> None:
-        """Record that the bot has finished handling update ``update_id``.
+    def settle_with(self, done: Callable[[], Awaitable[bool]]) -> Callable[[], None]:
+        """Let :meth:`wait_idle` ask a bot under test whether it is done; returns a function
+        that stops asking (call it when that bot stops).
 
-        Telegram cannot know this; a test harness that wraps the bot's update processing
-        (``Application.process_update``) reports it, so :meth:`wait_idle` can wait for
-        exactly that instead of a quiet gap.
+        Telegram cannot know this; a test harness can ask the bot (its queues, its tables),
+        so that :meth:`wait_idle` waits for exactly that instead of a quiet gap.
         """
-        if self._handled is None:
-            self._handled = set()
-        self._handled.add(update_id)
+        self._settled.append(done)
+        return lambda: self._settled.remove(done) if done in self._settled else None
 
     async def wait_idle(
         self,
         quiet: float = 0.1,
         timeout: float = 5.0,  # noqa: ASYNC109 - a deadline is the natural API for tests
     ) -> None:
-        """Wait until the bot has fetched and finished every queued update.
+        """Wait until the bot has fetched, confirmed and finished every queued update.
 
-        When the bot reports the updates it has handled (:meth:`handled`), this waits until
-        every update it fetched is handled and no request of it is in flight. Otherwise it
-        is a heuristic: every update fetched and no call for ``quiet`` seconds; prefer
-        :meth:`wait_for` when the expected call is known. Raises AssertionError after
-        ``timeout`` seconds.
+        When a bot says whether it is done (:meth:`settle_with`), this waits until every
+        queued update is confirmed (a later getUpdates offset), no request is in flight and
+        every such bot says it is done. Otherwise it is a heuristic: every update fetched and
+        no call for ``quiet`` seconds; prefer :meth:`wait_for` when the expected call is
+        known. Raises AssertionError after ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
         while True:
             now = time.monotonic()
-            busy = self._in_flight > 0 or (self.webhook_url is None and self._undelivered())
-            if self._handled is not None:
-                unhandled = self._delivered - self._handled
-                if not busy and not unhandled:
+            polling = self.webhook_url is None
+            busy = self._in_flight > 0 or (polling and self._undelivered())
+            if self._settled:
+                unconfirmed = polling and any(
+                    _update_type(u) in self._allowed_updates for u in self._pending
+                )
+                if not busy and not unconfirmed and all([await d() for d in self._settled]):
                     return
             elif not busy and now - self._last_activity >= quiet:
                 return
@@ -430,9 +436,9 @@ class FakeBotAPI:
                 raise AssertionError(
                     f"bot not idle after {timeout}s: {self._in_flight} request(s) in flight, "
                     f"{len(self._undelivered())} update(s) not fetched"
-                    + (f", {len(unhandled)} not handled" if self._handled is not None else "")
+                    + (", or not done with them" if self._settled else "")
                 )
-            await asyncio.sleep(0.005 if self._handled is not None else min(quiet / 2, 0.02))
+            await asyncio.sleep(0.005 if self._settled else min(quiet / 2, 0.02))
 
     # ------------------------------------------------------------------ chat state
 
@@ -508,6 +514,31 @@ class FakeBotAPI:
     def unblock_chat(self, chat_id: int) -> None:
         """Undo :meth:`block_chat`."""
         self._blocked.discard(chat_id)
+
+    def hold(self, method: str, chat_id: int | None = None) -> None:
+        """Keep calls of ``method`` (in ``chat_id``, or any chat) waiting, not applied, until
+        :meth:`release`; a client that gives up meanwhile (a crash) leaves no trace."""
+        self._holds[(self._canonical(method), chat_id)] = asyncio.Event()
+
+    def release(self, method: str, chat_id: int | None = None) -> None:
+        """Let held calls of ``method`` through (and later ones pass at once)."""
+        event = self._holds.pop((self._canonical(method), chat_id), None)
+        if event is not None:
+            event.set()
+
+    async def wait_held(
+        self,
+        method: str,
+        count: int = 1,
+        timeout: float = 10.0,  # noqa: ASYNC109 - a deadline is the natural API for tests
+    ) -> None:
+        """Wait until ``count`` calls of ``method`` are being held."""
+        name = self._canonical(method)
+        deadline = time.monotonic() + timeout
+        while sum(1 for m, _ in self.held if m == name) < count:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no held {method} call within {timeout}s"
+            await self._calls_signal.wait(remaining)
 
     def fail_next(
         self,
@@ -796,6 +827,21 @@ class FakeBotAPI:
     ) -> Any:
         if token != self.token:
             raise ApiError(401, "Unauthorized")
+        if self.down:
+            raise ApiError(502, "Bad Gateway", rejected=False)
+        hold = self._holds.get((name, params.get("chat_id"))) or self._holds.get((name, None))
+        if hold is not None and not hold.is_set():
+            self.held.append((name, params))
+            self._calls_signal.notify()
+            waiter = asyncio.ensure_future(hold.wait())
+            await asyncio.wait([waiter, closed], return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():
+                waiter.cancel()
+                raise _ClientGone
+            if closed.done():
+                raise _ClientGone
+            if self.down:
+                raise ApiError(502, "Bad Gateway", rejected=False)
         if self._faults.get(name):
             fault = self._faults[name].pop(0)
             retry = {"retry_after": fault.retry_after} if fault.retry_after is not None else None

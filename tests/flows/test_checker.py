@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from bot.checking import FlowChecker
-from flows import POLICY, check_file, check_text, load_flow, load_flow_text
+from bot.files import check_file
+from bot.files import load_flow_file as load_flow
+from flows import POLICY, check_text, load_flow_text
 from flows.errors import FlowError
 from flows.lint import booking_words, diagnosis_claims, medicine_names
 from tests.cli import intake_bot

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from flows import load_flow
+from bot.files import load_flow_file as load_flow
 from flows.simulate import Script, ScriptAnswer, ScriptError, ScriptStep, load_script, simulate
 from tests.factories import intake_flow
 from tests.flows.test_checker import rule, variant

@@ -43,6 +43,9 @@ TABLES = {
     "step_events",
     "relays",
     "flow_versions",
+    "inbox",
+    "outbox",
+    "leases",
 }
 
 

@@ -1,0 +1,274 @@
+"""The inbox: every update is stored before Telegram is told it arrived, then processed.
+
+Polling asks for the next updates only after the last batch is committed (the offset of
+``getUpdates`` is Telegram's receipt); the webhook answers 200 only after the commit. A
+redelivered update is recognised by its id. The dispatcher processes the stored updates in
+lanes (one chat in order, chats in parallel) through the Application's handlers; the first
+unit of work of a handler marks its update processed together with its effects (see
+``bot.outbox``), so an update takes effect once, even when a crash interrupts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from telegram import Update
+from telegram.error import InvalidToken, NetworkError, RetryAfter, TimedOut
+from telegram.ext import Application
+
+from bot.lanes import LaneWorker
+from bot.outbox import PROCESSING, Processing
+from storage import (
+    AsyncSession,
+    InboxUpdate,
+    finish_update,
+    inbox_lanes,
+    next_updates,
+    store_updates,
+    utcnow,
+)
+
+__all__ = ["Dispatcher", "Poller", "WebhookServer", "lane_of", "receive"]
+
+logger = logging.getLogger(__name__)
+
+
+def lane_of(payload: dict[str, Any]) -> int:
+    """The chat an update belongs to (its updates are processed in order)."""
+    for key in ("message", "edited_message", "channel_post", "edited_channel_post"):
+        message = payload.get(key)
+        if isinstance(message, dict):
+            return int(message.get("chat", {}).get("id", 0))
+    query = payload.get("callback_query")
+    if isinstance(query, dict):
+        message = query.get("message")
+        if isinstance(message, dict) and "chat" in message:
+            return int(message["chat"].get("id", 0))
+        return int(query.get("from", {}).get("id", 0))
+    for key in ("my_chat_member", "chat_member", "chat_join_request"):
+        event = payload.get(key)
+        if isinstance(event, dict):
+            return int(event.get("chat", {}).get("id", 0))
+    return 0
+
+
+async def receive(
+    sessionmaker: async_sessionmaker[AsyncSession], payloads: list[dict[str, Any]]
+) -> set[int]:
+    """Store updates (one transaction); return the lanes that got new ones."""
+    rows = [
+        (int(p["update_id"]), lane_of(p), p)
+        for p in payloads
+        if isinstance(p, dict) and isinstance(p.get("update_id"), int)
+    ]
+    if not rows:
+        return set()
+    async with sessionmaker() as session, session.begin():
+        new = set(await store_updates(session=session, updates=rows, at=utcnow()))
+    return {lane for update_id, lane, _ in rows if update_id in new}
+
+
+class Dispatcher(LaneWorker[InboxUpdate]):
+    """Processes the stored updates through the Application's handlers."""
+
+    name = "in"
+
+    def __init__(
+        self,
+        app: Application,  # type: ignore[type-arg]
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        owner: str,
+        shared: bool,
+        concurrency: int = 64,
+        tick: float = 1.0,
+    ) -> None:
+        super().__init__(
+            sessionmaker, owner=owner, shared=shared, concurrency=concurrency, tick=tick
+        )
+        self.app = app
+        #: Updates processed, for the benchmark.
+        self.processed = 0
+
+    async def lanes(self, session: AsyncSession) -> list[int]:
+        """Chats with updates waiting."""
+        return await inbox_lanes(session=session)
+
+    async def batch(self, session: AsyncSession, lane: int) -> list[InboxUpdate]:
+        """The chat's oldest updates not processed yet."""
+        return await next_updates(session=session, lane=lane)
+
+    async def handle(self, items: list[InboxUpdate]) -> None:
+        """Run the updates through the handlers, one after the other."""
+        for item in items:
+            if self._stopping:
+                return  # the rest stay in the inbox
+            await self._process(item)
+
+    async def _process(self, item: InboxUpdate) -> None:
+        """Run one update through the handlers; close it if no unit of work claimed it."""
+        processing = Processing(item.update_id)
+        token = PROCESSING.set(processing)
+        try:
+            update = Update.de_json(item.payload, self.app.bot)
+            await self.app.process_update(update)
+        finally:
+            PROCESSING.reset(token)
+        self.processed += 1
+        if not processing.claimed:
+            async with self._sessionmaker() as session, session.begin():
+                await finish_update(
+                    session=session,
+                    update_id=item.update_id,
+                    at=utcnow(),
+                    outcome="failed" if processing.failed else "ignored",
+                )
+
+
+Wake = Callable[[set[int]], None]
+
+
+class Poller:
+    """Long polling: fetch, store, and only then confirm (the next offset)."""
+
+    def __init__(
+        self,
+        app: Application,  # type: ignore[type-arg]
+        sessionmaker: async_sessionmaker[AsyncSession],
+        wake: Wake,
+        *,
+        allowed_updates: list[str],
+        timeout: int = 30,
+    ) -> None:
+        self.app = app
+        self._sessionmaker = sessionmaker
+        self._wake = wake
+        self._allowed = allowed_updates
+        self._timeout = timeout
+        self._stopping = False
+        self.offset: int | None = None
+
+    async def run(self) -> None:
+        """Poll until stopped; network trouble is waited out, a revoked token stops it."""
+        bot = self.app.bot
+        await bot.delete_webhook()  # polling and a webhook exclude each other
+        delay = 1.0
+        while not self._stopping:
+            try:
+                updates = await bot.do_api_request(
+                    "getUpdates",
+                    api_kwargs={
+                        "offset": self.offset,
+                        "timeout": self._timeout,
+                        "allowed_updates": self._allowed,
+                    },
+                    read_timeout=self._timeout + 10,
+                )
+            except RetryAfter as exc:
+                await asyncio.sleep(_seconds(exc.retry_after))
+                continue
+            except InvalidToken:
+                raise
+            except (NetworkError, TimedOut):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            delay = 1.0
+            if not isinstance(updates, list) or not updates:
+                continue
+            lanes = await self._store(updates)
+            # Stored: the next request's offset tells Telegram they arrived.
+            self.offset = max(int(u["update_id"]) for u in updates) + 1
+            self._wake(lanes)
+
+    async def _store(self, updates: list[dict[str, Any]]) -> set[int]:
+        delay = 1.0
+        while True:
+            try:
+                return await receive(self._sessionmaker, updates)
+            except Exception:  # noqa: BLE001 - not confirmed: keep them until stored
+                logger.exception("could not store %s update(s); trying again", len(updates))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def stop(self) -> None:
+        """Stop after the request in flight (its updates are not confirmed)."""
+        self._stopping = True
+
+
+def _seconds(value: Any) -> float:
+    return value.total_seconds() if hasattr(value, "total_seconds") else float(value)
+
+
+class WebhookServer:
+    """Telegram posts updates here; the answer is 200 only once the update is stored."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        wake: Wake,
+        *,
+        secret: str,
+        path: str,
+        listen: str,
+        port: int,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._wake = wake
+        self._secret = secret
+        self._path = "/" + path.lstrip("/")
+        self._listen = listen
+        self._port = port
+        self._server: Any = None
+
+    async def start(self) -> None:
+        """Listen (tornado, which python-telegram-bot's webhook extra brings)."""
+        import tornado.httpserver
+        import tornado.web
+
+        outer = self
+
+        class Handler(tornado.web.RequestHandler):
+            async def post(self) -> None:
+                await outer._post(self)
+
+        app = tornado.web.Application([(self._path, Handler)])
+        self._server = tornado.httpserver.HTTPServer(app)
+        self._server.listen(self._port, address=self._listen)
+
+    async def _post(self, handler: Any) -> None:
+        token = handler.request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not secrets.compare_digest(token, self._secret):
+            handler.set_status(403)
+            return
+        try:
+            payload = json.loads(handler.request.body)
+        except ValueError:
+            handler.set_status(400)
+            return
+        if not isinstance(payload, dict) or not isinstance(payload.get("update_id"), int):
+            handler.set_status(400)
+            return
+        try:
+            lanes = await receive(self._sessionmaker, [payload])
+        except Exception:  # noqa: BLE001 - Telegram will deliver it again
+            logger.exception("could not store update %s", payload.get("update_id"))
+            handler.set_status(500)
+            return
+        handler.set_status(200)
+        self._wake(lanes)
+
+    async def stop(self) -> None:
+        """Stop accepting; requests in flight finish."""
+        if self._server is not None:
+            self._server.stop()
+            await self._server.close_all_connections()
+
+
+Runner = Callable[[], Awaitable[None]]

@@ -1,0 +1,234 @@
+"""The output port: every Telegram call the bot makes is decided here, inside a unit of work.
+
+A handler, a job or an admin command opens ``unit(services)``: one transaction in which it
+reads what it needs, decides, writes its rows and records the calls to make (``Out``). The
+calls are stored in the outbox in that same transaction; after the commit the sender
+(``bot.sender``) makes them, in order per chat, and records what came back. So a committed
+decision is always delivered, a rolled-back one never is, and nothing is sent twice.
+
+An update from the inbox is claimed (marked processed) by the first unit of work of its
+handler, in that unit's transaction: its effects and its "done" mark are stored together.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from telegram import InlineKeyboardMarkup, ReplyKeyboardMarkup, ReplyKeyboardRemove
+
+from storage import AsyncSession, claim_update, enqueue_call, utcnow
+
+if TYPE_CHECKING:
+    from bot.context import Services
+
+__all__ = [
+    "PROCESSING",
+    "Markup",
+    "Out",
+    "Processing",
+    "Superseded",
+    "Work",
+    "call_ref",
+    "prompt_ref",
+    "unit",
+]
+
+Markup = InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove
+
+
+class Superseded(Exception):
+    """The update was already processed (by another process, or before a restart)."""
+
+
+@dataclass
+class Processing:
+    """The inbox update being processed in this task, and what became of it."""
+
+    update_id: int
+    claimed: bool = False
+    failed: bool = False
+
+
+#: Set by the dispatcher around each update it processes.
+PROCESSING: ContextVar[Processing | None] = ContextVar("processing", default=None)
+
+
+def prompt_ref(client_id: int) -> dict[str, int]:
+    """A message id resolved when sending: the message carrying the client's live keyboard."""
+    return {"$prompt": client_id}
+
+
+def call_ref(call_id: int) -> dict[str, int]:
+    """A message id resolved when sending: the message an earlier call of the outbox sent."""
+    return {"$call": call_id}
+
+
+def _markup(markup: Markup | None) -> dict[str, Any] | None:
+    return markup.to_dict() if markup is not None else None
+
+
+@dataclass
+class Out:
+    """Records Bot API calls into the outbox, in the unit of work's transaction."""
+
+    session: AsyncSession
+    at: datetime
+    lanes: set[int] = field(default_factory=set)
+
+    async def call(
+        self, lane: int, method: str, params: dict[str, Any], bind: dict[str, Any] | None = None
+    ) -> int:
+        """Record any call; returns its outbox id (for ``call_ref``)."""
+        call_id = await enqueue_call(
+            session=self.session,
+            lane=lane,
+            method=method,
+            params={k: v for k, v in params.items() if v is not None},
+            bind=bind,
+            at=self.at,
+        )
+        self.lanes.add(lane)
+        return call_id
+
+    async def send(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        markup: Markup | None = None,
+        bind: dict[str, Any] | None = None,
+        html: bool = True,
+    ) -> int:
+        """Send a text message (HTML unless ``html`` is False), without link previews."""
+        params: dict[str, Any] = {
+            "chat_id": chat_id,
+            "text": text,
+            "reply_markup": _markup(markup),
+            "link_preview_options": {"is_disabled": True},
+        }
+        if html:
+            params["parse_mode"] = "HTML"
+        return await self.call(chat_id, "sendMessage", params, bind)
+
+    async def edit(
+        self,
+        chat_id: int,
+        message_id: int | dict[str, int],
+        text: str,
+        *,
+        markup: InlineKeyboardMarkup | None = None,
+        bind: dict[str, Any] | None = None,
+        or_send: bool = False,
+    ) -> int:
+        """Replace a message's text and keyboard; with ``or_send``, send it anew if the message
+        cannot be edited (deleted, or too old)."""
+        params: dict[str, Any] = {
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "text": text,
+            "parse_mode": "HTML",
+            "reply_markup": _markup(markup),
+            "link_preview_options": {"is_disabled": True},
+        }
+        if or_send:
+            bind = {**(bind or {}), "or_send": True}
+        return await self.call(chat_id, "editMessageText", params, bind)
+
+    async def edit_markup(
+        self,
+        chat_id: int,
+        message_id: int | dict[str, int],
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> int:
+        """Replace (or, with None, remove) a message's inline keyboard.
+
+        Removing the keyboard of a client's live question (``prompt_ref``) also records that
+        the client has no live question until the next one is shown.
+        """
+        params = {"chat_id": chat_id, "message_id": message_id, "reply_markup": _markup(markup)}
+        bind = None
+        if isinstance(message_id, dict) and "$prompt" in message_id and markup is None:
+            bind = {"unprompt": message_id["$prompt"]}
+        return await self.call(chat_id, "editMessageReplyMarkup", params, bind)
+
+    async def answer(
+        self, chat_id: int, query_id: str, text: str | None = None, *, alert: bool = False
+    ) -> int:
+        """Answer a button press (in the chat's order, so before what the press changed)."""
+        params: dict[str, Any] = {"callback_query_id": query_id}
+        if text:
+            params["text"] = text[:200]
+        if alert:
+            params["show_alert"] = True
+        return await self.call(chat_id, "answerCallbackQuery", params)
+
+    async def document(
+        self, chat_id: int, data: bytes, filename: str, *, caption: str | None = None
+    ) -> int:
+        """Send a file."""
+        params = {
+            "chat_id": chat_id,
+            "document": _file(data, filename),
+            "caption": caption,
+            "parse_mode": "HTML" if caption else None,
+        }
+        return await self.call(chat_id, "sendDocument", params)
+
+    async def photo(
+        self, chat_id: int, data: bytes, filename: str, *, caption: str | None = None
+    ) -> int:
+        """Send a picture."""
+        params = {
+            "chat_id": chat_id,
+            "photo": _file(data, filename),
+            "caption": caption,
+            "parse_mode": "HTML" if caption else None,
+        }
+        return await self.call(chat_id, "sendPhoto", params)
+
+
+def _file(data: bytes, filename: str) -> dict[str, str]:
+    return {"$file": base64.b64encode(data).decode("ascii"), "filename": filename}
+
+
+@dataclass
+class Work:
+    """One unit of work: the open transaction, its time and its output."""
+
+    session: AsyncSession
+    out: Out
+    at: datetime
+
+
+@asynccontextmanager
+async def unit(
+    services: Services, *, claim: bool = True, outcome: str = "done"
+) -> AsyncIterator[Work]:
+    """One transaction with an output port; the sender is woken after the commit.
+
+    Inside the dispatcher, the first unit of an update claims it (``claim``); if it was
+    already processed, ``Superseded`` is raised before anything is done.
+    """
+    processing = PROCESSING.get()
+    claiming = claim and processing is not None and not processing.claimed
+    at = services.clock()
+    async with services.sessionmaker() as session:
+        async with session.begin():
+            if claiming:
+                assert processing is not None
+                if not await claim_update(
+                    session=session, update_id=processing.update_id, at=utcnow(), outcome=outcome
+                ):
+                    raise Superseded(processing.update_id)
+            out = Out(session, at)
+            yield Work(session, out, at)
+        if claiming:
+            assert processing is not None
+            processing.claimed = True  # committed: its effects and its mark together
+    services.wake_sender(out.lanes)

@@ -1,0 +1,255 @@
+"""The sender: the one place that calls Telegram with what the outbox holds.
+
+Calls of one chat (a lane) are made one at a time in the order they were decided; lanes run
+in parallel, so a slow or rate-limited chat (the staff group) holds up only itself. After a
+call the sender records, in one transaction, that it was made, the message id it produced and
+what that id means (the client's live keyboard, a request's card, a relayed question).
+
+Retries live here and in the rate limiter: 429s are waited out; a call that never reached
+Telegram (connection refused, connect timeout, Telegram's 5xx) is retried with back-off for as
+long as it takes; a send whose answer was lost on the way back (read timeout) is not repeated,
+because Telegram may have delivered it. Across processes (PostgreSQL), a lane is leased, so
+one process at a time sends a chat's messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import warnings
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from telegram import InputFile
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
+from telegram.ext import ExtBot
+from telegram.warnings import PTBUserWarning
+
+from bot.lanes import LaneWorker
+from storage import (
+    AsyncSession,
+    OutboxMessage,
+    add_relay,
+    get_dialogue,
+    get_request,
+    mark_delivered,
+    mark_delivery_failed,
+    next_calls,
+    outbox_lanes,
+    record_call,
+    sent_message_id,
+    set_prompt_message_id,
+    utcnow,
+)
+
+__all__ = ["Sender"]
+
+logger = logging.getLogger(__name__)
+
+# The sender makes every call through one generic method on purpose (the outbox stores
+# method names and parameters); PTB suggests the named methods for known ones.
+warnings.filterwarnings("ignore", message=r"Please use 'Bot\.", category=PTBUserWarning)
+
+#: Calls recorded with the next one: made again after a crash, they show nothing twice.
+_DEFERRABLE = {"answerCallbackQuery"}
+
+#: Methods a repeat cannot duplicate: repeating them is always safe.
+_IDEMPOTENT = {
+    "editMessageText",
+    "editMessageReplyMarkup",
+    "answerCallbackQuery",
+    "deleteMessage",
+    "setMyCommands",
+}
+
+
+class Sender(LaneWorker[OutboxMessage]):
+    """Makes the outbox's calls; ``wake`` it after a commit, ``run`` it in the background."""
+
+    name = "out"
+
+    def __init__(
+        self,
+        bot: ExtBot[Any],
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        owner: str,
+        shared: bool,
+        concurrency: int = 64,
+        tick: float = 1.0,
+    ) -> None:
+        super().__init__(
+            sessionmaker, owner=owner, shared=shared, concurrency=concurrency, tick=tick
+        )
+        self.bot = bot
+        #: Calls made, for the benchmark and the logs.
+        self.made = 0
+        self._deferred: list[tuple[OutboxMessage, int | None, str | None]] = []
+
+    async def lanes(self, session: AsyncSession) -> list[int]:
+        """Chats with calls waiting."""
+        return await outbox_lanes(session=session)
+
+    async def batch(self, session: AsyncSession, lane: int) -> list[OutboxMessage]:
+        """The chat's next calls."""
+        return await next_calls(session=session, lane=lane)
+
+    async def handle(self, items: list[OutboxMessage]) -> None:
+        """Make the calls in order and record them.
+
+        A call whose repeat is harmless (answering a press) is recorded together with the
+        next one, so a press and its edit cost one transaction; a send is recorded at once.
+        """
+        for item in items:
+            if self._stopping:
+                break
+            await self._make(item)
+        await self._flush()
+
+    # --- one call ---------------------------------------------------------------------
+
+    async def _make(self, call: OutboxMessage) -> None:
+        """Make one call until it is made or given up, and record it."""
+        assert call.id is not None
+        bind = call.bind or {}
+        params = await self._resolve(call.params)
+        if params is None:  # what it edits was never shown: nothing to do
+            await self._record(call, None, "nothing to edit")
+            return
+        method = call.method
+        delay = 0.5
+        while True:
+            try:
+                result = await self.bot.do_api_request(method, api_kwargs=params)
+            except RetryAfter as exc:
+                wait = exc.retry_after
+                seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+                await asyncio.sleep(min(max(seconds, 0.1), 60.0))
+                continue
+            except BadRequest as exc:
+                text = str(exc).lower()
+                if "not modified" in text:
+                    await self._record(call, _message_id(params.get("message_id")), None)
+                    return
+                if bind.get("or_send") and method == "editMessageText":
+                    # The message cannot be edited (deleted, too old): show it anew.
+                    method = "sendMessage"
+                    params = {k: v for k, v in params.items() if k != "message_id"}
+                    continue
+                logger.warning("Telegram refused %s in chat %s: %s", method, call.lane, exc)
+                await self._record(call, None, f"refused: {exc}"[:500])
+                return
+            except Forbidden as exc:
+                logger.warning("chat %s does not take messages (%s)", call.lane, method)
+                await self._record(call, None, f"forbidden: {exc}"[:500])
+                return
+            except TimedOut as exc:
+                if method not in _IDEMPOTENT and not _never_sent(exc):
+                    # Telegram may have delivered it: a repeat could show it twice.
+                    logger.warning("%s in chat %s timed out; not repeated", method, call.lane)
+                    await self._record(call, None, "timed out; may have been delivered")
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            except NetworkError:
+                # Connection refused or reset before an answer, or Telegram's 5xx.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self.made += 1
+            message_id = result.get("message_id") if isinstance(result, dict) else None
+            if message_id is None:
+                message_id = _message_id(params.get("message_id"))
+            await self._record(call, message_id, None)
+            return
+
+    async def _resolve(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """Fill in references (message ids known only now, files); None if one is unknown."""
+        resolved: dict[str, Any] = {}
+        for key, value in params.items():
+            if isinstance(value, dict) and "$prompt" in value:
+                async with self._reader() as session:
+                    dialogue = await get_dialogue(session=session, client_id=value["$prompt"])
+                if dialogue is None or dialogue.prompt_message_id is None:
+                    return None
+                resolved[key] = dialogue.prompt_message_id
+            elif isinstance(value, dict) and "$call" in value:
+                async with self._reader() as session:
+                    found = await sent_message_id(session=session, call_id=value["$call"])
+                if found is None:
+                    return None
+                resolved[key] = found
+            elif isinstance(value, dict) and "$file" in value:
+                resolved[key] = InputFile(
+                    base64.b64decode(value["$file"]), filename=value.get("filename")
+                )
+            else:
+                resolved[key] = value
+        return resolved
+
+    async def _record(self, call: OutboxMessage, message_id: int | None, error: str | None) -> None:
+        """Record the call (with any deferred before it), in one transaction."""
+        self._deferred.append((call, message_id, error))
+        if call.method not in _DEFERRABLE:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        records, self._deferred = self._deferred, []
+        if not records:
+            return
+        async with self._sessionmaker() as session, session.begin():
+            for call, message_id, error in records:
+                await self._record_one(session, call, message_id, error)
+
+    async def _record_one(
+        self,
+        session: AsyncSession,
+        call: OutboxMessage,
+        message_id: int | None,
+        error: str | None,
+    ) -> None:
+        """Record one call and what its message id means."""
+        assert call.id is not None
+        bind = call.bind or {}
+        if not await record_call(
+            session=session, call_id=call.id, at=utcnow(), message_id=message_id, error=error
+        ):
+            return  # recorded by another process meanwhile
+        chat_id = call.lane  # a send's lane is its chat
+        if "unprompt" in bind:
+            await set_prompt_message_id(
+                session=session, client_id=bind["unprompt"], message_id=None
+            )
+        if "prompt" in bind and error is None:
+            await set_prompt_message_id(
+                session=session, client_id=bind["prompt"], message_id=message_id
+            )
+        if "card" in bind:
+            request = await get_request(session=session, request_id=bind["card"])
+            if request is not None and error is None and message_id is not None:
+                await mark_delivered(
+                    session=session, request=request, chat_id=chat_id, message_id=message_id
+                )
+            elif request is not None:
+                await mark_delivery_failed(session=session, request=request, error=error or "")
+        if "relay" in bind and error is None and message_id is not None:
+            await add_relay(
+                session=session,
+                client_id=bind["relay"],
+                staff_chat_id=chat_id,
+                staff_message_id=message_id,
+            )
+
+
+def _message_id(value: Any) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _never_sent(exc: TimedOut) -> bool:
+    """Whether a timeout happened before the request left (so a repeat cannot duplicate)."""
+    cause = exc.__cause__
+    return isinstance(cause, httpx.ConnectTimeout | httpx.PoolTimeout) or "Pool timeout" in str(exc)

@@ -1,0 +1,241 @@
+"""The message path's tables: the inbox of updates, the outbox of Bot API calls, lane leases.
+
+Like the rest of ``storage``, every function works in the caller's transaction and none
+commits. Personal data do not stay here: a processed update's payload and a sent call's
+parameters are emptied in the transaction that processes or records them; what is kept (ids,
+times, outcomes) is what de-duplication and the audit of delivery need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import InboxUpdate, Lease, OutboxMessage
+
+__all__ = [
+    "claim_update",
+    "enqueue_call",
+    "finish_update",
+    "inbox_lanes",
+    "next_call",
+    "next_calls",
+    "next_update",
+    "next_updates",
+    "outbox_lanes",
+    "pending_calls",
+    "pending_updates",
+    "prune_messaging",
+    "record_call",
+    "release_lease",
+    "sent_message_id",
+    "store_updates",
+    "take_lease",
+]
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    name = session.get_bind().dialect.name
+    return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
+
+
+async def store_updates(
+    *, session: AsyncSession, updates: Sequence[tuple[int, int, dict[str, Any]]], at: datetime
+) -> list[int]:
+    """Store ``(update_id, lane, payload)`` rows; return the ids that were new.
+
+    An update already stored (a redelivery) is left as it is: processed or not, it is
+    processed once.
+    """
+    if not updates:
+        return []
+    statement = (
+        _insert(session, InboxUpdate)
+        .values(
+            [
+                {"update_id": u, "lane": lane, "payload": payload, "received_at": at, "attempts": 0}
+                for u, lane, payload in updates
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["update_id"])
+        .returning(col(InboxUpdate.update_id))
+    )
+    result = await session.exec(statement)
+    return sorted(int(row[0]) for row in result.all())
+
+
+async def inbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
+    """Lanes (chats) with updates waiting, the longest-waiting first."""
+    statement = (
+        select(InboxUpdate.lane)
+        .where(col(InboxUpdate.done_at).is_(None))
+        .group_by(col(InboxUpdate.lane))
+        .order_by(func.min(InboxUpdate.update_id))
+        .limit(limit)
+    )
+    return [int(lane) for lane in (await session.exec(statement)).all()]
+
+
+async def next_update(*, session: AsyncSession, lane: int) -> InboxUpdate | None:
+    """The oldest update of ``lane`` not processed yet."""
+    found = await next_updates(session=session, lane=lane, limit=1)
+    return found[0] if found else None
+
+
+async def next_updates(*, session: AsyncSession, lane: int, limit: int = 16) -> list[InboxUpdate]:
+    """The oldest updates of ``lane`` not processed yet, in order."""
+    statement = (
+        select(InboxUpdate)
+        .where(InboxUpdate.lane == lane, col(InboxUpdate.done_at).is_(None))
+        .order_by(col(InboxUpdate.update_id))
+        .limit(limit)
+    )
+    return list((await session.exec(statement)).all())
+
+
+async def pending_updates(*, session: AsyncSession) -> int:
+    """How many stored updates are not processed yet."""
+    statement = (
+        select(func.count()).select_from(InboxUpdate).where(col(InboxUpdate.done_at).is_(None))
+    )
+    return int((await session.exec(statement)).one())
+
+
+async def claim_update(
+    *, session: AsyncSession, update_id: int, at: datetime, outcome: str = "done"
+) -> bool:
+    """Mark an update processed, in the transaction of its effects; False if it already was.
+
+    Its payload is emptied at the same time (it may hold what the client typed).
+    """
+    statement = (
+        update(InboxUpdate)
+        .where(col(InboxUpdate.update_id) == update_id, col(InboxUpdate.done_at).is_(None))
+        .values(done_at=at, outcome=outcome, payload={})
+    )
+    result = await session.exec(statement)
+    return bool(result.rowcount)
+
+
+async def finish_update(
+    *, session: AsyncSession, update_id: int, at: datetime, outcome: str
+) -> None:
+    """Close an update no unit of work claimed (nothing handled it, or its handler failed)."""
+    await claim_update(session=session, update_id=update_id, at=at, outcome=outcome)
+
+
+async def take_lease(
+    *, session: AsyncSession, key: str, owner: str, until: datetime, now: datetime
+) -> bool:
+    """Take or renew the lease on ``key`` until ``until``; False if another owner holds it."""
+    statement = _insert(session, Lease).values(key=key, owner=owner, until=until)
+    statement = statement.on_conflict_do_update(
+        index_elements=["key"],
+        set_={"owner": statement.excluded.owner, "until": statement.excluded.until},
+        where=(col(Lease.until) < now) | (col(Lease.owner) == owner),
+    ).returning(col(Lease.owner))
+    result = await session.exec(statement)
+    return result.first() is not None
+
+
+async def release_lease(*, session: AsyncSession, key: str, owner: str) -> None:
+    """Give a lease back (only its owner can)."""
+    await session.exec(delete(Lease).where(col(Lease.key) == key, col(Lease.owner) == owner))
+
+
+async def enqueue_call(
+    *,
+    session: AsyncSession,
+    lane: int,
+    method: str,
+    params: dict[str, Any],
+    bind: dict[str, Any] | None = None,
+    at: datetime,
+) -> int:
+    """Store a Bot API call to make after the commit; returns its id."""
+    statement = (
+        insert(OutboxMessage)
+        .values(lane=lane, method=method, params=params, bind=bind, created_at=at, attempts=0)
+        .returning(col(OutboxMessage.id))
+    )
+    return int((await session.exec(statement)).scalar_one())
+
+
+async def outbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
+    """Lanes (chats) with calls waiting, the longest-waiting first."""
+    statement = (
+        select(OutboxMessage.lane)
+        .where(col(OutboxMessage.sent_at).is_(None))
+        .group_by(col(OutboxMessage.lane))
+        .order_by(func.min(OutboxMessage.id))
+        .limit(limit)
+    )
+    return [int(lane) for lane in (await session.exec(statement)).all()]
+
+
+async def next_call(*, session: AsyncSession, lane: int) -> OutboxMessage | None:
+    """The oldest call of ``lane`` not made yet."""
+    found = await next_calls(session=session, lane=lane, limit=1)
+    return found[0] if found else None
+
+
+async def next_calls(*, session: AsyncSession, lane: int, limit: int = 16) -> list[OutboxMessage]:
+    """The oldest calls of ``lane`` not made yet, in order."""
+    statement = (
+        select(OutboxMessage)
+        .where(OutboxMessage.lane == lane, col(OutboxMessage.sent_at).is_(None))
+        .order_by(col(OutboxMessage.id))
+        .limit(limit)
+    )
+    return list((await session.exec(statement)).all())
+
+
+async def pending_calls(*, session: AsyncSession, lane: int | None = None) -> int:
+    """How many calls are waiting to be made (in ``lane``, or in all)."""
+    statement = (
+        select(func.count()).select_from(OutboxMessage).where(col(OutboxMessage.sent_at).is_(None))
+    )
+    if lane is not None:
+        statement = statement.where(OutboxMessage.lane == lane)
+    return int((await session.exec(statement)).one())
+
+
+async def record_call(
+    *,
+    session: AsyncSession,
+    call_id: int,
+    at: datetime,
+    message_id: int | None = None,
+    error: str | None = None,
+) -> bool:
+    """Record that a call was made (or given up); its parameters are emptied.
+
+    False if it was already recorded (another process made it first).
+    """
+    statement = (
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id) == call_id, col(OutboxMessage.sent_at).is_(None))
+        .values(sent_at=at, message_id=message_id, error=error, params={})
+    )
+    result = await session.exec(statement)
+    return bool(result.rowcount)
+
+
+async def sent_message_id(*, session: AsyncSession, call_id: int) -> int | None:
+    """The message id a call produced (None if it produced none or is not made yet)."""
+    statement = select(OutboxMessage.message_id).where(col(OutboxMessage.id) == call_id)
+    value = (await session.exec(statement)).first()
+    return int(value) if value is not None else None
+
+
+async def prune_messaging(*, session: AsyncSession, before: datetime) -> int:
+    """Delete processed updates and made calls older than ``before``; how many rows."""
+    inbox = await session.exec(delete(InboxUpdate).where(col(InboxUpdate.done_at) < before))
+    outbox = await session.exec(delete(OutboxMessage).where(col(OutboxMessage.sent_at) < before))
+    return int(inbox.rowcount or 0) + int(outbox.rowcount or 0)

@@ -1,0 +1,393 @@
+"""The message path under faults: crashes at each point of a step, Telegram down, redelivery,
+a flooded staff group, forged presses, and two processes on PostgreSQL.
+
+A crash here is the bot stopped without grace (its tasks cancelled mid-call, its open
+transaction rolled back), then a new bot started on the same database: what a SIGKILL and
+a restart do (tests/bot/test_process.py does it with a real process and a real SIGKILL).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.app import ALLOWED_UPDATES, build_application
+from bot.flowsource import FlowRegistry
+from bot.serve import start_serving
+from storage import (
+    get_client,
+    get_dialogue,
+    list_events,
+    list_requests,
+    make_engine,
+    make_sessionmaker,
+    pending_calls,
+    upgrade,
+)
+from tests.bot.conftest import RunningBot, bot_settings, start_bot
+from tests.bot.people import FULL, Person
+from tests.dbs import fresh_database
+from tests.fakebotapi import FakeBotAPI
+
+STAFF_CHAT = -1009876
+STAFF = 900
+
+
+async def state_of(bot: RunningBot, user_id: int) -> dict[str, Any]:
+    async with bot.sessionmaker() as session:
+        client = await get_client(session=session, telegram_id=user_id)
+        assert client is not None and client.id is not None
+        dialogue = await get_dialogue(session=session, client_id=client.id)
+        assert dialogue is not None
+        return dialogue.state
+
+
+def live_keyboards(api: FakeBotAPI, chat_id: int) -> list[int]:
+    """Messages in the chat that still carry inline buttons."""
+    return [
+        m["message_id"]
+        for m in api.messages(chat_id)
+        if (m.get("reply_markup") or {}).get("inline_keyboard")
+    ]
+
+
+def calls_in(api: FakeBotAPI, chat_id: int, method: str) -> list[Any]:
+    return [c for c in api.calls_of(method) if c.ok and c.params.get("chat_id") == chat_id]
+
+
+@pytest.fixture
+async def staff_bot(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> AsyncIterator[RunningBot]:
+    url, engine = database
+    fake_bot_api.add_chat(STAFF_CHAT, title="Staff")
+    running = await start_bot(
+        fake_bot_api, url, engine, staff_chat_id=STAFF_CHAT, staff_user_ids=[STAFF]
+    )
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def crash_and_restart(bot: RunningBot, api: FakeBotAPI, **extra: Any) -> RunningBot:
+    """Stop ``bot`` without grace (a crash), then start a new bot on its database."""
+    await bot.stop(grace=0)
+    for method in ("editMessageText", "sendMessage", "answerCallbackQuery", "getChatMember"):
+        api.release(method)
+    return await start_bot(api, bot.url, bot.engine, **extra)
+
+
+async def test_a_crash_before_the_commit_processes_the_update_once_after_restart(
+    fake_bot_api: FakeBotAPI, staff_bot: RunningBot
+) -> None:
+    """The update was stored, its handler was half way (asking Telegram who the sender is)."""
+    api = fake_bot_api
+    api.add_chat_member(STAFF_CHAT, 777)  # staff by membership: the handler asks Telegram
+    api.hold("getChatMember")
+    api.user_message(777, "/queue", chat_id=STAFF_CHAT, chat_type="supergroup")
+    await api.wait_held("getChatMember")
+    again = await crash_and_restart(staff_bot, api, staff_chat_id=STAFF_CHAT)
+    try:
+        await api.wait_for("sendMessage", lambda c: c.params["chat_id"] == STAFF_CHAT)
+        await again.drained()
+        assert len(calls_in(api, STAFF_CHAT, "sendMessage")) == 1, "answered once"
+    finally:
+        await again.stop()
+
+
+async def test_a_crash_between_the_commit_and_the_send_answers_after_restart(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    api = fake_bot_api
+    url, engine = database
+    bot = await start_bot(api, url, engine)
+    person = Person(api, 3002)
+    await person.say("/start")
+    api.hold("editMessageText")
+    api.hold("answerCallbackQuery")
+    message_id, data = api.find_button(person.id, "Start the questions")
+    api.user_callback(person.id, message_id, data)
+    await api.wait_held("answerCallbackQuery")
+    assert (await state_of(bot, person.id))["node"] == "emergency", "the step is committed"
+    again = await crash_and_restart(bot, api)
+    try:
+        await api.wait_for("editMessageText", lambda c: c.ok and "Safety" in c.params["text"])
+        await again.drained()
+        assert len(calls_in(api, person.id, "editMessageText")) == 1, "shown once"
+        assert len([c for c in api.calls_of("answerCallbackQuery") if c.ok]) == 1
+        assert live_keyboards(api, person.id) == [message_id], "one live question"
+        assert (await state_of(again, person.id))["seq"] == 1, "stepped once"
+    finally:
+        await again.stop()
+
+
+async def test_a_crash_after_the_send_sends_nothing_again(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    api = fake_bot_api
+    url, engine = database
+    bot = await start_bot(api, url, engine)
+    person = Person(api, 3003)
+    await person.say("/start")
+    await person.press("Start the questions")
+    await bot.drained()
+    made = len(api.calls)
+    again = await crash_and_restart(bot, api)
+    try:
+        await again.drained()
+        after = [c for c in api.calls[made:] if c.method not in ("getUpdates", "getMe")]
+        assert [c.method for c in after if c.params.get("chat_id") == person.id] == []
+        await person.press("None of these")
+        await person.press("Done")
+        assert "What bothers you?" in person.last
+        assert len(live_keyboards(api, person.id)) == 1
+    finally:
+        await again.stop()
+
+
+async def test_telegram_down_then_back_answers_every_committed_step(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    api = fake_bot_api
+    url, engine = database
+    bot = await start_bot(api, url, engine)
+    try:
+        person = Person(api, 3004)
+        await person.say("/start")
+        api.hold("editMessageText")  # the reply to the next press is on its way...
+        message_id, data = api.find_button(person.id, "Start the questions")
+        api.user_callback(person.id, message_id, data)
+        await api.wait_held("editMessageText")
+        api.down = True  # ...when Telegram goes down (every call fails, getUpdates too)
+        api.release("editMessageText")
+        api.user_message(person.id, "/help")  # sent while Telegram is down
+        await api.wait_for("editMessageText", lambda c: not c.ok)
+        api.down = False  # back: the sender's back-off is at most 10 s
+        await api.wait_for(
+            "editMessageText", lambda c: c.ok and "Safety" in c.params["text"], timeout=30
+        )
+        await api.wait_for(
+            "sendMessage", lambda c: c.ok and "/forget" in c.params["text"], timeout=30
+        )
+        await bot.drained()
+        assert (await state_of(bot, person.id))["node"] == "emergency"
+    finally:
+        await bot.stop()
+
+
+class Thrice(Person):
+    """A user whose every update Telegram delivers three times (webhook retries)."""
+
+    def __init__(self, api: FakeBotAPI, user_id: int, bot: RunningBot) -> None:
+        super().__init__(api, user_id)
+        self.bot = bot
+
+    async def deliver(self) -> None:
+        for update in list(self.api.pending_updates()):
+            for _ in range(3):
+                assert await self.api.push_webhook(update) == 200
+        await self.bot.drained()
+
+    async def say(self, text: str) -> None:
+        self.api.user_message(self.id, text, language_code=self.lang)
+        await self.deliver()
+
+    async def press(self, label: str) -> str:
+        message_id, data = self.api.find_button(self.id, label)
+        query = self.api.user_callback(self.id, message_id, data, language_code=self.lang)
+        await self.deliver()
+        return query
+
+
+async def test_the_same_update_delivered_three_times_has_one_effect(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine], unused_tcp_port: int
+) -> None:
+    """A dialogue press, /note, a client's question and a staff reply, each delivered 3x."""
+    api = fake_bot_api
+    url, engine = database
+    api.add_chat(STAFF_CHAT, title="Staff")
+    port = unused_tcp_port
+    settings = bot_settings(
+        api, url, webhook_url=f"http://127.0.0.1:{port}/tg", webhook_secret="s3cret-Tok",
+        staff_chat_id=STAFF_CHAT, staff_user_ids=[STAFF],
+    )  # fmt: skip
+    settings = settings.model_copy(update={"webhook_listen": "127.0.0.1", "webhook_port": port})
+    app = build_application(
+        settings,
+        registry=FlowRegistry(values=settings.flow_values),
+        sessionmaker=make_sessionmaker(engine),
+        housekeeping=False,
+    )
+    bot = RunningBot(await start_serving(app, allowed_updates=ALLOWED_UPDATES), engine, url)
+    try:
+        person = Thrice(api, 3005, bot)
+        await person.say("/start")
+        await person.press("Start the questions")
+        assert (await state_of(bot, person.id))["seq"] == 1
+        assert len(calls_in(api, person.id, "editMessageText")) == 1
+        await person.walk({}, FULL[1:])
+        async with bot.sessionmaker() as session:
+            [request] = await list_requests(session=session)
+        assert request.id is not None
+        assert len(calls_in(api, STAFF_CHAT, "sendMessage")) == 1, "one card"
+
+        staff = Thrice(api, STAFF, bot)
+        api.user_message(
+            STAFF, f"/note {request.id} called twice", chat_id=STAFF_CHAT, chat_type="supergroup"
+        )
+        await staff.deliver()
+        async with bot.sessionmaker() as session:
+            events = await list_events(session=session, request_id=request.id)
+        assert len([e for e in events if e.action == "note"]) == 1
+
+        await person.say("/ask")
+        await person.say("Can I come on Sunday?")
+        questions = [
+            c for c in calls_in(api, STAFF_CHAT, "sendMessage") if "Sunday" in c.params["text"]
+        ]
+        assert len(questions) == 1, "forwarded once"
+        forwarded = questions[0].result["message_id"]
+        reply_to = {
+            "message_id": forwarded,
+            "date": 1,
+            "chat": {"id": STAFF_CHAT, "type": "supergroup", "title": "Staff"},
+        }
+        api.user_message(
+            STAFF, "Yes, we are open", chat_id=STAFF_CHAT, chat_type="supergroup",
+            reply_to_message=reply_to,
+        )  # fmt: skip
+        await staff.deliver()
+        answers = [
+            c for c in calls_in(api, person.id, "sendMessage")
+            if "Yes, we are open" in c.params["text"]
+        ]  # fmt: skip
+        assert len(answers) == 1, "delivered once"
+    finally:
+        await bot.stop()
+
+
+async def test_a_flooded_staff_group_does_not_delay_a_client(
+    fake_bot_api: FakeBotAPI, staff_bot: RunningBot
+) -> None:
+    """40 commands in the staff group: the rate limiter lets 20 messages a minute into one
+    group, so half of the answers wait; a client writing meanwhile is answered at once."""
+    api = fake_bot_api
+    for _ in range(40):
+        api.user_message(STAFF, "/queue", chat_id=STAFF_CHAT, chat_type="supergroup")
+    for _ in range(20):  # the group's burst is used up
+        await api.wait_for("sendMessage", lambda c: c.params["chat_id"] == STAFF_CHAT)
+    api.user_message(3006, "/start")
+    await api.wait_for("sendMessage", lambda c: c.params["chat_id"] == 3006)
+    async with staff_bot.sessionmaker() as session:
+        waiting = await pending_calls(session=session, lane=STAFF_CHAT)
+    assert waiting > 0, "the client was answered while the group's answers still wait"
+    assert len(calls_in(api, STAFF_CHAT, "sendMessage")) < 40
+
+
+async def test_a_press_is_taken_only_from_the_chat_of_its_message(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    api = fake_bot_api
+    url, engine = database
+    bot = await start_bot(api, url, engine)
+    try:
+        victim, attacker = Person(api, 3007), Person(api, 3008)
+        await victim.say("/start")
+        await attacker.say("/start")
+        message_id, data = api.find_button(victim.id, "Start the questions")
+        # a forged press: the attacker's query carrying the victim's message
+        forged = api.user_callback(
+            attacker.id, message_id, data, chat_id=victim.id, check_button=False
+        )
+        await api.wait_for("answerCallbackQuery", lambda c: c.params["callback_query_id"] == forged)
+        await bot.drained()
+        assert (await state_of(bot, victim.id))["node"] == "welcome"
+        assert (await state_of(bot, attacker.id))["node"] == "welcome"
+        assert api.callback_answers[forged]["text"] == "This button is no longer active."
+    finally:
+        await bot.stop()
+
+
+async def test_two_processes_on_postgresql_serve_one_clients_rapid_answers_in_order(
+    fake_bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    """Two bot processes on one PostgreSQL database (one receives, both work the inbox and
+    the outbox): one client's rapid answers keep their order; nothing is done twice."""
+    api = fake_bot_api
+    async with fresh_database("postgresql", tmp_path) as url:
+        engines = [make_engine(url), make_engine(url)]
+        await upgrade(engines[0])
+        one = await start_bot(api, url, engines[0])
+        two = await start_bot(api, url, engines[1], receive=False)
+        try:
+            for user in (3101, 3102, 3103):
+                person = Person(api, user)
+                await person.say("/start")
+                await person.walk({}, FULL)
+            async with one.sessionmaker() as session:
+                requests = await list_requests(session=session)
+            assert len(requests) == 3, "every intake saved once"
+            for user in (3101, 3102, 3103):
+                assert len(live_keyboards(api, user)) == 1
+            # rapid typed answers: the name and the phone sent without waiting between
+            person = Person(api, 3104)
+            await person.say("/start")
+            await person.walk({}, FULL[: FULL.index("name")])
+            api.user_message(person.id, "Anna")
+            api.user_message(person.id, "+79123456789")
+            await person.settle()
+            await one.drained()
+            await two.drained()
+            state = await state_of(one, person.id)
+            assert state["node"] == "call_time", "the name, then the phone: in order"
+            values = {e["node"]: e.get("value") for e in state["history"]}
+            assert values["name"] == "Anna"
+        finally:
+            await one.stop()
+            await two.stop()
+            for engine in engines:
+                await engine.dispose()
+
+
+async def test_an_intake_costs_about_one_message_per_answer_and_keeps_no_texts(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    """A whole intake: a press costs one chat-bound call (its question edited into the next),
+    a typed answer two (the old question's buttons removed, the next question sent); nothing
+    Telegram refuses ("message is not modified" included); no client text is kept in the
+    inbox or outbox once processed and sent."""
+    api = fake_bot_api
+    url, engine = database
+    api.add_chat(STAFF_CHAT, title="Staff")
+    bot = await start_bot(api, url, engine, staff_chat_id=STAFF_CHAT)
+    try:
+        person = Person(api, 3009)
+        await person.say("/start")
+        await person.walk({}, FULL)
+        await bot.drained()
+        assert api.rejected == []
+        presses = len(api.calls_of("answerCallbackQuery"))
+        typed = len(
+            [m for m in api.messages(person.id, include_user=True) if m["from"]["id"] == person.id]
+        )
+        chat_bound = [
+            c
+            for c in api.calls
+            if c.params.get("chat_id") == person.id and c.method != "getUpdates"
+        ]
+        # + the contact-sharing keyboard shown with the phone question and taken away after it
+        assert len(chat_bound) <= presses + 2 * typed + 2, [c.method for c in chat_bound]
+        async with bot.sessionmaker() as session:
+            inbox = (await session.exec(text("SELECT payload FROM inbox"))).all()  # type: ignore[call-overload]
+            outbox = (await session.exec(text("SELECT params FROM outbox"))).all()  # type: ignore[call-overload]
+        assert inbox and all(json.loads(row[0]) == {} for row in inbox)
+        assert outbox and all(json.loads(row[0]) == {} for row in outbox)
+    finally:
+        await bot.stop()

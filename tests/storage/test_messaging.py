@@ -1,0 +1,116 @@
+"""The message path's tables on both backends: receipt once, claim once, leases exclusive,
+a call recorded once, and nothing personal kept after processing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from storage import (
+    AsyncSession,
+    claim_update,
+    enqueue_call,
+    inbox_lanes,
+    next_call,
+    next_update,
+    outbox_lanes,
+    pending_calls,
+    pending_updates,
+    prune_messaging,
+    record_call,
+    release_lease,
+    store_updates,
+    take_lease,
+    utcnow,
+)
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def test_an_update_is_stored_once_and_claimed_once(sessionmaker: Sessions) -> None:
+    now = utcnow()
+    async with sessionmaker() as session, session.begin():
+        first = await store_updates(
+            session=session, updates=[(7, 100, {"text": "Анна"}), (8, 100, {})], at=now
+        )
+        again = await store_updates(session=session, updates=[(7, 100, {"x": 1})], at=now)
+    assert (first, again) == ([7, 8], [])
+    async with sessionmaker() as session:
+        assert await inbox_lanes(session=session) == [100]
+        oldest = await next_update(session=session, lane=100)
+    assert oldest is not None and oldest.update_id == 7 and oldest.payload == {"text": "Анна"}
+    async with sessionmaker() as session, session.begin():
+        assert await claim_update(session=session, update_id=7, at=now)
+        assert not await claim_update(session=session, update_id=7, at=now), "once"
+    async with sessionmaker() as session:
+        left = await next_update(session=session, lane=100)
+        assert left is not None and left.update_id == 8
+        assert await pending_updates(session=session) == 1
+    async with sessionmaker() as session:
+        done = await session.get(type(left), 7)
+        assert done is not None and done.payload == {}, "the client's text is not kept"
+
+
+async def test_a_rolled_back_claim_leaves_the_update_waiting(sessionmaker: Sessions) -> None:
+    async with sessionmaker() as session, session.begin():
+        await store_updates(session=session, updates=[(9, 5, {})], at=utcnow())
+
+    class Crash(Exception):
+        pass
+
+    try:
+        async with sessionmaker() as session, session.begin():
+            assert await claim_update(session=session, update_id=9, at=utcnow())
+            raise Crash
+    except Crash:
+        pass
+    async with sessionmaker() as session:
+        assert await pending_updates(session=session) == 1
+
+
+async def test_a_lease_is_held_by_one_owner_until_it_lapses(sessionmaker: Sessions) -> None:
+    now = utcnow()
+    later = now + timedelta(seconds=30)
+
+    async def take(owner: str, at: object) -> bool:
+        async with sessionmaker() as session, session.begin():
+            return await take_lease(session=session, key="in:1", owner=owner, until=later, now=at)  # type: ignore[arg-type]
+
+    results = await asyncio.gather(take("a", now), take("b", now))
+    assert sorted(results) == [False, True], "one of two at the same moment"
+    winner = "a" if results[0] else "b"
+    loser = "b" if winner == "a" else "a"
+    assert await take(winner, now), "the owner renews"
+    assert not await take(loser, now)
+    assert await take(loser, later + timedelta(seconds=1)), "a lapsed lease is taken over"
+    async with sessionmaker() as session, session.begin():
+        await release_lease(session=session, key="in:1", owner=winner)  # not the owner now
+    assert not await take(winner, now)
+
+
+async def test_a_call_is_recorded_once_and_its_parameters_go(sessionmaker: Sessions) -> None:
+    now = utcnow()
+    async with sessionmaker() as session, session.begin():
+        first = await enqueue_call(
+            session=session, lane=42, method="sendMessage", params={"text": "Анна"}, at=now
+        )
+        second = await enqueue_call(
+            session=session, lane=42, method="editMessageText", params={}, at=now
+        )
+    assert first < second
+    async with sessionmaker() as session:
+        assert await outbox_lanes(session=session) == [42]
+        call = await next_call(session=session, lane=42)
+    assert call is not None and call.id == first, "in order"
+    async with sessionmaker() as session, session.begin():
+        assert await record_call(session=session, call_id=first, at=now, message_id=5)
+        assert not await record_call(session=session, call_id=first, at=now, message_id=6)
+    async with sessionmaker() as session:
+        assert await pending_calls(session=session, lane=42) == 1
+        made = await session.get(type(call), first)
+        assert made is not None and made.params == {} and made.message_id == 5
+    async with sessionmaker() as session, session.begin():
+        assert await record_call(session=session, call_id=second, at=now)
+        assert await prune_messaging(session=session, before=now + timedelta(seconds=1)) == 2
