@@ -241,6 +241,8 @@ async def requests_to_deliver(
         .where(col(ConsultationRequest.card_message_id).is_(None))
         .order_by(col(ConsultationRequest.id))
         .limit(limit)
+        # Several bot processes (PostgreSQL): each row goes to one of them.
+        .with_for_update(skip_locked=True)
     )
     return list(result.all())
 
@@ -278,6 +280,7 @@ async def overdue_new_requests(
             | (col(ConsultationRequest.announced_at) < announced_before)
         )
         .order_by(col(ConsultationRequest.created_at))
+        .with_for_update(skip_locked=True)
     )
     return list(result.all())
 
@@ -302,6 +305,7 @@ async def callbacks_to_remind(*, session: AsyncSession) -> list[ConsultationRequ
         .where(col(ConsultationRequest.retry_at).is_not(None))
         .where(col(ConsultationRequest.reminded_at).is_(None))
         .order_by(col(ConsultationRequest.retry_at), col(ConsultationRequest.id))
+        .with_for_update(skip_locked=True)
     )
     return list(result.all())
 

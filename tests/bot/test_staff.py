@@ -535,3 +535,25 @@ async def test_personal_data_are_erased_retention_days_after_closing(
     await staff_says(fake_bot_api, STAFF, "/request 1")
     shown = staff_messages(fake_bot_api)[-1]["text"]
     assert "Personal data erased" in shown and "Тамара" not in shown
+
+
+async def test_a_status_set_from_the_command_line_redraws_the_card_through_the_bot(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    """The command line stores the move and the redraw together; the running bot sends it."""
+    from tests.bot.test_requests_cli import cli
+
+    await intake(fake_bot_api, 1301)
+    await staff_bot.drained()
+    card = card_of(fake_bot_api, 1)
+    assert "🆕" in card["text"]
+    done = await asyncio.to_thread(
+        cli, "set-status", "1", "taken", url=staff_bot.url, env={"STAFF_LANGUAGE": "en"}
+    )
+    assert done.exit_code == 0, done.output
+    await fake_bot_api.wait_for(
+        "editMessageText",
+        lambda c: c.ok and c.params["message_id"] == card["message_id"],
+        timeout=15,
+    )
+    assert "taken" in card_of(fake_bot_api, 1)["text"].lower()
