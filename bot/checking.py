@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import resource
 from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext, SpawnContext
 
 from flows import CheckReport, Problem, check_text, checksum
 
@@ -55,6 +57,18 @@ def _too_complex(origin: str, why: str) -> CheckReport:
     )
 
 
+@functools.cache
+def _context() -> SpawnContext | ForkServerContext:
+    """Where check processes come from: forked from a server process that has loaded only
+    the checker (a fresh process in milliseconds, never a fork of the bot with its threads
+    and connections); spawned afresh where there is no fork server."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
 #: Reports of flows that passed, by content checksum. A proof depends only on the text and
 #: the safety policy (fixed for the life of the process), so it is done once per process.
 _PASSED: dict[str, CheckReport] = {}
@@ -75,7 +89,7 @@ class FlowChecker:
         passed = _PASSED.get(checksum(text))
         if passed is not None:
             return passed
-        ctx = multiprocessing.get_context("spawn")
+        ctx = _context()
         receive, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(
             target=_work, args=(text, origin, self.memory_bytes, send), name="flow-check"

@@ -20,7 +20,14 @@ from flows import (
     step,
 )
 from flows import Input as EngineInput
-from storage import AsyncSession, DialogueSession, create_request, get_dialogue, save_dialogue
+from storage import (
+    AsyncSession,
+    DialogueSession,
+    RequestCreate,
+    create_request,
+    get_dialogue,
+    save_dialogue,
+)
 
 __all__ = ["Pinned", "StepResult", "advance", "load_state", "store_request"]
 
@@ -83,15 +90,14 @@ async def store_request(
     """Insert the consultation request a finished dialogue produced; return its id."""
     if draft.outcome is None:  # the checker proves every saving path has an outcome
         raise ValueError(f"flow {draft.flow} saved a request without an outcome")
-    request = await create_request(
-        session=session,
+    made = RequestCreate(
         client_id=client_id,
         flow_name=draft.flow,
         flow_version=draft.version,
         language=draft.lang,
         outcome=draft.outcome,
-        rule_ids=draft.rule_ids,
-        reasons=draft.reasons,
+        rule_ids=list(draft.rule_ids),
+        reasons=list(draft.reasons),
         answers=[
             {"node": a.node, "question": a.question, "answer": a.answer} for a in draft.answers
         ],
@@ -100,10 +106,10 @@ async def store_request(
         phone=draft.fields.get("phone"),
         preferred_time=draft.fields.get("call_time"),
         red_flag_changed=draft.red_flag_changed,
-        withdrawn_red_flags=draft.withdrawn_red_flags,
+        withdrawn_red_flags=list(draft.withdrawn_red_flags),
         source=source,
-        created_at=at,
     )
+    request = await create_request(session=session, request=made, created_at=at)
     assert request.id is not None
     return request.id
 

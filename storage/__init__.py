@@ -78,6 +78,8 @@ from storage.models import (
     Lease,
     OutboxMessage,
     Relay,
+    RequestBase,
+    RequestCreate,
     RequestEvent,
     StepEvent,
 )
@@ -143,6 +145,8 @@ __all__ = [
     "IllegalMoveError",
     "MigrationError",
     "Relay",
+    "RequestBase",
+    "RequestCreate",
     "RequestEvent",
     "Stats",
     "Status",

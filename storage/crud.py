@@ -10,7 +10,7 @@ produced it are stored together or not at all::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from storage.models import (
     ConsultationRequest,
     DialogueSession,
     Relay,
+    RequestCreate,
     RequestEvent,
     StepEvent,
 )
@@ -190,51 +191,14 @@ async def save_dialogue(
 
 
 async def create_request(
-    *,
-    session: AsyncSession,
-    client_id: int,
-    flow_name: str,
-    flow_version: str,
-    language: str,
-    outcome: str,
-    rule_ids: Sequence[str],
-    reasons: Sequence[str],
-    answers: Sequence[Mapping[str, str]],
-    facts: Mapping[str, Sequence[str]],
-    name: str | None,
-    phone: str | None,
-    preferred_time: str | None,
-    red_flag_changed: bool,
-    withdrawn_red_flags: Sequence[str],
-    source: str | None = None,
-    created_at: datetime | None = None,
+    *, session: AsyncSession, request: RequestCreate, created_at: datetime | None = None
 ) -> ConsultationRequest:
-    """Insert a consultation request with status ``new``.
-
-    Sequences and mappings (tuples, frozen mappings) are stored as JSON lists and objects.
-    """
-    request = ConsultationRequest(
-        client_id=client_id,
-        flow_name=flow_name,
-        flow_version=flow_version,
-        language=language,
-        outcome=outcome,
-        rule_ids=_strings(rule_ids, "rule_ids"),
-        reasons=_strings(reasons, "reasons"),
-        answers=[dict(answer) for answer in answers],
-        facts={key: _strings(values, f"facts[{key!r}]") for key, values in facts.items()},
-        name=name,
-        phone=phone,
-        preferred_time=preferred_time,
-        red_flag_changed=red_flag_changed,
-        withdrawn_red_flags=_strings(withdrawn_red_flags, "withdrawn_red_flags"),
-        source=source,
-    )
-    if created_at is not None:
-        request.created_at = request.updated_at = created_at
-    session.add(request)
+    """Insert ``request`` with status ``new``, made at ``created_at`` (default: now)."""
+    made = {"created_at": created_at, "updated_at": created_at} if created_at else {}
+    row = ConsultationRequest.model_validate(request, update=made)
+    session.add(row)
     await session.flush()
-    return request
+    return row
 
 
 async def get_request(*, session: AsyncSession, request_id: int) -> ConsultationRequest | None:
@@ -273,10 +237,3 @@ async def delete_client_data(*, session: AsyncSession, client_id: int) -> None:
     await session.exec(delete(Relay).where(col(Relay.client_id) == client_id))
     await session.exec(delete(DialogueSession).where(col(DialogueSession.client_id) == client_id))
     await session.exec(delete(Client).where(col(Client.id) == client_id))
-
-
-def _strings(values: Sequence[str], field: str) -> list[str]:
-    # A str is a Sequence[str] too; storing "R1" as ["R", "1"] would be a silent bug.
-    if isinstance(values, str):
-        raise TypeError(f"{field} must be a sequence of strings, not a string")
-    return list(values)

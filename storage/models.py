@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic import ConfigDict
 from sqlalchemy import JSON, BigInteger, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -25,6 +26,8 @@ __all__ = [
     "DialogueSession",
     "FlowVersion",
     "Relay",
+    "RequestBase",
+    "RequestCreate",
     "RequestEvent",
     "StepEvent",
 ]
@@ -84,12 +87,9 @@ class DialogueSession(SQLModel, table=True):
     updated_at: datetime = _updated_at()
 
 
-class ConsultationRequest(SQLModel, table=True):
-    """A finished intake: the outcome, why it was reached, and how to reach the client."""
+class RequestBase(SQLModel):
+    """What a finished dialogue hands in: the outcome, why, and how to reach the client."""
 
-    __tablename__ = "consultation_requests"
-
-    id: int | None = Field(default=None, primary_key=True)
     client_id: int = Field(foreign_key="clients.id", ondelete="CASCADE", index=True)
     flow_name: str
     flow_version: str
@@ -105,8 +105,23 @@ class ConsultationRequest(SQLModel, table=True):
     preferred_time: str | None = None
     red_flag_changed: bool = False
     withdrawn_red_flags: list[str] = Field(default_factory=list, sa_type=JSON)
-    status: str = Field(default="new", index=True)
     source: str | None = None  # the client's source when the request was made
+
+
+class RequestCreate(RequestBase):
+    """A new request as a caller builds it, validated: tuples and frozen mappings become
+    lists and dicts, a string where a list belongs is refused, an unknown field too."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+
+class ConsultationRequest(RequestBase, table=True):
+    """A finished intake and how staff work on it (status, calls, the card in the group)."""
+
+    __tablename__ = "consultation_requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    status: str = Field(default="new", index=True)
     # Who works on it, and how it went (kept in step with the audit trail, RequestEvent).
     taken_by: int | None = Field(default=None, sa_type=BigInteger)
     taken_by_name: str | None = None

@@ -50,8 +50,24 @@ class RunningBot:
         self.url = url
         self.sessionmaker = make_sessionmaker(engine)
 
+        #: stops the fake API asking this bot whether it is done (see ``start_bot``)
+        self.unsettle: Callable[[], None] = lambda: None
+
     async def stop(self, grace: float = 5.0) -> None:
+        self.unsettle()
         await self.serving.stop(grace)
+
+    async def waiting(self) -> int:
+        """Stored updates not yet processed and queued calls not yet made; 0 when the bot
+        is done with everything delivered so far (nothing more comes from it)."""
+        async with make_sessionmaker(self.engine, read_only=True)() as session:
+            left = await pending_updates(session=session) + await pending_calls(session=session)
+        services = self.serving.services
+        busy = services.dispatcher.busy or services.sender.busy
+        return left or int(busy)
+
+    async def is_drained(self) -> bool:
+        return not await self.waiting()
 
     async def drained(self, timeout: float = 15.0) -> None:  # noqa: ASYNC109
         """Wait until every stored update is processed and every queued call made.
@@ -60,12 +76,7 @@ class RunningBot:
         comes from what was delivered so far.
         """
         deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            async with make_sessionmaker(self.engine, read_only=True)() as session:
-                left = await pending_updates(session=session) + await pending_calls(session=session)
-            services = self.serving.services
-            if not left and not services.dispatcher.busy and not services.sender.busy:
-                return
+        while left := await self.waiting():
             assert asyncio.get_running_loop().time() < deadline, f"{left} item(s) still waiting"
             await asyncio.sleep(0.01)
 
@@ -95,7 +106,10 @@ async def start_bot(
     serving = await start_serving(
         app, allowed_updates=ALLOWED_UPDATES, poll_timeout=1, receive=receive
     )
-    return RunningBot(serving, engine, url)
+    running = RunningBot(serving, engine, url)
+    # the fake API's wait_idle asks the bot whether it is done instead of waiting for a gap
+    running.unsettle = api.settle_with(running.is_drained)
+    return running
 
 
 @pytest.fixture

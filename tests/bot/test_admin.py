@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from io import StringIO
 from pathlib import Path
@@ -19,6 +17,7 @@ from bot.handlers.admin import MAX_UPLOAD
 from storage import get_active_flow_version, list_flow_versions, list_requests
 from tests.bot.conftest import RunningBot, start_bot
 from tests.bot.people import FULL, Person
+from tests.cli import intake_bot
 from tests.dbs import BACKENDS, fresh_database
 from tests.factories import INTAKE_PATH
 from tests.fakebotapi import FakeBotAPI
@@ -281,10 +280,8 @@ async def test_others_are_refused(admin_bot: RunningBot, fake_bot_api: FakeBotAP
 
 
 def cli(*args: str, url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot", "flows", *args], capture_output=True, text=True,
-        cwd=cwd, timeout=120, check=False, env={**os.environ, "DATABASE_URL": url},
-    )  # fmt: skip
+    """``intake-bot flows ARGS`` (in this process: call it through ``asyncio.to_thread``)."""
+    return intake_bot("flows", *args, cwd=cwd, env={"DATABASE_URL": url})
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

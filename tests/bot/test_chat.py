@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import pytest
 from flows import Flow, t
 from storage import get_request, make_engine, make_sessionmaker
 from tests.bot.people import shown_flow
+from tests.cli import intake_bot
 from tests.dbs import fresh_database
 from tests.factories import DEFAULT_ANSWERS, intake_flow
 
@@ -64,17 +63,8 @@ SAVED = {"en": r"✔ Request #(\d+) saved\.", "ru": r"✔ Заявка №(\d+) 
 
 
 def run_chat(lang: str, url: str, text: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": url}
-    return subprocess.run(
-        [sys.executable, "-m", "bot", "chat", "--lang", lang],
-        input=text,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
+    """``intake-bot chat --lang LANG`` typing ``text``, in this process (counted in coverage)."""
+    return intake_bot("chat", "--lang", lang, input=text, env={"DATABASE_URL": url}, cwd=cwd)
 
 
 @pytest.mark.parametrize("lang", ["ru", "en"])
@@ -179,16 +169,8 @@ def test_chat_refuses_to_start_on_an_unsafe_flow(tmp_path: Path) -> None:
         d["nodes"]["triage"]["next"][0]["when"]["in"] = ["OK", "CLEAR", "STOP"]
 
     broken = variant(tmp_path, offer_oils_after_stop)
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "FLOW_FILE": str(broken)}
-    result = subprocess.run(
-        [sys.executable, "-m", "bot", "chat"],
-        input="",
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "FLOW_FILE": str(broken)}
+    result = intake_bot("chat", input="", env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert "refusing to start" in result.stderr
     assert "after the outcome STOP the client reaches this question" in result.stderr

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import EllipsisType, TracebackType
@@ -224,6 +224,9 @@ class FakeBotAPI:
         self._consumed: set[int] = set()
         self._in_flight = 0
         self._last_activity = time.monotonic()
+        # How the bots under test say they are done (see ``settle_with``); without any,
+        # ``wait_idle`` falls back to a quiet gap.
+        self._settled: list[Callable[[], Awaitable[bool]]] = []
 
         self._chats: dict[int, dict[str, Any]] = {}
         self._users: dict[int, dict[str, Any]] = {}
@@ -393,28 +396,49 @@ class FakeBotAPI:
                 )
             await self._calls_signal.wait(remaining)
 
+    def settle_with(self, done: Callable[[], Awaitable[bool]]) -> Callable[[], None]:
+        """Let :meth:`wait_idle` ask a bot under test whether it is done; returns a function
+        that stops asking (call it when that bot stops).
+
+        Telegram cannot know this; a test harness can ask the bot (its queues, its tables),
+        so that :meth:`wait_idle` waits for exactly that instead of a quiet gap.
+        """
+        self._settled.append(done)
+        return lambda: self._settled.remove(done) if done in self._settled else None
+
     async def wait_idle(
         self,
         quiet: float = 0.1,
         timeout: float = 5.0,  # noqa: ASYNC109 - a deadline is the natural API for tests
     ) -> None:
-        """Wait until the bot fetched every queued update and made no call for ``quiet`` s.
+        """Wait until the bot has fetched, confirmed and finished every queued update.
 
-        A heuristic for "the bot has finished reacting"; prefer :meth:`wait_for` when the
-        expected call is known. Raises AssertionError after ``timeout`` seconds.
+        When a bot says whether it is done (:meth:`settle_with`), this waits until every
+        queued update is confirmed (a later getUpdates offset), no request is in flight and
+        every such bot says it is done. Otherwise it is a heuristic: every update fetched and
+        no call for ``quiet`` seconds; prefer :meth:`wait_for` when the expected call is
+        known. Raises AssertionError after ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
         while True:
             now = time.monotonic()
-            busy = self._in_flight > 0 or (self.webhook_url is None and self._undelivered())
-            if not busy and now - self._last_activity >= quiet:
+            polling = self.webhook_url is None
+            busy = self._in_flight > 0 or (polling and self._undelivered())
+            if self._settled:
+                unconfirmed = polling and any(
+                    _update_type(u) in self._allowed_updates for u in self._pending
+                )
+                if not busy and not unconfirmed and all([await d() for d in self._settled]):
+                    return
+            elif not busy and now - self._last_activity >= quiet:
                 return
             if now >= deadline:
                 raise AssertionError(
                     f"bot not idle after {timeout}s: {self._in_flight} request(s) in flight, "
                     f"{len(self._undelivered())} update(s) not fetched"
+                    + (", or not done with them" if self._settled else "")
                 )
-            await asyncio.sleep(min(quiet / 2, 0.02))
+            await asyncio.sleep(0.005 if self._settled else min(quiet / 2, 0.02))
 
     # ------------------------------------------------------------------ chat state
 

@@ -679,6 +679,29 @@ async def test_wait_idle_waits_for_updates_to_be_fetched(api: FakeBotAPI, bot: B
     await api.wait_idle(quiet=0.05, timeout=1)
 
 
+async def test_wait_idle_asks_the_bot_whether_it_is_done_instead_of_a_quiet_gap(
+    api: FakeBotAPI, bot: Bot
+) -> None:
+    done = False
+
+    async def is_done() -> bool:
+        return done
+
+    stop_asking = api.settle_with(is_done)
+    api.user_message(USER, "one")
+    [first] = await bot.get_updates()
+    with pytest.raises(AssertionError, match="not done"):  # fetched, not confirmed
+        await api.wait_idle(quiet=0.01, timeout=0.3)
+    await bot.get_updates(offset=first.update_id + 1)
+    with pytest.raises(AssertionError, match="not done"):  # quiet, but the bot is busy
+        await api.wait_idle(quiet=0.01, timeout=0.3)
+    done = True
+    await api.wait_idle(timeout=1)
+    done = False
+    stop_asking()
+    await api.wait_idle(quiet=0.01, timeout=1)  # no bot to ask: a quiet gap again
+
+
 # ------------------------------------------------------------------------ webhook
 
 

@@ -7,8 +7,6 @@ each must be refused, for the right reason, in words an admin can act on.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from bot.files import load_flow_file as load_flow
 from flows import POLICY, check_text, load_flow_text
 from flows.errors import FlowError
 from flows.lint import booking_words, diagnosis_claims, medicine_names
+from tests.cli import intake_bot
 from tests.factories import INTAKE_PATH
 from tests.flows.attacks import ATTACKS, Attack, edited, option, rule
 
@@ -450,13 +449,12 @@ def test_load_errors_name_file_line_and_node(
 
 
 def test_the_cli_exits_zero_on_the_shipped_flow_and_one_on_an_attack(tmp_path: Path) -> None:
-    cli = [sys.executable, "-m", "bot", "flows", "check"]
-    ok = subprocess.run(cli, capture_output=True, text=True, check=False)
+    ok = intake_bot("flows", "check")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "Safety proof: explored" in ok.stdout
     lowered = next(a for a in ATTACKS if a.name == "oncology lowered from STOP to LATER")
     broken = variant(tmp_path, lowered.edit)
-    bad = subprocess.run([*cli, str(broken)], capture_output=True, text=True, check=False)
+    bad = intake_bot("flows", "check", str(broken))
     assert bad.returncode == 1
     assert "FAILED" in bad.stdout and lowered.says in bad.stdout
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage import RequestCreate
+
 
 def request_fields(**overrides: Any) -> dict[str, Any]:
-    """Keyword arguments for ``create_request`` (minus session and client_id)."""
+    """The fields of a new request (but its client)."""
     fields: dict[str, Any] = {
         "flow_name": "intake",
         "flow_version": "2024.1",
@@ -27,3 +29,8 @@ def request_fields(**overrides: Any) -> dict[str, Any]:
     }
     fields.update(overrides)
     return fields
+
+
+def new_request(client_id: int, **overrides: Any) -> RequestCreate:
+    """A request to create for ``client_id``: ``request_fields`` with ``overrides``."""
+    return RequestCreate(client_id=client_id, **request_fields(**overrides))

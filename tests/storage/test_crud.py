@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import func, select
+from sqlmodel import func, select, text
 
 import storage.crud
 from storage import (
@@ -34,7 +35,7 @@ from storage import (
     upgrade,
 )
 from tests.dbs import fresh_database
-from tests.storage.factories import request_fields
+from tests.storage.factories import new_request, request_fields
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -257,7 +258,7 @@ async def test_request_round_trip(sessionmaker: Sessions) -> None:
     client_id = await _new_client(sessionmaker)
     fields = request_fields()
     async with sessionmaker() as session, session.begin():
-        created = await create_request(session=session, client_id=client_id, **fields)
+        created = await create_request(session=session, request=new_request(client_id, **fields))
     assert created.id is not None
     async with sessionmaker() as session:
         stored = await get_request(session=session, request_id=created.id)
@@ -273,8 +274,8 @@ async def test_request_accepts_frozen_values_and_nulls(sessionmaker: Sessions) -
     async with sessionmaker() as session, session.begin():
         created = await create_request(
             session=session,
-            client_id=client_id,
-            **request_fields(
+            request=new_request(
+                client_id,
                 outcome="OK",
                 rule_ids=(),
                 reasons=("нет противопоказаний",),
@@ -300,9 +301,11 @@ async def test_request_accepts_frozen_values_and_nulls(sessionmaker: Sessions) -
     assert stored.withdrawn_red_flags == []
 
 
-async def test_request_refuses_a_string_where_a_list_belongs(session: AsyncSession) -> None:
-    with pytest.raises(TypeError, match="rule_ids"):
-        await create_request(session=session, client_id=1, **request_fields(rule_ids="R-FEVER"))
+def test_a_new_request_refuses_a_string_where_a_list_belongs_and_unknown_fields() -> None:
+    with pytest.raises(ValidationError, match="rule_ids"):
+        new_request(1, rule_ids="R-FEVER")
+    with pytest.raises(ValidationError, match="status"):
+        new_request(1, status="closed")  # a new request is new
 
 
 async def test_rollback_leaves_neither_request_nor_dialogue(sessionmaker: Sessions) -> None:
@@ -313,7 +316,7 @@ async def test_rollback_leaves_neither_request_nor_dialogue(sessionmaker: Sessio
 
     with pytest.raises(Boom):
         async with sessionmaker() as session, session.begin():
-            await create_request(session=session, client_id=client_id, **request_fields())
+            await create_request(session=session, request=new_request(client_id))
             await save_dialogue(
                 session=session, client_id=client_id, flow_name="f", flow_version="1", state=STATE
             )
@@ -348,8 +351,8 @@ async def test_delete_client_data_removes_that_client_only(sessionmaker: Session
             await save_dialogue(
                 session=session, client_id=client_id, flow_name="f", flow_version="1", state=STATE
             )
-            await create_request(session=session, client_id=client_id, **request_fields())
-            await create_request(session=session, client_id=client_id, **request_fields())
+            await create_request(session=session, request=new_request(client_id))
+            await create_request(session=session, request=new_request(client_id))
 
     async with sessionmaker() as session, session.begin():
         loaded = await get_dialogue(session=session, client_id=doomed)
@@ -372,7 +375,7 @@ async def test_list_requests_filters_by_status_oldest_first(sessionmaker: Sessio
     for outcome in ("OK", "STOP", "LATER", "CLEAR"):
         async with sessionmaker() as session, session.begin():
             created = await create_request(
-                session=session, client_id=client_id, **request_fields(outcome=outcome)
+                session=session, request=new_request(client_id, outcome=outcome)
             )
             assert created.id is not None
             ids.append(created.id)
@@ -400,8 +403,8 @@ async def test_list_requests_orders_by_creation_time_not_id(sessionmaker: Sessio
     client_id = await _new_client(sessionmaker)
     now = datetime.now(UTC)
     async with sessionmaker() as session, session.begin():
-        later = await create_request(session=session, client_id=client_id, **request_fields())
-        earlier = await create_request(session=session, client_id=client_id, **request_fields())
+        later = await create_request(session=session, request=new_request(client_id))
+        earlier = await create_request(session=session, request=new_request(client_id))
         later.created_at = now
         earlier.created_at = now - timedelta(hours=3)
     async with sessionmaker() as session:
@@ -507,6 +510,19 @@ async def test_prompt_message_id_is_kept_across_dialogue_saves(sessionmaker: Ses
     assert cleared is not None and cleared.prompt_message_id is None
 
 
+async def _until_a_backend_waits_for_a_lock(session: AsyncSession) -> None:
+    """Return once another connection to this database is waiting for a lock."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (await session.exec(query)).scalar_one():
+        await session.exec(text("SELECT pg_stat_clear_snapshot()"))  # read it afresh
+        assert asyncio.get_running_loop().time() < deadline, "nobody waits for the lock"
+        await asyncio.sleep(0.01)
+
+
 async def test_get_dialogue_for_update_locks_the_row_on_postgres(tmp_path: Path) -> None:
     async with fresh_database("postgresql", tmp_path) as url:
         engine = make_engine(url)
@@ -526,7 +542,7 @@ async def test_get_dialogue_for_update_locks_the_row_on_postgres(tmp_path: Path)
             async with sessions() as session, session.begin():
                 assert await get_dialogue(session=session, client_id=client_id, for_update=True)
                 waiting = asyncio.create_task(lock_and_read())
-                await asyncio.sleep(0.3)
+                await _until_a_backend_waits_for_a_lock(session)
                 assert not waiting.done()  # blocked by our lock
             assert await asyncio.wait_for(waiting, timeout=10) is not None
         finally:

@@ -33,7 +33,7 @@ from storage import (
 )
 from storage.db import MIGRATIONS_DIR, migrate
 from tests.dbs import fresh_database
-from tests.storage.factories import request_fields
+from tests.storage.factories import new_request
 
 TABLES = {
     "clients",
@@ -183,7 +183,7 @@ async def test_batch_recreation_of_clients_keeps_dependent_rows(tmp_path: Path) 
             await save_dialogue(
                 session=session, client_id=client.id, flow_name="f", flow_version="1", state={}
             )
-            await create_request(session=session, client_id=client.id, **request_fields())
+            await create_request(session=session, request=new_request(client.id))
 
         def add_column_by_recreating(connection: Connection) -> None:
             operations = Operations(MigrationContext.configure(connection))

@@ -32,19 +32,19 @@ from storage import (
     search_requests,
     stats,
 )
-from tests.storage.factories import request_fields
+from tests.storage import factories
 
 Sessions = async_sessionmaker[AsyncSession]
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 
 
-async def new_request(session: AsyncSession, **fields: object) -> int:
+async def new_request(session: AsyncSession, created_at: datetime = T0, **fields: object) -> int:
     client = await create_client(
         session=session, telegram_id=None, channel="terminal", language="ru"
     )
     assert client.id is not None
     request = await create_request(
-        session=session, client_id=client.id, **request_fields(**{"created_at": T0, **fields})
+        session=session, request=factories.new_request(client.id, **fields), created_at=created_at
     )
     assert request.id is not None
     return request.id
