@@ -16,9 +16,14 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.app import ALLOWED_UPDATES, build_application
+from bot.context import Services
 from bot.flowsource import FlowRegistry
+from bot.outbox import call_ref, unit
+from bot.render import IntakeBot
+from bot.sender import Sender
 from bot.serve import start_serving
 from storage import (
     get_client,
@@ -34,6 +39,7 @@ from tests.bot.conftest import RunningBot, bot_settings, start_bot
 from tests.bot.people import FULL, Person
 from tests.dbs import fresh_database
 from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi.fixtures import TEST_TOKEN
 
 STAFF_CHAT = -1009876
 STAFF = 900
@@ -391,3 +397,33 @@ async def test_an_intake_costs_about_one_message_per_answer_and_keeps_no_texts(
         assert outbox and all(json.loads(row[0]) == {} for row in outbox)
     finally:
         await bot.stop()
+
+
+async def test_the_output_port_sends_only_the_parameters_each_method_takes(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    """Every call goes out with its own parameters only (no parse_mode on a keyboard edit)."""
+    api = fake_bot_api
+    url, engine = database
+    services = Services()
+    services.configure(
+        registry=None, sessionmaker=make_sessionmaker(engine), settings=bot_settings(api, url)
+    )
+    user = 3010
+    async with unit(services, claim=False) as work:
+        button = InlineKeyboardMarkup([[InlineKeyboardButton("A", callback_data="a")]])
+        sent = await work.out.send(user, "<b>hi</b>", markup=button)
+        await work.out.edit_markup(user, call_ref(sent))
+    bot = IntakeBot(TEST_TOKEN, base_url=api.base_url, base_file_url=api.base_file_url)
+    sender = Sender(bot, services.sessionmaker, owner="test", shared=False)
+    async with bot:
+        sender.wake({user})
+        await sender.idle()
+    assert api.rejected == []
+    [message] = api.messages(user)
+    assert api.calls_of("sendMessage")[0].params["parse_mode"] == "HTML"
+    assert api.calls_of("editMessageReplyMarkup")[0].params == {
+        "chat_id": user,
+        "message_id": message["message_id"],
+    }
+    assert "reply_markup" not in api.messages(user)[-1]

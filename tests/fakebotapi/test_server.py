@@ -34,7 +34,6 @@ from telegram.ext import (
     ExtBot,
 )
 
-from bot.render import IntakeBot
 from tests.fakebotapi import FakeBotAPI, fixtures
 from tests.fakebotapi.validation import METHOD_PARAMS, parse_html
 
@@ -819,22 +818,3 @@ async def test_application_webhook_end_to_end(api: FakeBotAPI) -> None:
 
     assert api.last_message(USER)["text"] == "Gone"
     api.assert_no_rejections()
-
-
-async def test_the_bots_own_extbot_edits_keyboards_without_parse_mode(api: FakeBotAPI) -> None:
-    bot = IntakeBot(
-        TOKEN,
-        base_url=api.base_url,
-        base_file_url=api.base_file_url,
-        defaults=Defaults(parse_mode=ParseMode.HTML),
-    )
-    async with bot:
-        sent = await bot.send_message(USER, "<b>hi</b>", reply_markup=keyboard(("A", "a")))
-        await bot.edit_message_reply_markup(USER, sent.message_id, reply_markup=None)
-
-    assert api.rejected == []
-    assert api.calls_of("editMessageReplyMarkup")[0].params == {
-        "chat_id": USER,
-        "message_id": sent.message_id,
-    }
-    assert "reply_markup" not in api.messages(USER)[-1]
