@@ -53,7 +53,7 @@ from telegram.ext import (
 )
 from telegram.warnings import PTBUserWarning
 
-__all__ = ["CONCURRENCY", "WEBHOOK_SECRET", "start_bot", "stop_bot"]
+__all__ = ["CONCURRENCY", "WEBHOOK_SECRET", "start_bot", "stop_bot", "webhook_settings"]
 
 WEBHOOK_SECRET = "bench-secret"
 #: Updates processed at once, the same for every bot (the intake bot's own setting).
@@ -228,6 +228,19 @@ class SqlCounter:
             self.path_commits += 1
 
 
+def webhook_settings(mode: str, port: int | None = None) -> dict[str, Any]:
+    """The intake bot's settings for ``mode``: a webhook on a free local port, or none."""
+    if mode != "webhook":
+        return {}
+    port = port or free_port()
+    return {
+        "webhook_url": f"http://127.0.0.1:{port}/telegram",
+        "webhook_secret": WEBHOOK_SECRET,
+        "webhook_listen": "127.0.0.1",
+        "webhook_port": port,
+    }
+
+
 async def intake(args: argparse.Namespace, port: int) -> tuple[Application, Any]:  # type: ignore[type-arg]
     """The project's bot on ``args.db``, migrated; the shipped flow becomes version 1."""
     from bot.app import build_application
@@ -244,16 +257,7 @@ async def intake(args: argparse.Namespace, port: int) -> tuple[Application, Any]
         telegram_base_file_url=args.base_file_url,
         database_url=args.db,
         staff_chat_id=args.staff_chat,
-        **(
-            {
-                "webhook_url": f"http://127.0.0.1:{port}/telegram",
-                "webhook_secret": WEBHOOK_SECRET,
-                "webhook_listen": "127.0.0.1",
-                "webhook_port": port,
-            }
-            if args.mode == "webhook"
-            else {}
-        ),
+        **webhook_settings(args.mode, port),
     )
     sessionmaker = make_sessionmaker(engine)
     registry = FlowRegistry(

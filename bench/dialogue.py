@@ -72,9 +72,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
-from bench.bots import WEBHOOK_SECRET, start_bot, stop_bot
-from bot.app import build_application
+from bench.bots import WEBHOOK_SECRET, webhook_settings
+from bot.app import ALLOWED_UPDATES, build_application
 from bot.flowsource import FlowRegistry
+from bot.serve import start_serving
 from bot.settings import Settings
 from flows import Flow, Lang, t
 from storage import Client, ConsultationRequest, make_engine, make_sessionmaker, upgrade
@@ -468,6 +469,7 @@ async def run_bot(
         telegram_base_file_url=api.base_file_url,
         database_url=url,
         staff_chat_id=STAFF_CHAT_ID,
+        **webhook_settings(mode),
     )
     sessionmaker = make_sessionmaker(engine)
     registry = FlowRegistry(
@@ -480,14 +482,14 @@ async def run_bot(
     steps = dialogue(flow, ANSWERS, LANG)
     result.step_names = [step.name for step in steps]
     user_ids = range(FIRST_USER_ID, FIRST_USER_ID + args.clients)
+    serving = await start_serving(app, allowed_updates=ALLOWED_UPDATES, poll_timeout=1)
     try:
-        await start_bot(app, mode)
         async with webhook_poster(api, mode, shared=not args.push_webhook) as post:
             clients = Clients(api, steps, post, args.step_timeout, args.retries)
             await walk_all(clients, user_ids, args.timeout, result)
         result.completed, result.sent = clients.completed, clients.sent
     finally:
-        await stop_bot(app)
+        await serving.stop()
     try:
         result.requests, result.clients_with_one_request = await count_requests(engine, user_ids)
     finally:
