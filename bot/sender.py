@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 # method names and parameters); PTB suggests the named methods for known ones.
 warnings.filterwarnings("ignore", message=r"Please use 'Bot\.", category=PTBUserWarning)
 
+Record = tuple[OutboxMessage, int | None, str | None]
+
 #: Calls recorded with the next one: made again after a crash, they show nothing twice.
 _DEFERRABLE = {"answerCallbackQuery"}
 
@@ -80,7 +82,6 @@ class Sender(LaneWorker[OutboxMessage]):
         self.bot = bot
         #: Calls made, for the benchmark and the logs.
         self.made = 0
-        self._deferred: list[tuple[OutboxMessage, int | None, str | None]] = []
 
     async def lanes(self, session: AsyncSession) -> list[int]:
         """Chats with calls waiting."""
@@ -96,21 +97,22 @@ class Sender(LaneWorker[OutboxMessage]):
         A call whose repeat is harmless (answering a press) is recorded together with the
         next one, so a press and its edit cost one transaction; a send is recorded at once.
         """
+        deferred: list[Record] = []  # this lane's own: another lane's flush must not take them
         for item in items:
             if self._stopping:
                 break
-            await self._make(item)
-        await self._flush()
+            await self._make(item, deferred)
+        await self._flush(deferred)
 
     # --- one call ---------------------------------------------------------------------
 
-    async def _make(self, call: OutboxMessage) -> None:
+    async def _make(self, call: OutboxMessage, deferred: list[Record]) -> None:
         """Make one call until it is made or given up, and record it."""
         assert call.id is not None
         bind = call.bind or {}
         params = await self._resolve(call.params)
         if params is None:  # what it edits was never shown: nothing to do
-            await self._record(call, None, "nothing to edit")
+            await self._record(call, None, "nothing to edit", deferred)
             return
         method = call.method
         delay = 0.5
@@ -125,7 +127,7 @@ class Sender(LaneWorker[OutboxMessage]):
             except BadRequest as exc:
                 text = str(exc).lower()
                 if "not modified" in text:
-                    await self._record(call, _message_id(params.get("message_id")), None)
+                    await self._record(call, _message_id(params.get("message_id")), None, deferred)
                     return
                 if bind.get("or_send") and method == "editMessageText":
                     # The message cannot be edited (deleted, too old): show it anew.
@@ -133,17 +135,17 @@ class Sender(LaneWorker[OutboxMessage]):
                     params = {k: v for k, v in params.items() if k != "message_id"}
                     continue
                 logger.warning("Telegram refused %s in chat %s: %s", method, call.lane, exc)
-                await self._record(call, None, f"refused: {exc}"[:500])
+                await self._record(call, None, f"refused: {exc}"[:500], deferred)
                 return
             except Forbidden as exc:
                 logger.warning("chat %s does not take messages (%s)", call.lane, method)
-                await self._record(call, None, f"forbidden: {exc}"[:500])
+                await self._record(call, None, f"forbidden: {exc}"[:500], deferred)
                 return
             except TimedOut as exc:
                 if method not in _IDEMPOTENT and not _never_sent(exc):
                     # Telegram may have delivered it: a repeat could show it twice.
                     logger.warning("%s in chat %s timed out; not repeated", method, call.lane)
-                    await self._record(call, None, "timed out; may have been delivered")
+                    await self._record(call, None, "timed out; may have been delivered", deferred)
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -157,7 +159,7 @@ class Sender(LaneWorker[OutboxMessage]):
             message_id = result.get("message_id") if isinstance(result, dict) else None
             if message_id is None:
                 message_id = _message_id(params.get("message_id"))
-            await self._record(call, message_id, None)
+            await self._record(call, message_id, None, deferred)
             return
 
     async def _resolve(self, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -184,14 +186,21 @@ class Sender(LaneWorker[OutboxMessage]):
                 resolved[key] = value
         return resolved
 
-    async def _record(self, call: OutboxMessage, message_id: int | None, error: str | None) -> None:
+    async def _record(
+        self,
+        call: OutboxMessage,
+        message_id: int | None,
+        error: str | None,
+        deferred: list[Record],
+    ) -> None:
         """Record the call (with any deferred before it), in one transaction."""
-        self._deferred.append((call, message_id, error))
+        deferred.append((call, message_id, error))
         if call.method not in _DEFERRABLE:
-            await self._flush()
+            await self._flush(deferred)
 
-    async def _flush(self) -> None:
-        records, self._deferred = self._deferred, []
+    async def _flush(self, deferred: list[Record]) -> None:
+        records = list(deferred)
+        deferred.clear()
         if not records:
             return
         async with self._sessionmaker() as session, session.begin():
