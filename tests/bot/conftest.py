@@ -112,6 +112,29 @@ async def start_bot(
     return running
 
 
+async def start_webhook_bot(
+    api: FakeBotAPI,
+    url: str,
+    engine: AsyncEngine,
+    port: int,
+    secret: str = "s3cr3t-Token",
+    **extra: Any,
+) -> RunningBot:
+    """The bot in webhook mode on ``127.0.0.1:port/telegram`` (it registers the webhook)."""
+    settings = bot_settings(
+        api, url, webhook_url=f"http://127.0.0.1:{port}/telegram", webhook_secret=secret,
+        webhook_listen="127.0.0.1", webhook_port=port, **extra,
+    )  # fmt: skip
+    app = build_application(
+        settings,
+        registry=FlowRegistry(values=settings.flow_values),
+        sessionmaker=make_sessionmaker(engine),
+        housekeeping=False,
+    )
+    serving = await start_serving(app, allowed_updates=ALLOWED_UPDATES)
+    return RunningBot(serving, engine, url)
+
+
 @pytest.fixture
 async def database(tmp_path: Path) -> AsyncIterator[tuple[str, AsyncEngine]]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"

@@ -19,13 +19,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.app import ALLOWED_UPDATES, build_application
 from bot.context import Services
-from bot.flowsource import FlowRegistry
 from bot.outbox import call_ref, unit
 from bot.render import IntakeBot
 from bot.sender import Sender
-from bot.serve import start_serving
 from storage import (
     get_client,
     get_dialogue,
@@ -36,7 +33,7 @@ from storage import (
     pending_calls,
     upgrade,
 )
-from tests.bot.conftest import RunningBot, bot_settings, start_bot
+from tests.bot.conftest import RunningBot, bot_settings, start_bot, start_webhook_bot
 from tests.bot.people import FULL, Person
 from tests.dbs import fresh_database
 from tests.fakebotapi import FakeBotAPI
@@ -220,19 +217,9 @@ async def test_the_same_update_delivered_three_times_has_one_effect(
     api = fake_bot_api
     url, engine = database
     api.add_chat(STAFF_CHAT, title="Staff")
-    port = unused_tcp_port
-    settings = bot_settings(
-        api, url, webhook_url=f"http://127.0.0.1:{port}/tg", webhook_secret="s3cret-Tok",
-        staff_chat_id=STAFF_CHAT, staff_user_ids=[STAFF],
-    )  # fmt: skip
-    settings = settings.model_copy(update={"webhook_listen": "127.0.0.1", "webhook_port": port})
-    app = build_application(
-        settings,
-        registry=FlowRegistry(values=settings.flow_values),
-        sessionmaker=make_sessionmaker(engine),
-        housekeeping=False,
+    bot = await start_webhook_bot(
+        api, url, engine, unused_tcp_port, staff_chat_id=STAFF_CHAT, staff_user_ids=[STAFF]
     )
-    bot = RunningBot(await start_serving(app, allowed_updates=ALLOWED_UPDATES), engine, url)
     try:
         person = Thrice(api, 3005, bot)
         await person.say("/start")

@@ -13,9 +13,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.app import ALLOWED_UPDATES, build_application
-from bot.flowsource import FlowRegistry
-from bot.serve import start_serving
 from flows import is_question
 from storage import (
     Client,
@@ -24,9 +21,8 @@ from storage import (
     get_client,
     get_dialogue,
     list_requests,
-    make_sessionmaker,
 )
-from tests.bot.conftest import RunningBot, bot_settings, start_bot
+from tests.bot.conftest import RunningBot, start_bot, start_webhook_bot
 from tests.bot.people import COMMON, CONTACT, FULL, SCREEN, Person, Plan
 from tests.factories import intake_flow
 from tests.fakebotapi import FakeBotAPI
@@ -498,22 +494,6 @@ async def test_the_same_update_delivered_twice_is_processed_once(
         assert len(replies) == 1, replies  # the replay would have earned "Please choose…"
     finally:
         await running.stop()
-
-
-async def start_webhook_bot(
-    api: FakeBotAPI, url: str, engine: AsyncEngine, port: int, secret: str = "s3cr3t-Token"
-) -> RunningBot:
-    settings = bot_settings(api, url, webhook_url=f"http://127.0.0.1:{port}/telegram",
-                            webhook_secret=secret)  # fmt: skip
-    settings = settings.model_copy(update={"webhook_listen": "127.0.0.1", "webhook_port": port})
-    app = build_application(
-        settings,
-        registry=FlowRegistry(values=settings.flow_values),
-        sessionmaker=make_sessionmaker(engine),
-        housekeeping=False,
-    )
-    serving = await start_serving(app, allowed_updates=ALLOWED_UPDATES)
-    return RunningBot(serving, engine, url)
 
 
 async def test_webhook_requires_the_secret_token(
