@@ -114,6 +114,11 @@ def card_text(request: ConsultationRequest, settings: Settings, now: datetime) -
     return "\n".join(lines)
 
 
+def callback_hour(settings: Settings) -> int:
+    """The hour of "call again tomorrow": 10:00, or the opening if the center opens later."""
+    return max(settings.opening_hour, 10)
+
+
 #: The call-back choices after "No answer": their callback tokens, labelled r1, r3, rt.
 RETRY_CHOICES = ("r1", "r3", "rt")
 
@@ -125,7 +130,7 @@ def card_keyboard(
     lang = settings.staff_language
 
     def b(token: str) -> InlineKeyboardButton:
-        label = t(f"staff.button.{token}", lang)
+        label = t(f"staff.button.{token}", lang, hour=callback_hour(settings))
         return InlineKeyboardButton(label, callback_data=f"S:{token}:{request.id}")
 
     rows = []

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.settings import Settings
-from bot.staff import followed_up, into_opening_hours
+from bot.staff import callback_hour, followed_up, into_opening_hours
 from storage import (
     Action,
     AsyncSession,
@@ -71,7 +71,7 @@ def retry_time(choice: str, now: datetime, settings: Settings) -> datetime:
     elif choice == "rt":
         local = now.astimezone(settings.zone) + timedelta(days=1)
         at = local.replace(
-            hour=max(settings.opening_hour, 10), minute=0, second=0, microsecond=0
+            hour=callback_hour(settings), minute=0, second=0, microsecond=0
         ).astimezone(now.tzinfo)
     else:
         raise ValueError(f"unknown call-back choice {choice!r}")

@@ -334,7 +334,7 @@ CATALOGUE: dict[str, dict[Lang, str]] = {
     },
     "staff.button.r1": {"ru": "через 1 ч", "en": "in 1 h"},
     "staff.button.r3": {"ru": "через 3 ч", "en": "in 3 h"},
-    "staff.button.rt": {"ru": "завтра 10:00", "en": "tomorrow 10:00"},
+    "staff.button.rt": {"ru": "завтра {hour}:00", "en": "tomorrow {hour}:00"},
     "staff.again": {"ru": "⏰ Всё ещё ждёт звонка", "en": "⏰ Still waiting for a call"},
     "staff.call_back": {"ru": "📞 Пора перезвонить", "en": "📞 Time to call back"},
     "staff.refused": {

@@ -557,3 +557,28 @@ async def test_a_status_set_from_the_command_line_redraws_the_card_through_the_b
         timeout=15,
     )
     assert "taken" in card_of(fake_bot_api, 1)["text"].lower()
+
+
+def test_call_again_tomorrow_says_the_hour_it_means() -> None:
+    """ "Tomorrow 10:00" when the center opens at 9; the opening hour when it opens later."""
+    from bot.settings import Settings
+    from bot.staff import card_keyboard
+    from bot.workflow import retry_time
+    from storage import ConsultationRequest
+
+    for opening, hour in ((9, 10), (11, 11)):
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            opening_hour=opening,
+            staff_language="en",
+        )
+        request = ConsultationRequest(
+            id=1, client_id=1, flow_name="intake", flow_version="v", language="en",
+            outcome="OK", status="no_answer", phone="+79123456789",
+        )  # fmt: skip
+        markup = card_keyboard(request, settings)
+        assert markup is not None
+        labels = [b.text for row in markup.inline_keyboard for b in row]
+        assert f"tomorrow {hour}:00" in labels, labels
+        at = retry_time("rt", MORNING, settings).astimezone(settings.zone)
+        assert (at.hour, at.minute) == (hour, 0)
