@@ -19,6 +19,7 @@ from telegram.ext import (
     Application,
     ApplicationBuilder,
     ContextTypes,
+    ExtBot,
 )
 from telegram.request import HTTPXRequest
 
@@ -27,7 +28,6 @@ from bot.flowsource import FlowRegistry
 from bot.handlers import admin, client, staff
 from bot.inbox import Dispatcher
 from bot.outbox import PROCESSING, Superseded, unit
-from bot.render import IntakeBot
 from bot.sender import Sender
 from bot.settings import Settings
 from bot.staff import announce_overdue, redeliver, remind_callbacks, schedule_pending_callbacks
@@ -75,7 +75,7 @@ def build_application(
     """
     if settings.telegram_token is None:
         raise ValueError("TELEGRAM_TOKEN is not set")
-    bot = IntakeBot(
+    bot: ExtBot[Any] = ExtBot(
         settings.telegram_token.get_secret_value(),
         base_url=settings.telegram_base_url,
         base_file_url=settings.telegram_base_file_url,

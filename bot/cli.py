@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import Bot
 from telegram.error import InvalidToken, NetworkError, TimedOut
+from telegram.ext import ExtBot
 
 from bot.app import ALLOWED_UPDATES, build_application
 from bot.chat import run_chat
@@ -37,7 +38,6 @@ from bot.graphdraw import render
 from bot.logs import configure_logging
 from bot.outbox import unit
 from bot.publishing import publish_text, rollback
-from bot.render import IntakeBot
 from bot.sender import Sender
 from bot.serve import serve
 from bot.settings import Settings
@@ -432,7 +432,7 @@ def requests_redeliver() -> None:
 
     async def go() -> tuple[int, int]:
         engine = make_engine(settings.database_url)
-        bot = IntakeBot(
+        bot: ExtBot[None] = ExtBot(
             token,
             base_url=settings.telegram_base_url,
             base_file_url=settings.telegram_base_file_url,

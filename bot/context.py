@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,9 +32,6 @@ class Services:
     sender: Sender
     #: Processes the inbox's updates through the handlers.
     dispatcher: Dispatcher
-
-    def __init__(self) -> None:
-        self.housekeeping: asyncio.Task[None] | None = None
 
     def configure(
         self,

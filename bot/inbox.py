@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -22,12 +22,12 @@ from telegram import Update
 from telegram.error import InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.ext import Application
 
-from bot.lanes import LaneWorker
+from bot.lanes import LaneWorker, seconds
 from bot.outbox import PROCESSING, Processing
 from storage import (
     AsyncSession,
     InboxUpdate,
-    finish_update,
+    claim_update,
     inbox_lanes,
     next_updates,
     store_updates,
@@ -121,7 +121,7 @@ class Dispatcher(LaneWorker[InboxUpdate]):
         self.processed += 1
         if not processing.claimed:
             async with self._sessionmaker() as session, session.begin():
-                await finish_update(
+                await claim_update(
                     session=session,
                     update_id=item.update_id,
                     at=utcnow(),
@@ -169,7 +169,7 @@ class Poller:
                     read_timeout=self._timeout + 10,
                 )
             except RetryAfter as exc:
-                await asyncio.sleep(_seconds(exc.retry_after))
+                await asyncio.sleep(seconds(exc.retry_after))
                 continue
             except InvalidToken:
                 raise
@@ -198,10 +198,6 @@ class Poller:
     def stop(self) -> None:
         """Stop after the request in flight (its updates are not confirmed)."""
         self._stopping = True
-
-
-def _seconds(value: Any) -> float:
-    return value.total_seconds() if hasattr(value, "total_seconds") else float(value)
 
 
 class WebhookServer:
@@ -267,6 +263,3 @@ class WebhookServer:
         if self._server is not None:
             self._server.stop()
             await self._server.close_all_connections()
-
-
-Runner = Callable[[], Awaitable[None]]

@@ -14,13 +14,13 @@ import contextlib
 import logging
 import time
 from datetime import timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from storage import AsyncSession, make_sessionmaker, release_lease, take_lease, utcnow
 
-__all__ = ["LaneWorker"]
+__all__ = ["LaneWorker", "seconds"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,11 @@ Item = TypeVar("Item")
 
 #: How many items a lane takes at once (the storage functions' default limit).
 BATCH = 16
+
+
+def seconds(value: Any) -> float:
+    """A wait Telegram asks for (``retry_after``: a timedelta, or seconds in older PTB)."""
+    return value.total_seconds() if hasattr(value, "total_seconds") else float(value)
 
 
 class LaneWorker(Generic[Item]):

@@ -23,26 +23,17 @@ from telegram import (
     ReplyKeyboardMarkup,
     ReplyKeyboardRemove,
 )
-from telegram.ext import ExtBot
 
 from bot.outbox import Out, prompt_ref
 from flows import Alert, Lang, Message, Reply, t
 
-__all__ = ["ASK", "MESSAGE_LIMIT", "IntakeBot", "Screen", "keyboard", "present"]
+__all__ = ["ASK", "MESSAGE_LIMIT", "Screen", "keyboard", "present"]
 
 #: Telegram's limit on the length of a message's text.
 MESSAGE_LIMIT = 4096
 
 #: Callback data of the "Ask a question" button the bot adds under every question.
 ASK = "A"
-
-
-class IntakeBot(ExtBot):  # type: ignore[type-arg]
-    """PTB's ExtBot; the bot's own calls go through the outbox with explicit parameters.
-
-    Kept as a class of its own so that the few calls PTB makes itself (getMe) and the
-    sender's ``do_api_request`` share one configured bot.
-    """
 
 
 def keyboard(message: Message, ask_label: str | None = None) -> InlineKeyboardMarkup | None:

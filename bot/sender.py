@@ -18,7 +18,6 @@ import asyncio
 import base64
 import logging
 import warnings
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -28,7 +27,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Time
 from telegram.ext import ExtBot
 from telegram.warnings import PTBUserWarning
 
-from bot.lanes import LaneWorker
+from bot.lanes import LaneWorker, seconds
 from storage import (
     AsyncSession,
     OutboxMessage,
@@ -120,9 +119,7 @@ class Sender(LaneWorker[OutboxMessage]):
             try:
                 result = await self.bot.do_api_request(method, api_kwargs=params)
             except RetryAfter as exc:
-                wait = exc.retry_after
-                seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
-                await asyncio.sleep(min(max(seconds, 0.1), 60.0))
+                await asyncio.sleep(min(max(seconds(exc.retry_after), 0.1), 60.0))
                 continue
             except BadRequest as exc:
                 text = str(exc).lower()

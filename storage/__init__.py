@@ -53,11 +53,8 @@ from storage.lifecycle import (
 from storage.messaging import (
     claim_update,
     enqueue_call,
-    finish_update,
     inbox_lanes,
-    next_call,
     next_calls,
-    next_update,
     next_updates,
     outbox_lanes,
     pending_calls,
@@ -112,11 +109,8 @@ from storage.sqltypes import utcnow
 __all__ = [
     "claim_update",
     "enqueue_call",
-    "finish_update",
     "inbox_lanes",
-    "next_call",
     "next_calls",
-    "next_update",
     "next_updates",
     "outbox_lanes",
     "pending_calls",

@@ -22,11 +22,8 @@ from storage.models import InboxUpdate, Lease, OutboxMessage
 __all__ = [
     "claim_update",
     "enqueue_call",
-    "finish_update",
     "inbox_lanes",
-    "next_call",
     "next_calls",
-    "next_update",
     "next_updates",
     "outbox_lanes",
     "pending_calls",
@@ -82,12 +79,6 @@ async def inbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
     return [int(lane) for lane in (await session.exec(statement)).all()]
 
 
-async def next_update(*, session: AsyncSession, lane: int) -> InboxUpdate | None:
-    """The oldest update of ``lane`` not processed yet."""
-    found = await next_updates(session=session, lane=lane, limit=1)
-    return found[0] if found else None
-
-
 async def next_updates(*, session: AsyncSession, lane: int, limit: int = 16) -> list[InboxUpdate]:
     """The oldest updates of ``lane`` not processed yet, in order."""
     statement = (
@@ -121,13 +112,6 @@ async def claim_update(
     )
     result = await session.exec(statement)
     return bool(result.rowcount)
-
-
-async def finish_update(
-    *, session: AsyncSession, update_id: int, at: datetime, outcome: str
-) -> None:
-    """Close an update no unit of work claimed (nothing handled it, or its handler failed)."""
-    await claim_update(session=session, update_id=update_id, at=at, outcome=outcome)
 
 
 async def take_lease(
@@ -177,12 +161,6 @@ async def outbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
         .limit(limit)
     )
     return [int(lane) for lane in (await session.exec(statement)).all()]
-
-
-async def next_call(*, session: AsyncSession, lane: int) -> OutboxMessage | None:
-    """The oldest call of ``lane`` not made yet."""
-    found = await next_calls(session=session, lane=lane, limit=1)
-    return found[0] if found else None
 
 
 async def next_calls(*, session: AsyncSession, lane: int, limit: int = 16) -> list[OutboxMessage]:

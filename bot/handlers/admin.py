@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
@@ -14,7 +13,7 @@ from bot.context import BotContext, Services
 from bot.graphdraw import to_png
 from bot.handlers.client import language_of
 from bot.outbox import Work, unit
-from bot.publishing import discard, propose, publish_version, rollback
+from bot.publishing import Result, discard, propose, publish_version, rollback
 from flows import Lang, diff_flows, t
 from storage import get_active_flow_version, list_flow_versions
 
@@ -158,7 +157,7 @@ async def on_upload(update: Update, context: BotContext) -> None:
 
 
 async def _upload_reply(
-    work: Work, svc: Services, chat_id: int, result: Any, picture: bytes | None, lang: Lang
+    work: Work, svc: Services, chat_id: int, result: Result, picture: bytes | None, lang: Lang
 ) -> None:
     """What an admin is told about an upload: refused, or the check, changes and picture."""
     if result.status == "refused" and result.report is not None:

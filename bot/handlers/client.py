@@ -99,16 +99,20 @@ async def step_client(
     query: CallbackQuery | None = None,
     notices: tuple[str, ...] = (),
     source: str | None = None,
+    restart_if_finished: bool = False,
 ) -> StepResult:
     """Step the client's dialogue with ``inp`` in ``work``'s transaction and record its replies.
 
     The client and their dialogue are read once (the dialogue locked on PostgreSQL), the
     engine steps, the state, any request with its staff card and the step event are written,
-    and what the client sees goes into the outbox, all in one transaction.
+    and what the client sees goes into the outbox, all in one transaction. With
+    ``restart_if_finished`` a dialogue that has ended starts over instead (/start).
     """
     session = work.session
     client, client_id = await _telegram_client(session, user, svc.settings, source)
     before = await get_dialogue(session=session, client_id=client_id, for_update=True)
+    if restart_if_finished and before is not None and before.state.get("finished"):
+        inp = Restart()  # /start after a finished intake begins a new one
     old_node = before.state.get("node") if before else None
     old_seq = before.state.get("seq") if before else None
     active = await svc.registry.active(session)
@@ -249,14 +253,12 @@ async def on_start(update: Update, context: BotContext) -> None:
     if user is None or chat is None:
         return
     svc = context.services
+    tag = source if source and _SOURCE_RE.match(source) else None
     async with unit(svc) as work:
-        tag = source if source and _SOURCE_RE.match(source) else None
-        client, _ = await _telegram_client(work.session, user, svc.settings, tag)
-        stored = await get_dialogue(session=work.session, client_id=client.id)  # type: ignore[arg-type]
-        finished = bool(stored and stored.state.get("finished"))
         await step_client(
-            work, svc, user, chat.id, Restart() if finished else Begin(), update_id=update.update_id
-        )
+            work, svc, user, chat.id, Begin(), update_id=update.update_id, source=tag,
+            restart_if_finished=True,
+        )  # fmt: skip
 
 
 async def on_restart(update: Update, context: BotContext) -> None:

@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram.ext import ExtBot
 
 from bot.context import Services
 from bot.outbox import call_ref, unit
-from bot.render import IntakeBot
 from bot.sender import Sender
 from storage import (
     get_client,
@@ -402,7 +402,7 @@ async def test_the_output_port_sends_only_the_parameters_each_method_takes(
         button = InlineKeyboardMarkup([[InlineKeyboardButton("A", callback_data="a")]])
         sent = await work.out.send(user, "<b>hi</b>", markup=button)
         await work.out.edit_markup(user, call_ref(sent))
-    bot = IntakeBot(TEST_TOKEN, base_url=api.base_url, base_file_url=api.base_file_url)
+    bot: ExtBot[None] = ExtBot(TEST_TOKEN, base_url=api.base_url, base_file_url=api.base_file_url)
     sender = Sender(bot, services.sessionmaker, owner="test", shared=False)
     async with bot:
         sender.wake({user})

@@ -13,8 +13,8 @@ from storage import (
     claim_update,
     enqueue_call,
     inbox_lanes,
-    next_call,
-    next_update,
+    next_calls,
+    next_updates,
     outbox_lanes,
     pending_calls,
     pending_updates,
@@ -39,13 +39,13 @@ async def test_an_update_is_stored_once_and_claimed_once(sessionmaker: Sessions)
     assert (first, again) == ([7, 8], [])
     async with sessionmaker() as session:
         assert await inbox_lanes(session=session) == [100]
-        oldest = await next_update(session=session, lane=100)
+        [oldest, _] = await next_updates(session=session, lane=100)
     assert oldest is not None and oldest.update_id == 7 and oldest.payload == {"text": "Анна"}
     async with sessionmaker() as session, session.begin():
         assert await claim_update(session=session, update_id=7, at=now)
         assert not await claim_update(session=session, update_id=7, at=now), "once"
     async with sessionmaker() as session:
-        left = await next_update(session=session, lane=100)
+        [left] = await next_updates(session=session, lane=100)
         assert left is not None and left.update_id == 8
         assert await pending_updates(session=session) == 1
     async with sessionmaker() as session:
@@ -102,7 +102,7 @@ async def test_a_call_is_recorded_once_and_its_parameters_go(sessionmaker: Sessi
     assert first < second
     async with sessionmaker() as session:
         assert await outbox_lanes(session=session) == [42]
-        call = await next_call(session=session, lane=42)
+        call, _ = await next_calls(session=session, lane=42)
     assert call is not None and call.id == first, "in order"
     async with sessionmaker() as session, session.begin():
         assert await record_call(session=session, call_id=first, at=now, message_id=5)
