@@ -4,8 +4,13 @@ The presentation, chosen to cost one Telegram message per answer:
 - A press on a question turns that question, in place, into the next one (one edit, plus the
   press's answer). Several engine messages of one step (an outcome and the next question, say)
   are joined into one message while they fit Telegram's limit.
-- A typed answer (name, phone, time) stays in the chat; the old question loses its buttons
-  and the next question comes as a new message.
+- A question answered by typing (name, phone) carries no buttons, so the typed answer stays
+  in the chat and the next question comes as one new message, with nothing to take back.
+  (Going back is done from the summary before sending, or /restart.) The phone question
+  comes with a one-time "share my number" button, which hides itself once pressed; a number
+  typed over it costs one more message, the one that takes the button away.
+- A typed answer to a question with buttons (a label typed instead of pressed) takes the old
+  question's buttons away first.
 - A checklist tick redraws the checklist in place.
 So the chat reads as the client's typed answers and one live question at the bottom; the
 summary before sending shows every answer.
@@ -27,7 +32,7 @@ from telegram import (
 from bot.outbox import Out, prompt_ref
 from flows import Alert, Lang, Message, Reply, t
 
-__all__ = ["ASK", "MESSAGE_LIMIT", "Screen", "keyboard", "present"]
+__all__ = ["ASK", "MESSAGE_LIMIT", "TYPED", "Screen", "keyboard", "present"]
 
 #: Telegram's limit on the length of a message's text.
 MESSAGE_LIMIT = 4096
@@ -35,10 +40,17 @@ MESSAGE_LIMIT = 4096
 #: Callback data of the "Ask a question" button the bot adds under every question.
 ASK = "A"
 
+#: The kinds of question answered by typing: shown without buttons in Telegram.
+TYPED = frozenset({"text", "phone"})
+
 
 def keyboard(message: Message, ask_label: str | None = None) -> InlineKeyboardMarkup | None:
-    """The inline keyboard of an engine message, with "Ask a question" under questions."""
-    if not message.buttons:
+    """The inline keyboard of an engine message, with "Ask a question" under questions.
+
+    Questions answered by typing get none (their back and restart buttons are the summary's
+    "change an answer" and /restart), so a typed answer leaves no buttons behind.
+    """
+    if not message.buttons or message.kind in TYPED:
         return None
     rows = [
         [InlineKeyboardButton(b.label, callback_data=b.data) for b in row]
@@ -89,10 +101,15 @@ async def present(
     query_id: str | None = None,
     pressed: int | None = None,
     changed: bool = True,
+    retire: bool = True,
     left_phone: bool = False,
     notices: Sequence[str] = (),
 ) -> None:
-    """Record the calls that show a step's replies (see the module's notes)."""
+    """Record the calls that show a step's replies (see the module's notes).
+
+    For a typed answer (``pressed`` None), ``retire`` says the question answered may have
+    buttons to take away, and ``left_phone`` that the share button is still open.
+    """
     alerts = [r.text for r in replies if isinstance(r, Alert)]
     messages = [r for r in replies if isinstance(r, Message)]
     if query_id is not None:
@@ -108,23 +125,34 @@ async def present(
         return
     shown = screens(messages, lang, [*notices, *alerts])
     if pressed is None:
-        # The old question keeps no live buttons once the dialogue moved on.
-        await out.edit_markup(chat_id, prompt_ref(client_id))
+        if retire:  # the old question keeps no live buttons once the dialogue moved on
+            await out.edit_markup(chat_id, prompt_ref(client_id))
         if left_phone:
             await out.send(chat_id, t("client.phone_saved", lang), markup=ReplyKeyboardRemove())
+    hint = t("client.share_hint", lang)
     for i, screen in enumerate(shown):
         last = i == len(shown) - 1
-        bind = {"prompt": client_id} if last else None
+        # The live question is remembered, to take its buttons away later; one without
+        # buttons leaves nothing to take away.
+        bind = (
+            ({"prompt": client_id} if screen.markup else {"unprompt": client_id}) if last else None
+        )
         if i == 0 and pressed is not None:
             await out.edit(
                 chat_id, pressed, screen.text, markup=screen.markup, bind=bind, or_send=True
             )
+            if screen.phone:  # an edit cannot bring a reply keyboard: the hint brings it
+                await out.send(chat_id, hint, markup=_share(lang))
+        elif screen.phone and len(joined := f"{screen.text}\n\n{hint}") <= MESSAGE_LIMIT:
+            await out.send(chat_id, joined, markup=_share(lang), bind=bind)
+        elif screen.phone:
+            await out.send(chat_id, screen.text, bind=bind)
+            await out.send(chat_id, hint, markup=_share(lang))
         else:
             await out.send(chat_id, screen.text, markup=screen.markup, bind=bind)
-        if screen.phone:
-            share = KeyboardButton(t("client.share_contact", lang), request_contact=True)
-            await out.send(
-                chat_id,
-                t("client.share_hint", lang),
-                markup=ReplyKeyboardMarkup([[share]], resize_keyboard=True, one_time_keyboard=True),
-            )
+
+
+def _share(lang: Lang) -> ReplyKeyboardMarkup:
+    """The one-time "share my number" keyboard of the phone question."""
+    share = KeyboardButton(t("client.share_contact", lang), request_contact=True)
+    return ReplyKeyboardMarkup([[share]], resize_keyboard=True, one_time_keyboard=True)

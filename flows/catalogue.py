@@ -193,6 +193,16 @@ CATALOGUE: dict[str, dict[Lang, str]] = {
         "en": "Please share your own number, or type it.",
     },
     "client.phone_saved": {"ru": "✔️ Номер получен.", "en": "✔️ Number received."},
+    "client.contact_late": {
+        "ru": (
+            "Сейчас номер телефона не нужен, поэтому я его не сохранил. "
+            "Изменить номер можно в сводке перед отправкой заявки."
+        ),
+        "en": (
+            "I do not need a phone number just now, so I have not saved this one. "
+            "You can change your number in the summary before sending your request."
+        ),
+    },
     "client.inactive_button": {
         "ru": "Эта кнопка больше не действует.",
         "en": "This button is no longer active.",

@@ -11,6 +11,7 @@ from telegram import (
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    ReplyKeyboardRemove,
     Update,
     User,
 )
@@ -24,7 +25,7 @@ from telegram.ext import (
 
 from bot.context import BotContext, Services
 from bot.outbox import Work, prompt_ref, unit
-from bot.render import ASK, present
+from bot.render import ASK, TYPED, present
 from bot.service import StepResult, advance
 from bot.settings import Settings
 from bot.staff import queue_card
@@ -100,13 +101,15 @@ async def step_client(
     notices: tuple[str, ...] = (),
     source: str | None = None,
     restart_if_finished: bool = False,
+    contact: bool = False,
 ) -> StepResult:
     """Step the client's dialogue with ``inp`` in ``work``'s transaction and record its replies.
 
     The client and their dialogue are read once (the dialogue locked on PostgreSQL), the
     engine steps, the state, any request with its staff card and the step event are written,
     and what the client sees goes into the outbox, all in one transaction. With
-    ``restart_if_finished`` a dialogue that has ended starts over instead (/start).
+    ``restart_if_finished`` a dialogue that has ended starts over instead (/start);
+    ``contact`` says the input came from the one-time share button (which hid itself).
     """
     session = work.session
     client, client_id = await _telegram_client(session, user, svc.settings, source)
@@ -159,7 +162,11 @@ async def step_client(
         query_id=query.id if query is not None else None,
         pressed=pressed,
         changed=result.state.seq != old_seq or result.state.node != old_node,
-        left_phone=old_node != result.state.node and _is_phone(result.flow, old_node),
+        # A question answered by typing was shown without buttons: nothing to take away.
+        retire=result.restarted or _kind(result.flow, old_node) not in TYPED,
+        left_phone=old_node != result.state.node
+        and _kind(result.flow, old_node) == "phone"
+        and not contact,
         notices=notices,
     )
     if result.request_id is not None:  # the client's answer is queued first
@@ -214,11 +221,11 @@ def svc_values(context: BotContext) -> dict[str, str]:
     return dict(context.services.settings.flow_values)
 
 
-def _is_phone(flow: Flow | None, node: object) -> bool:
-    """Whether ``node`` is the phone question (its share-contact keyboard must go)."""
+def _kind(flow: Flow | None, node: object) -> str | None:
+    """The kind of question ``node`` is in ``flow`` (None if it is none of its nodes)."""
     if flow is None or not isinstance(node, str) or node not in flow.nodes:
-        return False
-    return flow.nodes[node].kind == "phone"
+        return None
+    return flow.nodes[node].kind
 
 
 async def _client(work: Work, update: Update, context: BotContext) -> tuple[Client | None, Lang]:
@@ -504,15 +511,40 @@ async def on_contact(update: Update, context: BotContext) -> None:
     chat_id = message.chat.id
     svc = context.services
     async with unit(svc) as work:
+        client, lang = await _client(work, update, context)
+        if not await _asks_phone(work, svc, client):
+            # The one-time button, reopened later: no answer to the question on screen.
+            await work.out.send(
+                chat_id, t("client.contact_late", lang), markup=ReplyKeyboardRemove()
+            )
+            return
         if message.contact.user_id != user.id:
-            _, lang = await _client(work, update, context)
             inp: Input = Begin()
             notices: tuple[str, ...] = (t("client.foreign_contact", lang),)
         else:
             inp, notices = TextInput(message.contact.phone_number), ()
         await step_client(
-            work, svc, user, chat_id, inp, update_id=update.update_id, notices=notices
+            work,
+            svc,
+            user,
+            chat_id,
+            inp,
+            update_id=update.update_id,
+            notices=notices,
+            contact=True,
         )
+
+
+async def _asks_phone(work: Work, svc: Services, client: Client | None) -> bool:
+    """Whether the client's dialogue is at the phone question now."""
+    if client is None or client.id is None:
+        return False
+    dialogue = await get_dialogue(session=work.session, client_id=client.id)
+    if dialogue is None or dialogue.state.get("finished"):
+        return False
+    version = dialogue.state.get("version")
+    flow = await svc.registry.pinned(work.session, version) if isinstance(version, str) else None
+    return _kind(flow, dialogue.state.get("node")) == "phone"
 
 
 async def on_edited(update: Update, context: BotContext) -> None:

@@ -354,7 +354,8 @@ async def test_an_intake_costs_about_one_message_per_answer_and_keeps_no_texts(
     fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
 ) -> None:
     """A whole intake: a press costs one chat-bound call (its question edited into the next),
-    a typed answer two (the old question's buttons removed, the next question sent); nothing
+    a typed answer one (the next question; the typed question had no buttons), plus one to
+    take the share button away after a typed phone number, and the staff card; nothing
     Telegram refuses ("message is not modified" included); no client text is kept in the
     inbox or outbox once processed and sent."""
     api = fake_bot_api
@@ -376,8 +377,8 @@ async def test_an_intake_costs_about_one_message_per_answer_and_keeps_no_texts(
             for c in api.calls
             if c.params.get("chat_id") == person.id and c.method != "getUpdates"
         ]
-        # + the contact-sharing keyboard shown with the phone question and taken away after it
-        assert len(chat_bound) <= presses + 2 * typed + 2, [c.method for c in chat_bound]
+        assert len(chat_bound) == presses + typed + 1, [c.method for c in chat_bound]
+        assert len([c for c in api.calls if c.params.get("chat_id") == STAFF_CHAT]) == 1
         async with bot.sessionmaker() as session:
             inbox = (await session.exec(text("SELECT payload FROM inbox"))).all()  # type: ignore[call-overload]
             outbox = (await session.exec(text("SELECT params FROM outbox"))).all()  # type: ignore[call-overload]

@@ -322,7 +322,94 @@ async def test_changing_the_name_from_the_summary_keeps_the_other_answers(
 async def _to_phone(person: Person) -> None:
     await person.say("/start")
     await person.walk({}, [*COMMON, *SCREEN, "oils", "consent", "name"])
-    assert "phone number" in person.texts[-2]
+    assert "phone number" in person.last
+
+
+def _calls_into(api: FakeBotAPI, chat_id: int, mark: int) -> list[Any]:
+    """The Bot API calls the bot made into one chat since ``mark``."""
+    return [c for c in api.calls[mark:] if c.params.get("chat_id") == chat_id]
+
+
+def _live_questions(api: FakeBotAPI, chat_id: int) -> list[str]:
+    """The bot's messages in the chat that still carry buttons."""
+    return [
+        m.get("text", "")
+        for m in api.messages(chat_id)
+        if (m.get("reply_markup") or {}).get("inline_keyboard")
+    ]
+
+
+async def test_a_typed_answer_and_a_shared_contact_cost_one_message_each(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    """The questions answered by typing carry no buttons, so nothing has to be taken back:
+    the name brings the phone question (with its share button) in one message, the shared
+    contact the next question in one message, and the one-time share button hides itself."""
+    api = fake_bot_api
+    person = Person(api, 1012)
+    await person.say("/start")
+    await person.walk({}, [*COMMON, *SCREEN, "oils", "consent"])
+    question = api.last_message(person.id)
+    assert question is not None and "your name" in question["text"]
+    assert "reply_markup" not in question and _live_questions(api, person.id) == []
+    mark = len(api.calls)
+    await person.say("Olga")
+    [call] = _calls_into(api, person.id, mark)
+    assert call.method == "sendMessage" and "phone number" in call.params["text"]
+    assert "share your number" in call.params["text"]
+    keyboard = api.reply_keyboard(person.id)
+    assert keyboard is not None and keyboard["keyboard"][0][0]["request_contact"] is True
+    assert api.reply_keyboard_open(person.id) and _live_questions(api, person.id) == []
+    mark = len(api.calls)
+    api.user_contact(person.id, "+79123456789")
+    await person.settle(mark)
+    [call] = _calls_into(api, person.id, mark)
+    assert call.method == "sendMessage" and "convenient" in call.params["text"]
+    assert not api.reply_keyboard_open(person.id), "the one-time share button hid itself"
+    [live] = _live_questions(api, person.id)
+    assert "convenient" in live
+    await person.walk({}, ["call_time", "confirm"])
+    async with bot.sessionmaker() as session:
+        [request] = await list_requests(session=session)
+    assert (request.name, request.phone) == ("Olga", "+79123456789")
+
+
+async def test_a_typed_phone_takes_the_share_button_away(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    api = fake_bot_api
+    person = Person(api, 1013)
+    await _to_phone(person)
+    mark = len(api.calls)
+    await person.say("8 912 345-67-89")
+    assert api.reply_keyboard(person.id) is None, "typed over it: the share button must go"
+    assert [c.method for c in _calls_into(api, person.id, mark)] == ["sendMessage"] * 2
+    [live] = _live_questions(api, person.id)
+    assert "convenient" in live
+
+
+async def test_a_contact_shared_again_later_changes_nothing_and_hides_the_button(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    """The one-time share button stays behind its icon; pressed at a later question, the
+    contact is no answer to it: a polite word, the button goes, the answers stay."""
+    api = fake_bot_api
+    person = Person(api, 1014)
+    await _to_phone(person)
+    mark = len(api.calls)
+    api.user_contact(person.id, "+79123456789")
+    await person.settle(mark)
+    before = await state_of(bot, person.id)
+    assert before is not None and before["node"] == "call_time"
+    mark = len(api.calls)
+    api.user_contact(person.id, "+79990001122")
+    await person.settle(mark)
+    [call] = _calls_into(api, person.id, mark)
+    assert call.method == "sendMessage" and "have not saved" in call.params["text"]
+    assert api.reply_keyboard(person.id) is None
+    assert await state_of(bot, person.id) == before
+    [live] = _live_questions(api, person.id)
+    assert "convenient" in live
 
 
 async def test_the_phone_step_offers_contact_sharing_and_accepts_only_the_own_contact(
@@ -344,7 +431,7 @@ async def test_the_phone_step_offers_contact_sharing_and_accepts_only_the_own_co
     await person.settle(mark)
     state = await state_of(bot, person.id)
     assert state is not None and state["node"] == "call_time"
-    assert fake_bot_api.reply_keyboard(person.id) is None, "the share button is removed"
+    assert not fake_bot_api.reply_keyboard_open(person.id), "the one-time button hid itself"
     await person.walk({}, ["call_time", "confirm"])
     async with bot.sessionmaker() as session:
         [request] = await list_requests(session=session)

@@ -233,6 +233,8 @@ class FakeBotAPI:
         self._history: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self._message_ids: dict[int, itertools.count[int]] = {}
         self._reply_keyboards: dict[int, dict[str, Any]] = {}
+        # Chats whose one-time keyboard was used: still there, collapsed behind its icon.
+        self._collapsed: set[int] = set()
         self._blocked: set[int] = set()
         self._faults: dict[str, list[_Fault]] = defaultdict(list)
         # Held calls wait (not applied) until released; ``down`` answers 502 to everything.
@@ -460,8 +462,16 @@ class FakeBotAPI:
         return messages[-1] if messages else None
 
     def reply_keyboard(self, chat_id: int) -> dict[str, Any] | None:
-        """The ReplyKeyboardMarkup the bot last showed in the chat (None once removed)."""
+        """The ReplyKeyboardMarkup the bot last showed in the chat (None once removed).
+
+        A one-time keyboard the user has used stays available behind its icon, as in
+        Telegram: see ``reply_keyboard_open``.
+        """
         return copy.deepcopy(self._reply_keyboards.get(chat_id))
+
+    def reply_keyboard_open(self, chat_id: int) -> bool:
+        """Whether a reply keyboard is shown in place of the user's letter keyboard."""
+        return chat_id in self._reply_keyboards and chat_id not in self._collapsed
 
     def find_button(self, chat_id: int, text: str) -> tuple[int, str]:
         """Find an inline callback button by label in the newest bot message that has one.
@@ -1286,8 +1296,10 @@ class FakeBotAPI:
             message["reply_markup"] = markup
         elif kind == "keyboard" and markup is not None:
             self._reply_keyboards[chat_id] = markup
+            self._collapsed.discard(chat_id)
         elif kind == "remove":
             self._reply_keyboards.pop(chat_id, None)
+            self._collapsed.discard(chat_id)
         self._history[chat_id].append(message)
         return copy.deepcopy(message)
 
@@ -1352,8 +1364,26 @@ class FakeBotAPI:
 
     def _queue_message(self, message: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         message.update(extra)
+        chat_id = message["chat"]["id"]
+        keyboard = self._reply_keyboards.get(chat_id)
+        if keyboard and keyboard.get("one_time_keyboard") and self._pressed(keyboard, message):
+            self._collapsed.add(chat_id)  # Telegram hides a one-time keyboard once used
         self._history[message["chat"]["id"]].append(copy.deepcopy(message))
         return self._queue({"message": message})
+
+    @staticmethod
+    def _pressed(keyboard: dict[str, Any], message: dict[str, Any]) -> bool:
+        """Whether ``message`` is what a button of the reply ``keyboard`` sends."""
+        own_contact = message.get("contact", {}).get("user_id") == message["from"]["id"]
+        for row in keyboard.get("keyboard", []):
+            for button in row:
+                label = button if isinstance(button, str) else button.get("text")
+                if isinstance(button, dict) and button.get("request_contact"):
+                    if own_contact:
+                        return True
+                elif message.get("text") == label:
+                    return True
+        return False
 
 
 # ---------------------------------------------------------------------- HTTP handlers

@@ -274,6 +274,28 @@ async def test_reply_keyboards_are_tracked_per_chat(api: FakeBotAPI, bot: Bot) -
     assert api.reply_keyboard(USER) is None
 
 
+async def test_a_one_time_keyboard_collapses_once_used_and_stays_available(
+    api: FakeBotAPI, bot: Bot
+) -> None:
+    share = KeyboardButton("Share phone", request_contact=True)
+    once = ReplyKeyboardMarkup([[share], ["Later"]], one_time_keyboard=True)
+    await bot.send_message(USER, "Your phone?", reply_markup=once)
+    api.user_message(USER, "+7 912 345-67-89")  # typed over it: not a button
+    assert api.reply_keyboard_open(USER)
+    api.user_contact(USER, "+79123456789", contact_user_id=USER + 1)  # someone else's card
+    assert api.reply_keyboard_open(USER)
+    api.user_contact(USER, "+79123456789")  # what the button sends
+    assert not api.reply_keyboard_open(USER) and api.reply_keyboard(USER) is not None
+    await bot.send_message(USER, "Again?", reply_markup=once)
+    assert api.reply_keyboard_open(USER)
+    api.user_message(USER, "Later")
+    assert not api.reply_keyboard_open(USER)
+    lasting = ReplyKeyboardMarkup([["Later"]])
+    await bot.send_message(USER, "And now?", reply_markup=lasting)
+    api.user_message(USER, "Later")
+    assert api.reply_keyboard_open(USER), "only a one-time keyboard hides itself"
+
+
 async def test_reply_parameters_must_point_at_an_existing_message(
     api: FakeBotAPI, bot: Bot
 ) -> None:
