@@ -22,16 +22,15 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from PIL import ImageFont
-
 from flows import Flow, Lang, describe
 from flows.graph import LEVEL_COLOURS, NODE_STYLE, GraphEdge, GraphNode, node_class
 from flows.graph import Graph as FlowGraph
 
-if TYPE_CHECKING:  # matplotlib and grandalf load on the first picture, not with the bot
+if TYPE_CHECKING:  # matplotlib, grandalf and PIL load on the first picture, not with the bot
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from matplotlib.font_manager import FontProperties
+    from PIL import ImageFont
 
 __all__ = ["font_file", "render", "to_png", "to_svg"]
 
@@ -66,6 +65,8 @@ PANEL_GAP = 40
 
 @cache
 def _pil_font(size: int) -> ImageFont.FreeTypeFont:
+    from PIL import ImageFont
+
     return ImageFont.truetype(str(font_file()), size)
 
 

@@ -74,3 +74,26 @@ async def test_sigkill_then_restart_resumes_the_client_at_the_same_question(
         again.send_signal(signal.SIGTERM)
         await asyncio.to_thread(again.wait, 30)
     assert again.returncode == 0, (again.stderr.read() if again.stderr else b"").decode()[-2000:]
+
+
+def test_a_bot_on_a_migrated_database_loads_neither_migrations_nor_drawing(
+    tmp_path: Path,
+) -> None:
+    """What a serving bot imports is what it holds in memory for good: alembic only when
+    there is something to migrate, the graph drawing libraries only for a picture."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'intake.db'}"
+    script = (
+        "import asyncio, sys\n"
+        "from bot.app import build_application\n"
+        "from storage import make_engine, upgrade\n"
+        "engine = make_engine(sys.argv[1])\n"
+        "asyncio.run(upgrade(engine))\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'PIL', 'matplotlib', 'grandalf'}))\n"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script, url], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    assert runs == ["['alembic']", "[]"], "a fresh database is migrated, then up to date"
