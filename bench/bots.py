@@ -3,13 +3,17 @@
 Usage (started by ``bench.compare``, not by hand)::
 
     python -m bench.bots echo|conversation|intake --mode polling|webhook \\
-        --base-url URL --base-file-url URL [--db URL] [--staff-chat ID] [--rate-limit]
+        --base-url URL --base-file-url URL [--db URL] [--staff-chat ID] [--rate-limit] \\
+        [--port N] [--webhook-url URL]
 
 ``echo`` is the framework floor: a plain python-telegram-bot Application that repeats every
 text. ``conversation`` is what a PTB user would write instead of the intake bot: a
-ConversationHandler of a few questions (a typed name, a yes/no button, a typed phone, a
-confirmation) with PicklePersistence. ``intake`` is the project's own Application from
-``build_application``, on the database at ``--db`` (migrated and bootstrapped here).
+ConversationHandler of a few questions (a typed name, a yes/no button, the phone shared by
+its reply-keyboard button or typed, a confirmation) with PicklePersistence. ``intake`` is
+the project's own Application from ``build_application``, on the database at ``--db``
+(migrated and bootstrapped here). In webhook mode the intake bot listens on ``--port`` (a
+free one by default) and gives setWebhook ``--webhook-url`` (by default its own address):
+several processes on one PostgreSQL database share one public URL, as behind a load balancer.
 
 All three process updates concurrently (64 at a time), one at a time per chat: the intake
 bot by its own per-client lock, the baselines by a small PTB update processor (without it,
@@ -37,7 +41,13 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    ReplyKeyboardMarkup,
+    Update,
+)
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -96,14 +106,20 @@ async def _conv_pain(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     await query.answer()
     context.user_data["pain"] = query.data
     await query.edit_message_text(f"{ASK_PAIN} {query.data}")
-    await context.bot.send_message(query.message.chat.id, ASK_PHONE)
+    share = KeyboardButton("Share my number", request_contact=True)
+    await context.bot.send_message(
+        query.message.chat.id,
+        ASK_PHONE,
+        reply_markup=ReplyKeyboardMarkup([[share]], resize_keyboard=True, one_time_keyboard=True),
+    )
     return PHONE
 
 
 async def _conv_phone(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
-    assert update.message is not None and context.user_data is not None
-    context.user_data["phone"] = update.message.text
-    await update.message.reply_text(ASK_CONFIRM, reply_markup=_buttons("Send", "Cancel"))
+    message = update.message
+    assert message is not None and context.user_data is not None
+    context.user_data["phone"] = message.contact.phone_number if message.contact else message.text
+    await message.reply_text(ASK_CONFIRM, reply_markup=_buttons("Send", "Cancel"))
     return CONFIRM
 
 
@@ -127,7 +143,9 @@ def conversation_handler() -> ConversationHandler[Any]:
             states={
                 NAME: [MessageHandler(filters.TEXT & ~filters.COMMAND, _conv_name)],
                 PAIN: [CallbackQueryHandler(_conv_pain)],
-                PHONE: [MessageHandler(filters.TEXT & ~filters.COMMAND, _conv_phone)],
+                PHONE: [
+                    MessageHandler(filters.CONTACT | (filters.TEXT & ~filters.COMMAND), _conv_phone)
+                ],
                 CONFIRM: [CallbackQueryHandler(_conv_confirm)],
             },
             fallbacks=[CommandHandler("start", _conv_start)],
@@ -228,13 +246,14 @@ class SqlCounter:
             self.path_commits += 1
 
 
-def webhook_settings(mode: str, port: int | None = None) -> dict[str, Any]:
-    """The intake bot's settings for ``mode``: a webhook on a free local port, or none."""
+def webhook_settings(mode: str, port: int | None = None, url: str | None = None) -> dict[str, Any]:
+    """The intake bot's settings for ``mode``: a webhook on ``port`` (a free local one), with
+    ``url`` (its own address) as the public URL, or none."""
     if mode != "webhook":
         return {}
     port = port or free_port()
     return {
-        "webhook_url": f"http://127.0.0.1:{port}/telegram",
+        "webhook_url": url or f"http://127.0.0.1:{port}/telegram",
         "webhook_secret": WEBHOOK_SECRET,
         "webhook_listen": "127.0.0.1",
         "webhook_port": port,
@@ -257,7 +276,7 @@ async def intake(args: argparse.Namespace, port: int) -> tuple[Application, Any]
         telegram_base_file_url=args.base_file_url,
         database_url=args.db,
         staff_chat_id=args.staff_chat,
-        **webhook_settings(args.mode, port),
+        **webhook_settings(args.mode, port, args.webhook_url),
     )
     sessionmaker = make_sessionmaker(engine)
     registry = FlowRegistry(
@@ -332,7 +351,7 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         if args.kind == "intake":
             from bot.serve import start_serving
 
-            app, engine = await intake(args, free_port())
+            app, engine = await intake(args, args.port or free_port())
             # as ``intake-bot run`` does: the inbox (polling or webhook), dispatcher, sender
             serving = await start_serving(app, allowed_updates=ALLOWED_UPDATES, poll_timeout=1)
         else:
@@ -371,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", help="database URL (intake)")
     parser.add_argument("--staff-chat", type=int, help="staff group id (intake)")
     parser.add_argument("--rate-limit", action="store_true")
+    parser.add_argument("--port", type=int, help="webhook listen port (intake; a free one)")
+    parser.add_argument("--webhook-url", help="public webhook URL (intake; its own address)")
     parser.add_argument("--profile", help="write cProfile stats of the run to this file")
     args = parser.parse_args(argv)
     started = time.perf_counter()

@@ -3,8 +3,9 @@
 Usage::
 
     .venv/bin/python -m bench.dialogue --clients 50 --mode polling|webhook|both \\
-        [--db sqlite|postgresql] [--rate-limit] [--timeout 300] [--step-timeout 60] \\
-        [--retries 3] [--per-step] [--tracemalloc] [--push-webhook] [--verbose]
+        [--db sqlite|postgresql] [--rate-limit] [--duration S] [--timeout 300] \\
+        [--step-timeout 60] [--retries 3] [--typed-phone] [--per-step] [--tracemalloc] \\
+        [--push-webhook] [--verbose]
 
 Each run starts a FakeBotAPI (tests/fakebotapi) and the project's own Application from
 ``build_application`` on a fresh database: a SQLite file in a temporary directory, or
@@ -15,13 +16,24 @@ there) and its housekeeping loop. Everything listens on and talks to 127.0.0.1 o
 
 Every client sends /start and answers the shipped flow the simplest way to a consultation
 request (17 updates: no emergency signs, no diagnosis, no acute or chronic disease, no
-fracture, no oils, consent, a typed name and phone, any call time, confirm). A client sends
-its next update only when the bot has finished reacting to the previous one: the ticked
-checklist has been edited, or the next question has arrived (for the phone question, with
-its share-contact hint). When the bot answers "sorry" instead (its error handler), the
-client sends the same update again, up to ``--retries`` times, then gives up; a client that
-gets no complete reaction within ``--step-timeout`` seconds gives up too. (A "sorry" counts
-against the update the client is waiting on, even if it was for the one before.)
+fracture, no oils, consent, a typed name, the phone by sharing the client's own contact (the
+one-tap button on a phone; ``--typed-phone`` types it instead), any call time, confirm). A
+client sends its next update only when the bot has finished reacting to the previous one:
+the ticked checklist has been edited, or the next question has arrived (with an inline
+keyboard; the phone question is the message that brings the share-contact reply keyboard).
+When the bot answers "sorry" instead (its error handler), the client sends the same update
+again, up to ``--retries`` times, then gives up; a client that gets no complete reaction
+within ``--step-timeout`` seconds gives up too. (A "sorry" counts against the update the
+client is waiting on, even if it was for the one before.)
+
+By default each of the N clients walks the dialogue once and the run ends with the last.
+``--duration S`` bounds a run by time instead, for counts whose full walk would take long
+(1000 clients x 17 updates at 35 updates/s is 8 minutes): N clients walk at once, and a
+client that ends its dialogue is replaced by a new one (a new user) until S seconds have
+passed; then no client sends again, the updates in flight get their reactions, and the run
+reports everything sent (wall time S plus that drain, about N / throughput). The clients
+still mid-dialogue at S are reported as cut, with the median step they reached: when N x 17
+updates do not fit in S, the figures weigh the first steps of the dialogue more.
 
 Latency of an update: from the moment it is injected (polling: queued for getUpdates;
 webhook: handed to the HTTP client that POSTs it to the bot, which, like Telegram, opens at
@@ -40,10 +52,10 @@ the wall time (100 = one core busy). Webhook updates are POSTed with one shared 
 client: ``FakeBotAPI.push_webhook`` builds a new httpx client (and TLS context) per update,
 about 18 ms of CPU each, which would dominate; ``--push-webhook`` uses it anyway.
 ``--rate-limit`` keeps PTB's AIORateLimiter (30 calls/s like Telegram) in the bot.
-``--timeout`` bounds each mode's run: the clients still walking are then stopped and the
-run reports what it has. Peak RSS is that of the whole process so far (in ``both`` mode the
-webhook row includes the polling run); ``--tracemalloc`` adds the Python heap peak per run,
-at some cost in speed. Nothing here asserts timings: it is not a test.
+``--timeout`` bounds each mode's run (drain included): the clients still walking are then
+stopped and the run reports what it has. Peak RSS is that of the whole process so far (in
+``both`` mode the webhook row includes the polling run); ``--tracemalloc`` adds the Python
+heap peak per run, at some cost in speed. Nothing here asserts timings: it is not a test.
 """
 
 from __future__ import annotations
@@ -51,11 +63,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import html
+import itertools
 import logging
 import math
 import re
 import resource
 import secrets
+import statistics
 import tempfile
 import time
 import tracemalloc
@@ -129,22 +143,32 @@ def asked(call: Call) -> bool:
 
 
 def offered_contact(call: Call) -> bool:
-    """The phone question is followed by the hint with the share-contact reply keyboard."""
+    """The phone question has arrived: the message with the share-contact reply keyboard
+    (the question itself, or a hint sent right after it)."""
     return call.method == "sendMessage" and "keyboard" in _markup(call)
 
 
 @dataclass(frozen=True)
 class Step:
-    """One update a client sends: typed ``text`` or a press on ``label``; ``until`` the end."""
+    """One update a client sends: typed ``text``, a press on ``label``, or (``contact``) its
+    own contact with the phone number ``text``; ``until`` says when the reaction is complete."""
 
     name: str
     text: str | None
     label: str | None
     until: Callable[[Call], bool]
+    contact: bool = False
 
 
-def dialogue(flow: Flow, answers: dict[str, str | tuple[str, ...]], lang: Lang) -> list[Step]:
-    """The updates that walk ``answers`` through ``flow``, labels read from the flow."""
+def dialogue(
+    flow: Flow,
+    answers: dict[str, str | tuple[str, ...]],
+    lang: Lang,
+    *,
+    typed_phone: bool = False,
+) -> list[Step]:
+    """The updates that walk ``answers`` through ``flow``, labels read from the flow; the
+    phone is shared as the client's own contact unless ``typed_phone``."""
     steps = [Step("/start", "/start", None, asked)]
     nodes = list(answers)
     for index, node_id in enumerate(nodes):
@@ -162,6 +186,8 @@ def dialogue(flow: Flow, answers: dict[str, str | tuple[str, ...]], lang: Lang) 
         elif node.kind in ("info", "confirm"):
             key = "continue" if node.kind == "info" else "confirm"
             steps.append(Step(f"{node_id}: {key}", None, t(f"engine.{key}", lang), until))
+        elif node.kind == "phone" and not typed_phone:
+            steps.append(Step(f"{node_id}: contact", str(answer), None, until, contact=True))
         else:
             steps.append(Step(f"{node_id}: typed", str(answer), None, until))
     return steps
@@ -192,12 +218,16 @@ class Tracker:
         self.by_step: dict[int, list[float]] = defaultdict(list)
         self.api_errors: Counter[str] = Counter()
         self.client_errors: Counter[str] = Counter()
+        #: Messages posted to the staff group: a request's card (after its client's last step).
+        self.cards = 0
 
     def on_call(self, call: Call, at: float) -> None:
         if call.method == "getUpdates":
             return
         if not call.ok:
             self.api_errors[f"{call.method}: {call.status} {call.error}"] += 1
+        elif call.method == "sendMessage" and call.params.get("chat_id") == STAFF_CHAT_ID:
+            self.cards += 1
         if call.method == "answerCallbackQuery":
             chat = self.queries.pop(str(call.params.get("callback_query_id")), None)
         else:
@@ -247,7 +277,7 @@ class BenchBotAPI(FakeBotAPI):
 
 
 class Clients:
-    """N simulated clients walking the dialogue, each waiting for the bot between updates."""
+    """Simulated clients walking the dialogue, each waiting for the bot between updates."""
 
     def __init__(
         self,
@@ -265,9 +295,39 @@ class Clients:
         self.retries = retries
         self.sent = 0
         self.completed = 0
+        self.users: list[int] = []
+        #: The step each client stopped at by ``--duration`` was about to send.
+        self.cut_at: list[int] = []
+        self.deadline: float | None = None
+        self.seconds = 0.0
+
+    async def run(self, count: int, limit: float, duration: float | None = None) -> bool:
+        """``count`` clients at once, each walking once, or (``duration``) replaced by a new
+        one until ``duration`` seconds have passed; True when after ``limit`` seconds some
+        were still walking (they are stopped)."""
+        started = time.perf_counter()
+        self.deadline = None if duration is None else started + duration
+        tasks = [asyncio.create_task(self._slot(FIRST_USER_ID + n, count)) for n in range(count)]
+        _, pending = await asyncio.wait(tasks, timeout=limit)
+        self.seconds = time.perf_counter() - started
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return bool(pending)
+
+    async def _slot(self, user_id: int, stride: int) -> None:
+        while True:
+            self.users.append(user_id)
+            await self.walk(user_id)
+            if self.deadline is None or time.perf_counter() >= self.deadline:
+                return
+            user_id += stride
 
     async def walk(self, user_id: int) -> None:
         for number, step in enumerate(self.steps, 1):
+            if self.deadline is not None and time.perf_counter() >= self.deadline:
+                self.cut_at.append(number)
+                return
             try:
                 for attempt in range(self.retries + 1):
                     if await self.send(user_id, number, step):
@@ -293,6 +353,8 @@ class Clients:
             message_id, data = api.find_button(user_id, step.label)
             query_id = api.user_callback(user_id, message_id, data, language_code=LANG)
             self.tracker.queries[query_id] = user_id
+        elif step.contact:
+            api.user_contact(user_id, step.text or "", language_code=LANG)
         else:
             api.user_message(user_id, step.text or "", language_code=LANG)
         update = api.last_update
@@ -327,6 +389,8 @@ class Result:
     by_step: dict[int, list[float]] = field(default_factory=dict)
     step_names: list[str] = field(default_factory=list)
     timed_out: bool = False
+    cut: str | None = None
+    unposted: str | None = None
     requests: int = 0
     clients_with_one_request: int = 0
     api_errors: Counter[str] = field(default_factory=Counter)
@@ -389,9 +453,14 @@ async def count_requests(engine: AsyncEngine, user_ids: Iterable[int]) -> tuple[
 
 @asynccontextmanager
 async def webhook_poster(
-    api: FakeBotAPI, mode: str, *, shared: bool
+    api: FakeBotAPI, mode: str, *, shared: bool, targets: list[str] | None = None
 ) -> AsyncIterator[Callable[[dict[str, Any]], Any] | None]:
-    """In webhook mode, a coroutine function that POSTs an update and returns the status."""
+    """In webhook mode, a coroutine function that POSTs an update and returns the status.
+
+    It POSTs to the URL the bot gave setWebhook, or in turn to each of ``targets``, as a
+    round-robin load balancer before several bot processes would; at most the
+    ``max_connections`` of setWebhook are open at once, over all of them.
+    """
     if mode != "webhook":
         yield None
         return
@@ -401,28 +470,43 @@ async def webhook_poster(
     set_webhook = api.calls_of("setWebhook")[-1].params
     limits = httpx.Limits(max_connections=int(set_webhook.get("max_connections") or 40))
     headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
-    url = api.webhook_url
-    assert url is not None and url.startswith("http://127.0.0.1:")
+    urls = targets or [str(api.webhook_url)]
+    assert all(url.startswith("http://127.0.0.1:") for url in urls)
+    turns = itertools.cycle(urls)
     async with httpx.AsyncClient(trust_env=False, timeout=60, limits=limits) as http:
 
         async def post(update: dict[str, Any]) -> int:
-            response = await http.post(url, json=update, headers=headers)
+            response = await http.post(next(turns), json=update, headers=headers)
             return response.status_code
 
         yield post
 
 
-async def walk_all(clients: Clients, user_ids: range, limit: float, result: Result) -> None:
-    """Run every client at once; after ``limit`` seconds stop those still walking."""
-    started, cpu = time.perf_counter(), time.process_time()
-    tasks = [asyncio.create_task(clients.walk(user)) for user in user_ids]
-    _, pending = await asyncio.wait(tasks, timeout=limit)
-    result.seconds = time.perf_counter() - started
-    result.cpu_seconds = time.process_time() - cpu
-    result.timed_out = bool(pending)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+async def cards_posted(tracker: Tracker, expected: int, *, paced: bool) -> str | None:
+    """Wait until the staff group has ``expected`` cards; a note if it has not in time.
+
+    A request's card is posted after its client's last reaction: without this wait the
+    last cards would be left in the outbox when the bot stops, and missing from the figures.
+    ``paced``: the bot keeps Telegram's 20 messages a minute in a group, 3 s a card.
+    """
+    limit = 30.0 + (3.0 * expected if paced else 0.0)
+    deadline = time.perf_counter() + limit
+    while tracker.cards < expected:
+        if time.perf_counter() >= deadline:
+            return f"{expected - tracker.cards} request card(s) not posted {limit:.0f} s after"
+        await asyncio.sleep(0.05)
+    return None
+
+
+def cut_note(cut_at: list[int], steps: int, duration: float | None) -> str | None:
+    """What ``--duration`` cut: how many clients, and how far they had got."""
+    if not cut_at:
+        return None
+    median = statistics.median_low(cut_at)
+    return (
+        f"cut at {duration:.0f} s: {len(cut_at)} clients mid-dialogue, "
+        f"median about to send step {median} of {steps}"
+    )
 
 
 async def run(mode: str, args: argparse.Namespace) -> Result:
@@ -479,19 +563,25 @@ async def run_bot(
     app = build_application(
         settings, registry=registry, sessionmaker=sessionmaker, rate_limit=args.rate_limit
     )
-    steps = dialogue(flow, ANSWERS, LANG)
+    steps = dialogue(flow, ANSWERS, LANG, typed_phone=args.typed_phone)
     result.step_names = [step.name for step in steps]
-    user_ids = range(FIRST_USER_ID, FIRST_USER_ID + args.clients)
     serving = await start_serving(app, allowed_updates=ALLOWED_UPDATES, poll_timeout=1)
     try:
         async with webhook_poster(api, mode, shared=not args.push_webhook) as post:
             clients = Clients(api, steps, post, args.step_timeout, args.retries)
-            await walk_all(clients, user_ids, args.timeout, result)
+            cpu = time.process_time()
+            result.timed_out = await clients.run(args.clients, args.timeout, args.duration)
+            result.cpu_seconds = time.process_time() - cpu
+        result.seconds = clients.seconds
         result.completed, result.sent = clients.completed, clients.sent
+        result.cut = cut_note(clients.cut_at, len(steps), args.duration)
+        result.unposted = await cards_posted(api.tracker, clients.completed, paced=args.rate_limit)
     finally:
         await serving.stop()
     try:
-        result.requests, result.clients_with_one_request = await count_requests(engine, user_ids)
+        result.requests, result.clients_with_one_request = await count_requests(
+            engine, clients.users
+        )
     finally:
         await engine.dispose()
 
@@ -517,7 +607,7 @@ def table(results: list[Result]) -> str:
     for r in results:
         n = len(r.latencies)
         row = [
-            r.mode + (" (timed out)" if r.timed_out else ""),
+            r.mode + (" (timed out)" if r.timed_out else " (cut)" if r.cut else ""),
             r.db,
             "yes" if r.rate_limit else "no",
             str(r.clients),
@@ -540,7 +630,7 @@ def table(results: list[Result]) -> str:
 
 
 def details(result: Result) -> list[str]:
-    lines = []
+    lines = [f"  {result.mode}: {note}" for note in (result.cut, result.unposted) if note]
     for title, errors in (
         ("client", result.client_errors),
         ("Bot API", result.api_errors),
@@ -577,6 +667,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rate-limit", action="store_true", help="keep PTB's AIORateLimiter (30 calls/s)"
     )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        help="seconds new clients keep starting; then the run drains (default: each walks once)",
+    )
     parser.add_argument("--timeout", type=float, default=300, help="seconds per mode (300)")
     parser.add_argument(
         "--step-timeout", type=float, default=60, help="seconds a client waits for a reaction"
@@ -586,6 +681,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=3,
         help="times a client sends an update again after the bot said sorry (3)",
+    )
+    parser.add_argument(
+        "--typed-phone", action="store_true", help="type the phone instead of sharing a contact"
     )
     parser.add_argument("--tracemalloc", action="store_true", help="also trace the heap peak")
     parser.add_argument(
@@ -630,7 +728,7 @@ def main(argv: list[str] | None = None) -> None:
             print("\n".join(["", *per_step(result)]))
     notes = [line for result in results for line in details(result)]
     if notes:
-        print("\n".join(["", "errors:", *notes]))
+        print("\n".join(["", "notes:", *notes]))
 
 
 if __name__ == "__main__":
