@@ -10,7 +10,7 @@ Three bots (``bench/bots.py``), each in a process of its own so that its CPU tim
 are its own: a plain python-telegram-bot echo bot (the framework floor), a PTB
 ConversationHandler + PicklePersistence bot of a few questions (what a PTB user would write
 instead), and the intake bot on SQLite and on PostgreSQL (a fresh database each run, as in
-``bench.dialogue``). For every client count and mode the runs follow each other, so
+``bench.dialogue``, migrated before the bot starts, as on every start but the first). For every client count and mode the runs follow each other, so
 that a noisy neighbour on the machine touches all of them alike; ``--rounds`` repeats the
 whole sequence and reports the median of each figure.
 
@@ -199,6 +199,15 @@ async def database(bot: str, db: str) -> AsyncIterator[str | None]:
         yield None
         return
     async with fresh_database(db) as url:
+        # Migrated here, as by `intake-bot db upgrade` before a deploy: the bot then starts as
+        # it does on every start but the first, without loading the migration tool.
+        from storage import make_engine, upgrade
+
+        engine = make_engine(url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
         yield url
 
 

@@ -142,6 +142,11 @@ def asked(call: Call) -> bool:
     )
 
 
+def shown(call: Call) -> bool:
+    """A question answered by typing (it has no buttons) has been shown: edited in or sent."""
+    return call.method in ("sendMessage", "editMessageText")
+
+
 def offered_contact(call: Call) -> bool:
     """The phone question has arrived: the message with the share-contact reply keyboard
     (the question itself, or a hint sent right after it)."""
@@ -175,7 +180,8 @@ def dialogue(
         node = flow.nodes[node_id]
         answer = answers[node_id]
         following = flow.nodes[nodes[index + 1]] if index + 1 < len(nodes) else None
-        until = offered_contact if following is not None and following.kind == "phone" else asked
+        kind = following.kind if following is not None else None
+        until = {"phone": offered_contact, "text": shown}.get(kind or "", asked)
         labels = {o.id: o.label.get(lang) for o in getattr(node, "options", ())}
         if node.kind == "checklist":
             ticks = answer if isinstance(answer, tuple) else (answer,)
