@@ -10,9 +10,10 @@ Three bots (``bench/bots.py``), each in a process of its own so that its CPU tim
 are its own: a plain python-telegram-bot echo bot (the framework floor), a PTB
 ConversationHandler + PicklePersistence bot of a few questions (what a PTB user would write
 instead), and the intake bot on SQLite and on PostgreSQL (a fresh database each run, as in
-``bench.dialogue``, migrated before the bot starts, as on every start but the first). For every client count and mode the runs follow each other, so
-that a noisy neighbour on the machine touches all of them alike; ``--rounds`` repeats the
-whole sequence and reports the median of each figure.
+``bench.dialogue``, migrated before the bot starts, as on every start but the first). For
+every client count and mode the runs follow each other, so that a noisy neighbour on the
+machine touches all of them alike; ``--rounds`` repeats the whole sequence and reports the
+median of each figure.
 
 The clients are those of ``bench.dialogue``: each sends an update only when the bot has
 finished reacting to the previous one. Echo clients send 17 texts; ConversationHandler
