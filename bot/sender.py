@@ -21,7 +21,7 @@ import warnings
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from telegram import InputFile
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 from telegram.ext import ExtBot
@@ -34,6 +34,7 @@ from storage import (
     add_relay,
     get_dialogue,
     get_request,
+    make_sessionmaker,
     mark_delivered,
     mark_delivery_failed,
     next_calls,
@@ -79,6 +80,12 @@ class Sender(LaneWorker[OutboxMessage]):
         """``lanes``: owner, shared, concurrency, tick (see ``LaneWorker``)."""
         super().__init__(sessionmaker, **lanes)
         self.bot = bot
+        # Until a call Telegram took is recorded, a crash would make it again: the record
+        # goes ahead of the steps waiting to write (on SQLite; see storage.db).
+        bind = sessionmaker.kw.get("bind")
+        self._recorder = (
+            make_sessionmaker(bind, first=True) if isinstance(bind, AsyncEngine) else sessionmaker
+        )
         #: Calls made, for the benchmark and the logs.
         self.made = 0
 
@@ -200,7 +207,7 @@ class Sender(LaneWorker[OutboxMessage]):
         deferred.clear()
         if not records:
             return
-        async with self._sessionmaker() as session, session.begin():
+        async with self._recorder() as session, session.begin():
             for call, message_id, error in records:
                 await self._record_one(session, call, message_id, error)
 

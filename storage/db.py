@@ -8,12 +8,16 @@ connection, and takes transaction control away from the
 and transactional migrations): SQLAlchemy emits the BEGIN itself.
 
 Writes: a session of ``make_sessionmaker(engine)`` begins with ``BEGIN IMMEDIATE``, after
-waiting for the engine's write lock, an ``asyncio.Lock``: writers of one process take turns
+waiting for the engine's write lock (asyncio futures in queues): writers of one process take turns
 first come, first served, instead of polling in SQLite's busy handler (which is not fair and
 sleeps up to 100 ms at a time). The lock is released right after COMMIT or ROLLBACK. Writers
 in other processes still meet on the busy timeout. No write transaction should wait on the
 network, and a task must not open a second write transaction while it holds one (it would
 wait for itself until the 30 s timeout).
+
+A session of ``make_sessionmaker(engine, first=True)`` waits for the lock ahead of the
+others: it is for short bookkeeping that must follow a network call at once (recording that
+Telegram took a message: until it is recorded, a crash would send it again).
 
 Reads: a session of ``make_sessionmaker(engine, read_only=True)`` begins with a plain
 (deferred) BEGIN under ``PRAGMA query_only``: it takes no lock, reads the last committed state
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,6 +84,8 @@ _SQLITE_PRAGMAS = (
 WRITE_LOCK_TIMEOUT = 30.0
 #: Execution option of the engine behind read-only sessions.
 _READ_ONLY = "intake_read_only"
+#: Connection option of sessions whose writes wait ahead of the others on SQLite.
+_FIRST = "intake_write_first"
 #: Keys in a pooled connection's ``info``.
 _HOLDS_WRITE_LOCK = "intake_write_lock"
 _QUERY_ONLY = "intake_query_only"
@@ -131,16 +138,19 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 def make_sessionmaker(
-    engine: AsyncEngine, *, read_only: bool = False
+    engine: AsyncEngine, *, read_only: bool = False, first: bool = False
 ) -> async_sessionmaker[AsyncSession]:
     """Return the session factory for ``engine``; objects stay usable after commit.
 
     With ``read_only`` the sessions are for transactions that only read: they do not queue
-    behind writers on SQLite, and any write in them fails (see the module's notes).
+    behind writers on SQLite, and any write in them fails; with ``first`` their write
+    transactions wait ahead of the others on SQLite (see the module's notes).
     """
     bind = engine
     if read_only:
         bind = engine.execution_options(**{_READ_ONLY: True}, postgresql_readonly=True)
+    elif first:
+        bind = engine.execution_options(**{_FIRST: True})
     return async_sessionmaker(bind, class_=AsyncSession, expire_on_commit=False)
 
 
@@ -287,8 +297,8 @@ class _SQLiteWriter:
     """
 
     def __init__(self) -> None:
-        # One lock per event loop: an asyncio.Lock belongs to the loop it first waited in.
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+        # One lock per event loop: a future belongs to the loop it was made in.
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TurnLock] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -304,8 +314,9 @@ class _SQLiteWriter:
             _driver_execute(connection, "PRAGMA query_only=OFF")
             info[_QUERY_ONLY] = False
         lock = self._lock()
+        first = bool(connection.get_execution_options().get(_FIRST))
         try:
-            await_only(asyncio.wait_for(lock.acquire(), WRITE_LOCK_TIMEOUT))
+            await_only(asyncio.wait_for(lock.acquire(first=first), WRITE_LOCK_TIMEOUT))
         except TimeoutError:
             raise OperationalError(
                 "BEGIN IMMEDIATE",
@@ -339,12 +350,44 @@ class _SQLiteWriter:
         finally:
             _release(connection.info)
 
-    def _lock(self) -> asyncio.Lock:
+    def _lock(self) -> _TurnLock:
         loop = asyncio.get_running_loop()
         lock = self._locks.get(loop)
         if lock is None:
-            lock = self._locks[loop] = asyncio.Lock()
+            lock = self._locks[loop] = _TurnLock()
         return lock
+
+
+class _TurnLock:
+    """A lock taken in turn, first come, first served, except that waiters marked ``first``
+    go ahead of the others."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._first: deque[asyncio.Future[None]] = deque()
+        self._others: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, *, first: bool = False) -> None:
+        if not self._held and not self._first and not self._others:
+            self._held = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        (self._first if first else self._others).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed over just as the wait was given up: pass it on
+            raise  # (a cancelled turn stays queued; ``release`` skips it)
+
+    def release(self) -> None:
+        for queue in (self._first, self._others):
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)  # the lock passes to it, still held
+                    return
+        self._held = False
 
 
 def _release(info: dict[Any, Any]) -> None:

@@ -88,7 +88,8 @@ def test_a_bot_on_a_migrated_database_loads_neither_migrations_nor_drawing(
         "from storage import make_engine, upgrade\n"
         "engine = make_engine(sys.argv[1])\n"
         "asyncio.run(upgrade(engine))\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'PIL', 'matplotlib', 'grandalf'}))\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        "print(sorted(loaded & {'alembic', 'PIL', 'matplotlib', 'grandalf'}))\n"
     )
     runs = [
         subprocess.run(

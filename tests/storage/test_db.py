@@ -31,7 +31,7 @@ from storage import (
     save_dialogue,
     upgrade,
 )
-from storage.db import MIGRATIONS_DIR, migrate
+from storage.db import MIGRATIONS_DIR, _TurnLock, migrate
 from tests.dbs import fresh_database
 from tests.storage.factories import new_request
 
@@ -349,3 +349,42 @@ def test_the_head_the_bot_checks_without_alembic_is_the_newest_migration() -> No
     from storage import db
 
     assert db.HEAD == HEAD, "storage.db.HEAD must name the newest migration"
+
+
+async def test_the_write_lock_serves_first_come_first_served_but_first_marked_ahead() -> None:
+    """Writers take turns in the order they came, except that a waiter marked ``first`` (the
+    record of a call Telegram took) goes ahead; a waiter that gave up loses its turn only."""
+    lock = _TurnLock()
+    order: list[str] = []
+
+    async def writer(name: str, *, first: bool = False) -> None:
+        await lock.acquire(first=first)
+        order.append(name)
+        await asyncio.sleep(0)
+        lock.release()
+
+    await lock.acquire()  # a step is writing
+    tasks = [asyncio.create_task(writer(n)) for n in ("b", "c")]
+    gave_up = asyncio.create_task(writer("x"))
+    tasks.append(asyncio.create_task(writer("record", first=True)))
+    tasks.append(asyncio.create_task(writer("d")))
+    await asyncio.sleep(0)  # every task is now waiting in the queue
+    gave_up.cancel()
+    lock.release()
+    await asyncio.wait_for(asyncio.gather(*tasks), NOT_FOREVER)
+    assert order == ["record", "b", "c", "d"]
+    await asyncio.wait_for(lock.acquire(), NOT_FOREVER)  # free again
+
+
+async def test_first_marked_sessions_write_and_give_the_lock_back(
+    migrated_engine: AsyncEngine,
+) -> None:
+    first = make_sessionmaker(migrated_engine, first=True)
+    for telegram_id in (1, 2):
+        async with first() as session, session.begin():
+            await _new_client(session, telegram_id)
+    async with make_sessionmaker(migrated_engine)() as session, session.begin():
+        await _new_client(session, 3)
+    async with make_sessionmaker(migrated_engine, read_only=True)() as session:
+        found = [await get_client(session=session, telegram_id=n) for n in (1, 2, 3)]
+    assert all(client is not None for client in found)
