@@ -248,6 +248,8 @@ class Walkers:
         self.step_timeout = step_timeout
         self.sent: list[Sent] = []
         self.completed: set[int] = set()
+        #: Why a client stopped before the end.
+        self.gave_up: dict[int, str] = {}
 
     async def walk(self, user_id: int, steps: list[Step], retries: int = 3) -> None:
         """Walk ``steps``; a "sorry" is answered by sending the update again."""
@@ -255,18 +257,34 @@ class Walkers:
             for _ in range(retries + 1):
                 try:
                     outcome = await self.send(user_id, number, step)
-                except (TimeoutError, LookupError):
+                except TimeoutError:
+                    self.gave_up[user_id] = f"{step.name}: no reaction"
+                    return
+                except LookupError:
+                    self.gave_up[user_id] = f"{step.name}: no button {step.label!r} to press"
                     return
                 if outcome == "ok":
                     break
             else:
+                self.gave_up[user_id] = f"{step.name}: 'sorry' {retries + 1} times"
                 return
         self.completed.add(user_id)
+
+    async def button(self, user_id: int, label: str) -> tuple[int, str]:
+        """The button to press, once shown (a doubled message can end a step too early)."""
+        deadline = time.monotonic() + self.step_timeout
+        while True:
+            try:
+                return self.api.find_button(user_id, label)
+            except LookupError:
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.2)
 
     async def send(self, user_id: int, number: int, step: Step) -> str:
         api = self.api
         if step.label is not None:
-            message_id, data = api.find_button(user_id, step.label)
+            message_id, data = await self.button(user_id, step.label)
             query_id = api.user_callback(user_id, message_id, data, language_code=LANG)
             self.log.queries[query_id] = user_id
             self.log.query_chats[query_id] = user_id
@@ -489,6 +507,7 @@ async def flood_run(db: str, mode: str, args: argparse.Namespace) -> FloodRow:
     )
     if pending:
         row.notes.append(f"{len(pending)} client(s) still walking after {args.timeout:.0f} s")
+    row.notes += [f"client {user} gave up at {why}" for user, why in walkers.gave_up.items()]
     return row
 
 
@@ -531,10 +550,11 @@ async def kill_run(db: str, mode: str, args: argparse.Namespace) -> KillRow:
             )
             row.late += came
             row.lost += not came
-            row.notes.append(
-                f"client {sent.user_id}, {sent.step.name}: "
-                + ("reaction came late" if came else "no reaction")
-            )
+            if came:
+                row.notes.append(f"client {sent.user_id}: the reaction came after it gave up")
+    # A button that never showed up: the reaction it belongs to was lost, whatever came.
+    row.lost += sum(1 for why in walkers.gave_up.values() if "no button" in why)
+    row.notes += [f"client {user} gave up at {why}" for user, why in walkers.gave_up.items()]
     row.doubled, row.answered_twice, row.edits_repeated, notes = doubled_replies(
         log, users, row.killed_at, started
     )
