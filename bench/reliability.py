@@ -152,11 +152,15 @@ class BotProcess:
 
 
 class Delivery:
-    """Telegram's side of a webhook: POST an update until the bot answers 200."""
+    """Telegram's side of a webhook: POST an update until the bot answers 200.
+
+    At most 40 requests at once, Telegram's default ``max_connections``.
+    """
 
     def __init__(self, api: BenchBotAPI) -> None:
         self.api = api
-        self.http = httpx.AsyncClient(trust_env=False, timeout=10)
+        limits = httpx.Limits(max_connections=40)
+        self.http = httpx.AsyncClient(trust_env=False, timeout=10, limits=limits)
         self.tasks: set[asyncio.Task[None]] = set()
         self.retries = 0
 
@@ -497,8 +501,20 @@ async def flood_run(db: str, mode: str, args: argparse.Namespace) -> FloodRow:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         await setup.bot.stop()
-    firsts = [s for s in walkers.sent if s.user_id in newcomers]
-    row.first_replies = sorted(s.first_at - s.sent_at for s in firsts if s.first_at is not None)
+    firsts = sorted(
+        (
+            (s.first_at - s.sent_at, s)
+            for s in walkers.sent
+            if s.first_at and s.user_id in newcomers
+        ),
+        key=lambda pair: pair[0],
+    )
+    row.first_replies = [latency for latency, _ in firsts]
+    row.notes += [
+        f"newcomer {s.user_id}: first reply after {1000 * latency:.0f} ms"
+        f" (sent {s.sent_at - started:.1f} s into the flood)"
+        for latency, s in firsts[-3:]
+    ]
     row.answered = len(row.first_replies)
     row.completed = sum(1 for user in walkers.completed if user not in newcomers)
     row.sorry = sum(1 for s in walkers.sent if s.outcome == "sorry")
