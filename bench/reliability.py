@@ -163,6 +163,8 @@ class Delivery:
         self.http = httpx.AsyncClient(trust_env=False, timeout=10, limits=limits)
         self.tasks: set[asyncio.Task[None]] = set()
         self.retries = 0
+        #: When the bot answered 200, by update id.
+        self.taken: dict[int, float] = {}
 
     def deliver(self, update: dict[str, Any]) -> None:
         task = asyncio.create_task(self._post(update))
@@ -181,6 +183,7 @@ class Delivery:
                 try:
                     response = await self.http.post(url, content=body, headers=headers)
                     if response.status_code == 200:
+                        self.taken[update["update_id"]] = time.perf_counter()
                         return
                 except httpx.HTTPError:
                     pass  # the bot is down or was cut off mid-request
@@ -236,6 +239,7 @@ class Sent:
     user_id: int
     step: Step
     sent_at: float
+    update_id: int
     first_at: float | None = None
     done_at: float | None = None
     #: "ok", "sorry", or "no reaction" (the client gave up waiting).
@@ -296,7 +300,7 @@ class Walkers:
             api.user_message(user_id, step.text or "", language_code=LANG)
         finished: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         probe = Probe(number, time.perf_counter(), step.until, finished)
-        sent = Sent(user_id, step, probe.sent_at)
+        sent = Sent(user_id, step, probe.sent_at, api.last_update["update_id"])
         self.sent.append(sent)
         self.log.probes[user_id] = probe
         if self.delivery is not None:
@@ -510,9 +514,15 @@ async def flood_run(db: str, mode: str, args: argparse.Namespace) -> FloodRow:
         key=lambda pair: pair[0],
     )
     row.first_replies = [latency for latency, _ in firsts]
+    taken = setup.delivery.taken if setup.delivery is not None else {}
     row.notes += [
         f"newcomer {s.user_id}: first reply after {1000 * latency:.0f} ms"
-        f" (sent {s.sent_at - started:.1f} s into the flood)"
+        f" (sent {s.sent_at - started:.1f} s into the flood"
+        + (
+            f", webhook answered 200 after {1000 * (taken[s.update_id] - s.sent_at):.0f} ms)"
+            if s.update_id in taken
+            else ")"
+        )
         for latency, s in firsts[-3:]
     ]
     row.answered = len(row.first_replies)
