@@ -28,15 +28,19 @@ flood
     time to deliver every request's card, then stopped. Counted from the fake's recorded
     calls and the database only:
 
-    - lost: updates whose reaction never came (late: came after the client gave up);
-    - doubled replies: a text sent again by sendMessage into a client's chat (every reply of
-      the walk has a text of its own), plus presses answered twice;
+    - lost: updates whose reaction never came (late: it came after the client gave up), and
+      buttons a client waited for in vain;
+    - replies doubled: a text sent again by sendMessage into a client's chat (every reply of
+      the walk has a text of its own); the notes say when each copy came and the kill before;
+    - presses answered twice: answerCallbackQuery repeated for one press (Telegram refuses
+      the repeat, so nothing shows; repeated edits, refused as "not modified", are a note);
     - cards doubled: a request's card (found by the client's phone) sent more than once to
       the staff group; cards missing: requests without one;
-    - requests in the database per completed client (each should have exactly one).
+    - requests in the database per completed client (each should have exactly one);
+    - the slowest reaction: how long a client waited across a restart (on PostgreSQL a dead
+      process's chats stay leased for up to 30 s).
 
-    ``kills 0`` gives the baseline of the same walk. Repeated edits (refused by Telegram as
-    "not modified", showing nothing new) are listed as a note, not as doubles.
+    ``--kills 0`` gives the baseline of the same walk (all zeros).
 
 Nothing is asserted: it is not a test.
 """
