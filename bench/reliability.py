@@ -381,6 +381,15 @@ def doubled_replies(
         f"chat {chat}: {text[:50]!r} sent at " + ", ".join(when(at) for at in times) + " s"
         for (chat, text), times in sorted(doubled.items())
     ]
+    for kill in kills:  # how close to the kill a send must be made to be made again
+        firsts = [(times[0], len(times) > 1) for times in sends.values()]
+        near = [(kill - at, again) for at, again in firsts if 0 < kill - at < 1]
+        again = sorted(f"{1000 * gap:.0f}" for gap, repeated in near if repeated)
+        notes.append(
+            f"kill at {kill - origin:.2f} s: {len(near)} send(s) in the second before it, "
+            f"{len(again)} made again after the restart"
+            + (f" (made {', '.join(again)} ms before the kill)" if again else "")
+        )
     return (
         sum(len(times) - 1 for times in doubled.values()),
         sum(n - 1 for n in answers.values() if n > 1),
