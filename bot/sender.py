@@ -21,7 +21,7 @@ import warnings
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import InputFile
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 from telegram.ext import ExtBot
@@ -32,9 +32,9 @@ from storage import (
     AsyncSession,
     OutboxMessage,
     add_relay,
+    ahead_of,
     get_dialogue,
     get_request,
-    make_sessionmaker,
     mark_delivered,
     mark_delivery_failed,
     next_calls,
@@ -82,10 +82,7 @@ class Sender(LaneWorker[OutboxMessage]):
         self.bot = bot
         # Until a call Telegram took is recorded, a crash would make it again: the record
         # goes ahead of the steps waiting to write (on SQLite; see storage.db).
-        bind = sessionmaker.kw.get("bind")
-        self._recorder = (
-            make_sessionmaker(bind, first=True) if isinstance(bind, AsyncEngine) else sessionmaker
-        )
+        self._recorder = ahead_of(sessionmaker)
         #: Calls made, for the benchmark and the logs.
         self.made = 0
 

@@ -18,6 +18,7 @@ from telegram.ext import Application
 
 from bot.context import Services
 from bot.inbox import Poller, WebhookServer
+from storage import ahead_of
 
 __all__ = ["Serving", "serve", "start_serving"]
 
@@ -82,7 +83,7 @@ async def start_serving(
         return serving
     if settings.webhook_url and settings.webhook_secret is not None:
         serving.webhook = WebhookServer(
-            services.sessionmaker,
+            ahead_of(services.sessionmaker),  # Telegram waits for the receipt
             services.dispatcher.wake,
             secret=settings.webhook_secret.get_secret_value(),
             path=urlparse(settings.webhook_url).path,
@@ -98,7 +99,7 @@ async def start_serving(
     else:
         serving.poller = Poller(
             app,
-            services.sessionmaker,
+            ahead_of(services.sessionmaker),  # the next poll waits for the receipt
             services.dispatcher.wake,
             allowed_updates=allowed_updates,
             timeout=poll_timeout,

@@ -21,6 +21,7 @@ from storage.crud import (
 )
 from storage.db import (
     DEFAULT_DATABASE_URL,
+    ahead_of,
     make_engine,
     make_sessionmaker,
     normalize_url,
@@ -177,6 +178,7 @@ __all__ = [
     "list_open_requests",
     "list_requests",
     "make_engine",
+    "ahead_of",
     "make_sessionmaker",
     "mark_announced",
     "mark_delivered",

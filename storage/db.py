@@ -15,9 +15,10 @@ in other processes still meet on the busy timeout. No write transaction should w
 network, and a task must not open a second write transaction while it holds one (it would
 wait for itself until the 30 s timeout).
 
-A session of ``make_sessionmaker(engine, first=True)`` waits for the lock ahead of the
-others: it is for short bookkeeping that must follow a network call at once (recording that
-Telegram took a message: until it is recorded, a crash would send it again).
+A session of ``make_sessionmaker(engine, first=True)`` (or ``ahead_of(sessionmaker)``) waits
+for the lock ahead of the others: it is for short writes something outside waits for
+(recording that Telegram took a message: until it is recorded, a crash would send it again;
+storing an update Telegram is waiting to have confirmed).
 
 Reads: a session of ``make_sessionmaker(engine, read_only=True)`` begins with a plain
 (deferred) BEGIN under ``PRAGMA query_only``: it takes no lock, reads the last committed state
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_DATABASE_URL",
     "HEAD",
     "MIGRATIONS_DIR",
+    "ahead_of",
     "context_options",
     "make_engine",
     "make_sessionmaker",
@@ -152,6 +154,15 @@ def make_sessionmaker(
     elif first:
         bind = engine.execution_options(**{_FIRST: True})
     return async_sessionmaker(bind, class_=AsyncSession, expire_on_commit=False)
+
+
+def ahead_of(sessionmaker: async_sessionmaker[AsyncSession]) -> async_sessionmaker[AsyncSession]:
+    """``sessionmaker``'s sessions, their write transactions waiting ahead of the others on
+    SQLite (for short writes something outside waits for: see the module's notes)."""
+    bind = sessionmaker.kw.get("bind")
+    if not isinstance(bind, AsyncEngine):
+        return sessionmaker
+    return make_sessionmaker(bind, first=True)
 
 
 async def upgrade(engine: AsyncEngine) -> None:
