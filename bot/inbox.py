@@ -200,6 +200,41 @@ class Poller:
         self._stopping = True
 
 
+class Receipts:
+    """Stores posted updates in as few transactions as possible (a group commit): while one
+    batch is being written, the updates that arrive meanwhile wait and go together in the
+    next. Each poster learns when its update is stored; the dispatcher is woken per batch."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], wake: Wake) -> None:
+        self._sessionmaker = sessionmaker
+        self._wake = wake
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def store(self, payload: dict[str, Any]) -> None:
+        """Return once ``payload`` is stored (or raise what storing it raised)."""
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((payload, stored))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="inbox receipts")
+        await stored
+
+    async def _write(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                lanes = await receive(self._sessionmaker, [payload for payload, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - each poster answers for its own
+                for _, stored in batch:
+                    if not stored.done():
+                        stored.set_exception(exc)
+                continue
+            for _, stored in batch:
+                if not stored.done():
+                    stored.set_result(None)
+            self._wake(lanes)
+
+
 class WebhookServer:
     """Telegram posts updates here; the answer is 200 only once the update is stored."""
 
@@ -213,8 +248,7 @@ class WebhookServer:
         listen: str,
         port: int,
     ) -> None:
-        self._sessionmaker = sessionmaker
-        self._wake = wake
+        self._receipts = Receipts(sessionmaker, wake)
         self._secret = secret
         self._path = "/" + path.lstrip("/")
         self._listen = listen
@@ -250,13 +284,12 @@ class WebhookServer:
             handler.set_status(400)
             return
         try:
-            lanes = await receive(self._sessionmaker, [payload])
+            await self._receipts.store(payload)
         except Exception:  # noqa: BLE001 - Telegram will deliver it again
             logger.exception("could not store update %s", payload.get("update_id"))
             handler.set_status(500)
             return
         handler.set_status(200)
-        self._wake(lanes)
 
     async def stop(self) -> None:
         """Stop accepting; requests in flight finish."""

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.ext import ExtBot
 
 from bot.context import Services
+from bot.inbox import Receipts
 from bot.outbox import call_ref, unit
 from bot.sender import Sender
 from storage import (
@@ -443,3 +445,39 @@ async def test_many_clients_at_once_get_every_answer_once(
         finally:
             await bot.stop()
             await engine.dispose()
+
+
+async def test_updates_posted_while_the_database_is_busy_are_stored_together(
+    database: tuple[str, AsyncEngine],
+) -> None:
+    """A burst of webhook posts (Telegram opens up to 40 connections) waiting for the database
+    is stored in one transaction, not one each; every poster learns its update is stored."""
+    url, engine = database
+    sessions = make_sessionmaker(engine)
+    woken: list[set[int]] = []
+    receipts = Receipts(sessions, woken.append)
+    inserts: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO INBOX"):
+            inserts.append(statement)
+
+    sqlalchemy.event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        updates = [
+            {"update_id": 500 + n, "message": {"chat": {"id": 7000 + n}, "text": "hi"}}
+            for n in range(30)
+        ]
+        async with sessions() as busy, busy.begin():  # another writer holds the database
+            await busy.exec(text("SELECT 1"))  # type: ignore[call-overload]
+            posts = [asyncio.create_task(receipts.store(u)) for u in updates]
+            await asyncio.sleep(0)
+            assert not any(p.done() for p in posts), "nothing is confirmed before it is stored"
+        await asyncio.wait_for(asyncio.gather(*posts), 20)
+    finally:
+        sqlalchemy.event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert len(inserts) == 1, inserts
+    assert set().union(*woken) == {7000 + n for n in range(30)}
+    async with sessions() as session:
+        stored = (await session.exec(text("SELECT count(*) FROM inbox"))).one()[0]  # type: ignore[call-overload]
+    assert stored == 30
