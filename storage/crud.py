@@ -14,12 +14,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.attributes import flag_modified
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.core import run, table
 from storage.errors import DuplicateClientError
 from storage.models import (
     Client,
@@ -138,11 +139,19 @@ async def set_prompt_message_id(
 
     Nothing happens if the client has no dialogue yet.
     """
-    await session.exec(
-        update(DialogueSession)
-        .where(col(DialogueSession.client_id) == client_id)
-        .values(prompt_message_id=message_id, updated_at=utcnow())
+    await run(
+        session,
+        _SET_PROMPT,
+        {"prompted_client": client_id, "prompted_message": message_id, "prompted_at": utcnow()},
     )
+
+
+_DIALOGUES = table(DialogueSession)
+_SET_PROMPT = (
+    update(_DIALOGUES)
+    .where(_DIALOGUES.c.client_id == bindparam("prompted_client"))
+    .values(prompt_message_id=bindparam("prompted_message"), updated_at=bindparam("prompted_at"))
+)
 
 
 async def save_dialogue(
@@ -179,15 +188,29 @@ async def save_dialogue(
             dialogue = await get_dialogue(session=session, client_id=client_id)
             if dialogue is None:
                 raise
-    dialogue.flow_name = flow_name
-    dialogue.flow_version = flow_version
-    dialogue.state = dict(state)
-    flag_modified(dialogue, "state")  # in-place edits of the old dict would compare equal
-    if last_update_id is not None:
-        dialogue.last_update_id = last_update_id
-    dialogue.updated_at = utcnow()
-    await session.flush()
+    assert dialogue.id is not None
+    values: dict[str, Any] = {
+        "flow_name": flow_name,
+        "flow_version": flow_version,
+        "state": dict(state),
+        "last_update_id": dialogue.last_update_id if last_update_id is None else last_update_id,
+        "updated_at": utcnow(),
+    }
+    # One UPDATE of the row, without the ORM's flush; the loaded object is told the new
+    # values as stored ones, so it reads them and has nothing left to write.
+    await run(session, _SAVE_DIALOGUE, {**values, "saved_id": dialogue.id})
+    for key, value in values.items():
+        set_committed_value(dialogue, key, value)
     return dialogue
+
+
+_SAVE_DIALOGUE = (
+    update(_DIALOGUES)
+    .where(_DIALOGUES.c.id == bindparam("saved_id"))
+    .values({name: bindparam(name) for name in (
+        "flow_name", "flow_version", "state", "last_update_id", "updated_at"
+    )})
+)  # fmt: skip
 
 
 async def create_request(
