@@ -9,12 +9,20 @@ using them say what they keep in step by hand.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import CursorResult, Executable, Table
+from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+_T = TypeVar("_T")
+
 __all__ = ["run", "table"]
+
+
+def _rowcount(result: CursorResult[Any]) -> int:
+    return result.rowcount
 
 
 def table(model: Any) -> Table:
@@ -24,13 +32,21 @@ def table(model: Any) -> Table:
 
 
 async def run(
-    session: AsyncSession, statement: Executable, params: dict[str, Any] | None = None
-) -> CursorResult[Any]:
-    """Run ``statement`` on the session's connection, in its transaction.
+    session: AsyncSession,
+    statement: Executable,
+    params: dict[str, Any] | None = None,
+    take: Callable[[CursorResult[Any]], _T] = _rowcount,  # type: ignore[assignment]
+) -> _T:
+    """Run ``statement`` on the session's connection, in its transaction; return ``take`` of
+    its result (by default the row count).
 
-    Changes pending in the session are flushed first, so the statement sees them.
+    Changes pending in the session are flushed first, so the statement sees them. It all
+    runs in one switch to SQLAlchemy's synchronous side.
     """
-    if session.new or session.dirty or session.deleted:
-        await session.flush()
-    connection = await session.connection()
-    return await connection.execute(statement, params)
+
+    def go(sync: Session) -> _T:
+        if sync.new or sync.dirty or sync.deleted:
+            sync.flush()
+        return take(sync.connection().execute(statement, params))
+
+    return await session.run_sync(go)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, update
+from sqlalchemy import CursorResult, bindparam, delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
@@ -40,6 +40,7 @@ __all__ = [
     "get_client",
     "get_dialogue",
     "get_or_create_client",
+    "get_prompt_message_id",
     "get_request",
     "list_requests",
     "save_dialogue",
@@ -50,8 +51,12 @@ __all__ = [
 
 async def get_client(*, session: AsyncSession, telegram_id: int) -> Client | None:
     """Return the client with this Telegram user id, if any."""
-    result = await session.exec(select(Client).where(col(Client.telegram_id) == telegram_id))
+    result = await session.exec(_GET_CLIENT, params={"telegram_id": telegram_id})
     return result.first()
+
+
+# Built once: SQLAlchemy then neither rebuilds them nor recomputes their cache keys.
+_GET_CLIENT = select(Client).where(col(Client.telegram_id) == bindparam("telegram_id"))
 
 
 async def create_client(
@@ -125,11 +130,23 @@ async def get_dialogue(
     ``for_update`` locks the row until the transaction ends (``SELECT ... FOR UPDATE`` on
     PostgreSQL; SQLite has a single writer anyway and ignores it).
     """
-    statement = select(DialogueSession).where(col(DialogueSession.client_id) == client_id)
-    if for_update:
-        statement = statement.with_for_update()
-    result = await session.exec(statement)
+    statement = _GET_DIALOGUE_FOR_UPDATE if for_update else _GET_DIALOGUE
+    result = await session.exec(statement, params={"dialogue_of": client_id})
     return result.first()
+
+
+_GET_DIALOGUE = select(DialogueSession).where(
+    col(DialogueSession.client_id) == bindparam("dialogue_of")
+)
+_GET_DIALOGUE_FOR_UPDATE = _GET_DIALOGUE.with_for_update()
+
+
+async def get_prompt_message_id(*, session: AsyncSession, client_id: int) -> int | None:
+    """The message carrying the client's live keyboard (None: none, or no dialogue)."""
+    found: int | None = await run(
+        session, _GET_PROMPT, {"prompted_client": client_id}, take=CursorResult.scalar
+    )
+    return found
 
 
 async def set_prompt_message_id(
@@ -147,6 +164,9 @@ async def set_prompt_message_id(
 
 
 _DIALOGUES = table(DialogueSession)
+_GET_PROMPT = select(_DIALOGUES.c.prompt_message_id).where(
+    _DIALOGUES.c.client_id == bindparam("prompted_client")
+)
 _SET_PROMPT = (
     update(_DIALOGUES)
     .where(_DIALOGUES.c.client_id == bindparam("prompted_client"))

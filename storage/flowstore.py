@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import CursorResult, bindparam, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -34,7 +34,9 @@ async def get_active_flow_version(*, session: AsyncSession, flow_name: str) -> F
 
 async def active_flow_checksum(*, session: AsyncSession, flow_name: str) -> str | None:
     """The checksum of the active version (a small query: the YAML stays in the table)."""
-    found: str | None = (await run(session, _ACTIVE_CHECKSUM, {"active_of": flow_name})).scalar()
+    found: str | None = await run(
+        session, _ACTIVE_CHECKSUM, {"active_of": flow_name}, take=CursorResult.scalar
+    )
     return found
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, update
+from sqlalchemy import CursorResult, bindparam, delete, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -69,8 +69,8 @@ async def store_updates(
         .on_conflict_do_nothing(index_elements=["update_id"])
         .returning(_INBOX.c.update_id)
     )
-    result = await run(session, statement)
-    return sorted(int(row[0]) for row in result.all())
+    rows = await run(session, statement, take=CursorResult.all)
+    return sorted(int(row[0]) for row in rows)
 
 
 async def inbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
@@ -87,13 +87,16 @@ async def inbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
 
 async def next_updates(*, session: AsyncSession, lane: int, limit: int = 16) -> list[InboxUpdate]:
     """The oldest updates of ``lane`` not processed yet, in order."""
-    statement = (
-        select(InboxUpdate)
-        .where(InboxUpdate.lane == lane, col(InboxUpdate.done_at).is_(None))
-        .order_by(col(InboxUpdate.update_id))
-        .limit(limit)
-    )
-    return list((await session.exec(statement)).all())
+    params = {"next_lane": lane, "next_limit": limit}
+    return list((await session.exec(_NEXT_UPDATES, params=params)).all())
+
+
+_NEXT_UPDATES = (
+    select(InboxUpdate)
+    .where(InboxUpdate.lane == bindparam("next_lane"), col(InboxUpdate.done_at).is_(None))
+    .order_by(col(InboxUpdate.update_id))
+    .limit(bindparam("next_limit"))
+)
 
 
 async def pending_updates(*, session: AsyncSession) -> int:
@@ -111,10 +114,8 @@ async def claim_update(
 
     Its payload is emptied at the same time (it may hold what the client typed).
     """
-    result = await run(
-        session, _CLAIM, {"claimed_id": update_id, "claimed_at": at, "claimed_outcome": outcome}
-    )
-    return bool(result.rowcount)
+    params = {"claimed_id": update_id, "claimed_at": at, "claimed_outcome": outcome}
+    return bool(await run(session, _CLAIM, params))
 
 
 _CLAIM = (
@@ -134,8 +135,7 @@ async def take_lease(
         set_={"owner": statement.excluded.owner, "until": statement.excluded.until},
         where=(_LEASES.c.until < now) | (_LEASES.c.owner == owner),
     ).returning(_LEASES.c.owner)
-    result = await run(session, statement)
-    return result.first() is not None
+    return await run(session, statement, take=CursorResult.first) is not None
 
 
 async def release_lease(*, session: AsyncSession, key: str, owner: str) -> None:
@@ -159,7 +159,7 @@ async def enqueue_call(
 ) -> int:
     """Store a Bot API call to make after the commit; returns its id."""
     row = {"lane": lane, "method": method, "params": params, "bind": bind, "created_at": at}
-    return int((await run(session, _ENQUEUE, {**row, "attempts": 0})).scalar_one())
+    return int(await run(session, _ENQUEUE, {**row, "attempts": 0}, take=CursorResult.scalar_one))
 
 
 _ENQUEUE = insert(_OUTBOX).returning(_OUTBOX.c.id)
@@ -179,13 +179,16 @@ async def outbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
 
 async def next_calls(*, session: AsyncSession, lane: int, limit: int = 16) -> list[OutboxMessage]:
     """The oldest calls of ``lane`` not made yet, in order."""
-    statement = (
-        select(OutboxMessage)
-        .where(OutboxMessage.lane == lane, col(OutboxMessage.sent_at).is_(None))
-        .order_by(col(OutboxMessage.id))
-        .limit(limit)
-    )
-    return list((await session.exec(statement)).all())
+    params = {"next_lane": lane, "next_limit": limit}
+    return list((await session.exec(_NEXT_CALLS, params=params)).all())
+
+
+_NEXT_CALLS = (
+    select(OutboxMessage)
+    .where(OutboxMessage.lane == bindparam("next_lane"), col(OutboxMessage.sent_at).is_(None))
+    .order_by(col(OutboxMessage.id))
+    .limit(bindparam("next_limit"))
+)
 
 
 async def pending_calls(*, session: AsyncSession, lane: int | None = None) -> int:
@@ -210,12 +213,8 @@ async def record_call(
 
     False if it was already recorded (another process made it first).
     """
-    result = await run(
-        session,
-        _RECORD,
-        {"made_id": call_id, "made_at": at, "made_message_id": message_id, "made_error": error},
-    )
-    return bool(result.rowcount)
+    params = {"made_id": call_id, "made_at": at, "made_message_id": message_id, "made_error": error}
+    return bool(await run(session, _RECORD, params))
 
 
 _RECORD = (
@@ -232,7 +231,7 @@ _RECORD = (
 
 async def sent_message_id(*, session: AsyncSession, call_id: int) -> int | None:
     """The message id a call produced (None if it produced none or is not made yet)."""
-    value = (await run(session, _SENT, {"sent_id": call_id})).scalar()
+    value = await run(session, _SENT, {"sent_id": call_id}, take=CursorResult.scalar)
     return int(value) if value is not None else None
 
 
