@@ -305,7 +305,7 @@ class _SQLiteWriter:
             if not info.get(_QUERY_ONLY):
                 _driver_execute(connection, "PRAGMA query_only=ON")
                 info[_QUERY_ONLY] = True
-            connection.exec_driver_sql("BEGIN")
+            _driver_execute(connection, "BEGIN")
             return
         if info.get(_QUERY_ONLY):
             _driver_execute(connection, "PRAGMA query_only=OFF")
