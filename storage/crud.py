@@ -224,13 +224,12 @@ async def save_dialogue(
     return dialogue
 
 
+_SAVED = ("flow_name", "flow_version", "state", "last_update_id", "updated_at")
 _SAVE_DIALOGUE = (
     update(_DIALOGUES)
     .where(_DIALOGUES.c.id == bindparam("saved_id"))
-    .values({name: bindparam(name) for name in (
-        "flow_name", "flow_version", "state", "last_update_id", "updated_at"
-    )})
-)  # fmt: skip
+    .values({name: bindparam(name) for name in _SAVED})
+)
 
 
 async def create_request(
