@@ -144,22 +144,29 @@ class LaneWorker(Generic[Item]):
     async def _lane(self, lane: int) -> None:
         try:
             async with self._slots:
-                if self._shared and not await self._take(lane):
-                    return
+                items: list[Item] | None = None
+                if self._shared:
+                    self._dirty.discard(lane)
+                    items = await self._take(lane, read=True)
+                    if items is None:
+                        return
                 try:
                     while not self._stopping:
-                        self._dirty.discard(lane)
-                        async with self._reader() as session:
-                            items = await self.batch(session, lane)
+                        if items is None:
+                            self._dirty.discard(lane)
+                            async with self._reader() as session:
+                                items = await self.batch(session, lane)
                         if not items:
                             if lane in self._dirty:
+                                items = None
                                 continue
                             return
                         await self.handle(items)
                         if len(items) < BATCH and lane not in self._dirty:
                             # All there was; new work after this wakes the lane again.
                             return
-                        if self._shared and self._stale(lane) and not await self._take(lane):
+                        items = None
+                        if self._shared and self._stale(lane) and await self._take(lane) is None:
                             return
                 finally:
                     if self._shared:
@@ -181,17 +188,25 @@ class LaneWorker(Generic[Item]):
         taken = self._taken.get(lane)
         return taken is None or time.monotonic() - taken > self._lease.total_seconds() / 3
 
-    async def _take(self, lane: int) -> bool:
+    async def _take(self, lane: int, *, read: bool = False) -> list[Item] | None:
+        """Take or renew the lane's lease; None if another process holds it.
+
+        With ``read``, the lane's next items are read in the same transaction (one
+        transaction fewer each time a lane starts).
+        """
         self._taken[lane] = time.monotonic()
         now = utcnow()
         async with self._sessionmaker() as session, session.begin():
-            return await take_lease(
+            taken = await take_lease(
                 session=session,
                 key=f"{self.name}:{lane}",
                 owner=self._owner,
                 until=now + self._lease,
                 now=now,
             )
+            if not taken:
+                return None
+            return await self.batch(session, lane) if read else []
 
     async def _release(self, lane: int) -> None:
         self._taken.pop(lane, None)

@@ -33,7 +33,7 @@ from storage import (
     OutboxMessage,
     add_relay,
     ahead_of,
-    get_dialogue,
+    get_prompt_message_id,
     get_request,
     mark_delivered,
     mark_delivery_failed,
@@ -169,10 +169,12 @@ class Sender(LaneWorker[OutboxMessage]):
         for key, value in params.items():
             if isinstance(value, dict) and "$prompt" in value:
                 async with self._reader() as session:
-                    dialogue = await get_dialogue(session=session, client_id=value["$prompt"])
-                if dialogue is None or dialogue.prompt_message_id is None:
+                    prompt = await get_prompt_message_id(
+                        session=session, client_id=value["$prompt"]
+                    )
+                if prompt is None:
                     return None
-                resolved[key] = dialogue.prompt_message_id
+                resolved[key] = prompt
             elif isinstance(value, dict) and "$call" in value:
                 async with self._reader() as session:
                     found = await sent_message_id(session=session, call_id=value["$call"])

@@ -14,12 +14,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import CursorResult, bindparam, delete, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.attributes import flag_modified
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.core import run, table
 from storage.errors import DuplicateClientError
 from storage.models import (
     Client,
@@ -39,6 +40,7 @@ __all__ = [
     "get_client",
     "get_dialogue",
     "get_or_create_client",
+    "get_prompt_message_id",
     "get_request",
     "list_requests",
     "save_dialogue",
@@ -49,8 +51,12 @@ __all__ = [
 
 async def get_client(*, session: AsyncSession, telegram_id: int) -> Client | None:
     """Return the client with this Telegram user id, if any."""
-    result = await session.exec(select(Client).where(col(Client.telegram_id) == telegram_id))
+    result = await session.exec(_GET_CLIENT, params={"telegram_id": telegram_id})
     return result.first()
+
+
+# Built once: SQLAlchemy then neither rebuilds them nor recomputes their cache keys.
+_GET_CLIENT = select(Client).where(col(Client.telegram_id) == bindparam("telegram_id"))
 
 
 async def create_client(
@@ -124,11 +130,23 @@ async def get_dialogue(
     ``for_update`` locks the row until the transaction ends (``SELECT ... FOR UPDATE`` on
     PostgreSQL; SQLite has a single writer anyway and ignores it).
     """
-    statement = select(DialogueSession).where(col(DialogueSession.client_id) == client_id)
-    if for_update:
-        statement = statement.with_for_update()
-    result = await session.exec(statement)
+    statement = _GET_DIALOGUE_FOR_UPDATE if for_update else _GET_DIALOGUE
+    result = await session.exec(statement, params={"dialogue_of": client_id})
     return result.first()
+
+
+_GET_DIALOGUE = select(DialogueSession).where(
+    col(DialogueSession.client_id) == bindparam("dialogue_of")
+)
+_GET_DIALOGUE_FOR_UPDATE = _GET_DIALOGUE.with_for_update()
+
+
+async def get_prompt_message_id(*, session: AsyncSession, client_id: int) -> int | None:
+    """The message carrying the client's live keyboard (None: none, or no dialogue)."""
+    found: int | None = await run(
+        session, _GET_PROMPT, {"prompted_client": client_id}, take=CursorResult.scalar
+    )
+    return found
 
 
 async def set_prompt_message_id(
@@ -138,11 +156,22 @@ async def set_prompt_message_id(
 
     Nothing happens if the client has no dialogue yet.
     """
-    await session.exec(
-        update(DialogueSession)
-        .where(col(DialogueSession.client_id) == client_id)
-        .values(prompt_message_id=message_id, updated_at=utcnow())
+    await run(
+        session,
+        _SET_PROMPT,
+        {"prompted_client": client_id, "prompted_message": message_id, "prompted_at": utcnow()},
     )
+
+
+_DIALOGUES = table(DialogueSession)
+_GET_PROMPT = select(_DIALOGUES.c.prompt_message_id).where(
+    _DIALOGUES.c.client_id == bindparam("prompted_client")
+)
+_SET_PROMPT = (
+    update(_DIALOGUES)
+    .where(_DIALOGUES.c.client_id == bindparam("prompted_client"))
+    .values(prompt_message_id=bindparam("prompted_message"), updated_at=bindparam("prompted_at"))
+)
 
 
 async def save_dialogue(
@@ -179,15 +208,28 @@ async def save_dialogue(
             dialogue = await get_dialogue(session=session, client_id=client_id)
             if dialogue is None:
                 raise
-    dialogue.flow_name = flow_name
-    dialogue.flow_version = flow_version
-    dialogue.state = dict(state)
-    flag_modified(dialogue, "state")  # in-place edits of the old dict would compare equal
-    if last_update_id is not None:
-        dialogue.last_update_id = last_update_id
-    dialogue.updated_at = utcnow()
-    await session.flush()
+    assert dialogue.id is not None
+    values: dict[str, Any] = {
+        "flow_name": flow_name,
+        "flow_version": flow_version,
+        "state": dict(state),
+        "last_update_id": dialogue.last_update_id if last_update_id is None else last_update_id,
+        "updated_at": utcnow(),
+    }
+    # One UPDATE of the row, without the ORM's flush; the loaded object is told the new
+    # values as stored ones, so it reads them and has nothing left to write.
+    await run(session, _SAVE_DIALOGUE, {**values, "saved_id": dialogue.id})
+    for key, value in values.items():
+        set_committed_value(dialogue, key, value)
     return dialogue
+
+
+_SAVED = ("flow_name", "flow_version", "state", "last_update_id", "updated_at")
+_SAVE_DIALOGUE = (
+    update(_DIALOGUES)
+    .where(_DIALOGUES.c.id == bindparam("saved_id"))
+    .values({name: bindparam(name) for name in _SAVED})
+)
 
 
 async def create_request(

@@ -5,7 +5,8 @@ is durable once the WAL is checkpointed; a power cut may lose the last commits, 
 the file), a busy timeout and secure delete (erased rows are overwritten) for every
 connection, and takes transaction control away from the
 ``sqlite3`` driver (which would otherwise not BEGIN before SELECT or DDL, breaking SAVEPOINTs
-and transactional migrations): SQLAlchemy emits the BEGIN itself.
+and transactional migrations): SQLAlchemy emits the BEGIN itself. Its aiosqlite connections
+make one trip to their thread per statement (``storage.sqlitedriver``).
 
 Writes: a session of ``make_sessionmaker(engine)`` begins with ``BEGIN IMMEDIATE``, after
 waiting for the engine's write lock (asyncio futures in queues): writers of one process take turns
@@ -46,6 +47,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.sqltypes import AutoString
 
 import storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from storage import sqlitedriver
 from storage.errors import DatabaseURLError, MigrationError
 from storage.sqltypes import AwareDateTime
 
@@ -118,13 +120,18 @@ def make_engine(url: str) -> AsyncEngine:
     For a SQLite file the parent directory is created if missing.
     """
     url = normalize_url(url)
-    is_sqlite = make_url(url).get_backend_name() == "sqlite"
+    parsed = make_url(url)
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    options: dict[str, Any] = {}
     if is_sqlite:
         _ensure_sqlite_directory(url)
+        if parsed.get_driver_name() == "aiosqlite":
+            options["connect_args"] = {"async_creator_fn": sqlitedriver.connect}
     engine = create_async_engine(
         url,
         json_serializer=_json_dumps,
         pool_pre_ping=not is_sqlite,
+        **options,
     )
     if is_sqlite:
         writer = _SQLiteWriter()
@@ -319,7 +326,7 @@ class _SQLiteWriter:
             if not info.get(_QUERY_ONLY):
                 _driver_execute(connection, "PRAGMA query_only=ON")
                 info[_QUERY_ONLY] = True
-            connection.exec_driver_sql("BEGIN")
+            _driver_execute(connection, "BEGIN")
             return
         if info.get(_QUERY_ONLY):
             _driver_execute(connection, "PRAGMA query_only=OFF")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, update
+from sqlalchemy import CursorResult, bindparam, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.core import run, table
 from storage.models import FlowVersion
 
 __all__ = [
@@ -33,12 +34,16 @@ async def get_active_flow_version(*, session: AsyncSession, flow_name: str) -> F
 
 async def active_flow_checksum(*, session: AsyncSession, flow_name: str) -> str | None:
     """The checksum of the active version (a small query: the YAML stays in the table)."""
-    result = await session.exec(
-        select(FlowVersion.checksum).where(
-            FlowVersion.flow_name == flow_name, col(FlowVersion.active).is_(True)
-        )
+    found: str | None = await run(
+        session, _ACTIVE_CHECKSUM, {"active_of": flow_name}, take=CursorResult.scalar
     )
-    return result.first()
+    return found
+
+
+_VERSIONS = table(FlowVersion)
+_ACTIVE_CHECKSUM = select(_VERSIONS.c.checksum).where(
+    _VERSIONS.c.flow_name == bindparam("active_of"), _VERSIONS.c.active.is_(True)
+)
 
 
 async def get_flow_version(

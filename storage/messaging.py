@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, update
+from sqlalchemy import CursorResult, bindparam, delete, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.core import run, table
 from storage.models import InboxUpdate, Lease, OutboxMessage
 
 __all__ = [
@@ -37,9 +38,14 @@ __all__ = [
 ]
 
 
-def _insert(session: AsyncSession, table: Any) -> Any:
+_INBOX = table(InboxUpdate)
+_OUTBOX = table(OutboxMessage)
+_LEASES = table(Lease)
+
+
+def _insert(session: AsyncSession, into: Any) -> Any:
     name = session.get_bind().dialect.name
-    return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
+    return (postgresql.insert if name == "postgresql" else sqlite.insert)(into)
 
 
 async def store_updates(
@@ -53,7 +59,7 @@ async def store_updates(
     if not updates:
         return []
     statement = (
-        _insert(session, InboxUpdate)
+        _insert(session, _INBOX)
         .values(
             [
                 {"update_id": u, "lane": lane, "payload": payload, "received_at": at, "attempts": 0}
@@ -61,10 +67,10 @@ async def store_updates(
             ]
         )
         .on_conflict_do_nothing(index_elements=["update_id"])
-        .returning(col(InboxUpdate.update_id))
+        .returning(_INBOX.c.update_id)
     )
-    result = await session.exec(statement)
-    return sorted(int(row[0]) for row in result.all())
+    rows = await run(session, statement, take=CursorResult.all)
+    return sorted(int(row[0]) for row in rows)
 
 
 async def inbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
@@ -81,13 +87,16 @@ async def inbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
 
 async def next_updates(*, session: AsyncSession, lane: int, limit: int = 16) -> list[InboxUpdate]:
     """The oldest updates of ``lane`` not processed yet, in order."""
-    statement = (
-        select(InboxUpdate)
-        .where(InboxUpdate.lane == lane, col(InboxUpdate.done_at).is_(None))
-        .order_by(col(InboxUpdate.update_id))
-        .limit(limit)
-    )
-    return list((await session.exec(statement)).all())
+    params = {"next_lane": lane, "next_limit": limit}
+    return list((await session.exec(_NEXT_UPDATES, params=params)).all())
+
+
+_NEXT_UPDATES = (
+    select(InboxUpdate)
+    .where(InboxUpdate.lane == bindparam("next_lane"), col(InboxUpdate.done_at).is_(None))
+    .order_by(col(InboxUpdate.update_id))
+    .limit(bindparam("next_limit"))
+)
 
 
 async def pending_updates(*, session: AsyncSession) -> int:
@@ -105,32 +114,38 @@ async def claim_update(
 
     Its payload is emptied at the same time (it may hold what the client typed).
     """
-    statement = (
-        update(InboxUpdate)
-        .where(col(InboxUpdate.update_id) == update_id, col(InboxUpdate.done_at).is_(None))
-        .values(done_at=at, outcome=outcome, payload={})
-    )
-    result = await session.exec(statement)
-    return bool(result.rowcount)
+    params = {"claimed_id": update_id, "claimed_at": at, "claimed_outcome": outcome}
+    return bool(await run(session, _CLAIM, params))
+
+
+_CLAIM = (
+    update(_INBOX)
+    .where(_INBOX.c.update_id == bindparam("claimed_id"), _INBOX.c.done_at.is_(None))
+    .values(done_at=bindparam("claimed_at"), outcome=bindparam("claimed_outcome"), payload={})
+)
 
 
 async def take_lease(
     *, session: AsyncSession, key: str, owner: str, until: datetime, now: datetime
 ) -> bool:
     """Take or renew the lease on ``key`` until ``until``; False if another owner holds it."""
-    statement = _insert(session, Lease).values(key=key, owner=owner, until=until)
+    statement = _insert(session, _LEASES).values(key=key, owner=owner, until=until)
     statement = statement.on_conflict_do_update(
         index_elements=["key"],
         set_={"owner": statement.excluded.owner, "until": statement.excluded.until},
-        where=(col(Lease.until) < now) | (col(Lease.owner) == owner),
-    ).returning(col(Lease.owner))
-    result = await session.exec(statement)
-    return result.first() is not None
+        where=(_LEASES.c.until < now) | (_LEASES.c.owner == owner),
+    ).returning(_LEASES.c.owner)
+    return await run(session, statement, take=CursorResult.first) is not None
 
 
 async def release_lease(*, session: AsyncSession, key: str, owner: str) -> None:
     """Give a lease back (only its owner can)."""
-    await session.exec(delete(Lease).where(col(Lease.key) == key, col(Lease.owner) == owner))
+    await run(session, _RELEASE, {"released_key": key, "released_owner": owner})
+
+
+_RELEASE = delete(_LEASES).where(
+    _LEASES.c.key == bindparam("released_key"), _LEASES.c.owner == bindparam("released_owner")
+)
 
 
 async def enqueue_call(
@@ -143,12 +158,11 @@ async def enqueue_call(
     at: datetime,
 ) -> int:
     """Store a Bot API call to make after the commit; returns its id."""
-    statement = (
-        insert(OutboxMessage)
-        .values(lane=lane, method=method, params=params, bind=bind, created_at=at, attempts=0)
-        .returning(col(OutboxMessage.id))
-    )
-    return int((await session.exec(statement)).scalar_one())
+    row = {"lane": lane, "method": method, "params": params, "bind": bind, "created_at": at}
+    return int(await run(session, _ENQUEUE, {**row, "attempts": 0}, take=CursorResult.scalar_one))
+
+
+_ENQUEUE = insert(_OUTBOX).returning(_OUTBOX.c.id)
 
 
 async def outbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
@@ -165,13 +179,16 @@ async def outbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
 
 async def next_calls(*, session: AsyncSession, lane: int, limit: int = 16) -> list[OutboxMessage]:
     """The oldest calls of ``lane`` not made yet, in order."""
-    statement = (
-        select(OutboxMessage)
-        .where(OutboxMessage.lane == lane, col(OutboxMessage.sent_at).is_(None))
-        .order_by(col(OutboxMessage.id))
-        .limit(limit)
-    )
-    return list((await session.exec(statement)).all())
+    params = {"next_lane": lane, "next_limit": limit}
+    return list((await session.exec(_NEXT_CALLS, params=params)).all())
+
+
+_NEXT_CALLS = (
+    select(OutboxMessage)
+    .where(OutboxMessage.lane == bindparam("next_lane"), col(OutboxMessage.sent_at).is_(None))
+    .order_by(col(OutboxMessage.id))
+    .limit(bindparam("next_limit"))
+)
 
 
 async def pending_calls(*, session: AsyncSession, lane: int | None = None) -> int:
@@ -196,20 +213,29 @@ async def record_call(
 
     False if it was already recorded (another process made it first).
     """
-    statement = (
-        update(OutboxMessage)
-        .where(col(OutboxMessage.id) == call_id, col(OutboxMessage.sent_at).is_(None))
-        .values(sent_at=at, message_id=message_id, error=error, params={})
+    params = {"made_id": call_id, "made_at": at, "made_message_id": message_id, "made_error": error}
+    return bool(await run(session, _RECORD, params))
+
+
+_RECORD = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("made_id"), _OUTBOX.c.sent_at.is_(None))
+    .values(
+        sent_at=bindparam("made_at"),
+        message_id=bindparam("made_message_id"),
+        error=bindparam("made_error"),
+        params={},
     )
-    result = await session.exec(statement)
-    return bool(result.rowcount)
+)
 
 
 async def sent_message_id(*, session: AsyncSession, call_id: int) -> int | None:
     """The message id a call produced (None if it produced none or is not made yet)."""
-    statement = select(OutboxMessage.message_id).where(col(OutboxMessage.id) == call_id)
-    value = (await session.exec(statement)).first()
+    value = await run(session, _SENT, {"sent_id": call_id}, take=CursorResult.scalar)
     return int(value) if value is not None else None
+
+
+_SENT = select(_OUTBOX.c.message_id).where(_OUTBOX.c.id == bindparam("sent_id"))
 
 
 async def prune_messaging(*, session: AsyncSession, before: datetime) -> int:

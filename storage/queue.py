@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, delete, func, update
+from sqlalchemy import case, delete, func, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.core import run, table
 from storage.lifecycle import OPEN_STATUSES, Action, IllegalMoveError, Status, transition
 from storage.models import (
     Client,
@@ -404,8 +405,14 @@ async def record_step(
     *, session: AsyncSession, client_id: int, node: str, flow_version: str, at: datetime
 ) -> None:
     """Record that a client reached a question (one event per step)."""
-    session.add(StepEvent(client_id=client_id, node=node, flow_version=flow_version, at=at))
-    await session.flush()
+    await run(
+        session,
+        _RECORD_STEP,
+        {"client_id": client_id, "node": node, "flow_version": flow_version, "at": at},
+    )
+
+
+_RECORD_STEP = insert(table(StepEvent))
 
 
 async def funnel(*, session: AsyncSession, since: datetime) -> list[tuple[str, int, int]]:
