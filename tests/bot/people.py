@@ -53,7 +53,7 @@ class Person:
             while not any(reacted(c) for c in self.api.calls[mark:]):
                 assert asyncio.get_running_loop().time() < deadline, "the bot did not react"
                 await asyncio.sleep(0.01)
-        await self.api.wait_idle(quiet=0.15, timeout=10)
+        await self.api.wait_idle(quiet=0.15, timeout=30)
 
     async def say(self, text: str) -> None:
         mark = len(self.api.calls)
