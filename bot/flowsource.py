@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from types import EllipsisType
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -175,12 +176,19 @@ class FlowRegistry:
             await self._publish_initial(session, text, flow, "first start")
         return await self.active(session)
 
-    async def active(self, session: AsyncSession) -> Flow:
+    async def active(
+        self, session: AsyncSession, *, known: str | None | EllipsisType = ...
+    ) -> Flow:
         """The version new dialogues use (looked up each time: publishing needs no restart).
 
-        A version not yet proven here is proven in the background; meanwhile the version
-        proven before is used."""
-        key = await active_flow_checksum(session=session, flow_name=self.name)
+        ``known``: the active version's checksum, if the caller has read it already in this
+        transaction (``storage.read_turn``). A version not yet proven here is proven in the
+        background; meanwhile the version proven before is used."""
+        key = (
+            await active_flow_checksum(session=session, flow_name=self.name)
+            if known is ...
+            else known
+        )
         if key is not None:
             found = self._proven.get(key)
             if found is not None:

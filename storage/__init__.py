@@ -7,6 +7,7 @@ caller owns the transaction (see ``storage.crud``).
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.crud import (
+    Turn,
     create_client,
     create_request,
     delete_client_data,
@@ -16,6 +17,7 @@ from storage.crud import (
     get_prompt_message_id,
     get_request,
     list_requests,
+    read_turn,
     save_dialogue,
     set_client_language,
     set_prompt_message_id,
@@ -55,6 +57,7 @@ from storage.lifecycle import (
 from storage.messaging import (
     claim_update,
     enqueue_call,
+    enqueue_calls,
     inbox_lanes,
     next_calls,
     next_updates,
@@ -109,8 +112,10 @@ from storage.queue import (
 from storage.sqltypes import utcnow
 
 __all__ = [
+    "Turn",
     "claim_update",
     "enqueue_call",
+    "enqueue_calls",
     "inbox_lanes",
     "next_calls",
     "next_updates",
@@ -179,6 +184,7 @@ __all__ = [
     "set_flow_version_note",
     "list_open_requests",
     "list_requests",
+    "read_turn",
     "make_engine",
     "ahead_of",
     "make_sessionmaker",

@@ -11,6 +11,7 @@ produced it are stored together or not at all::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from storage.models import (
     Client,
     ConsultationRequest,
     DialogueSession,
+    FlowVersion,
     Relay,
     RequestCreate,
     RequestEvent,
@@ -34,6 +36,7 @@ from storage.models import (
 from storage.sqltypes import utcnow
 
 __all__ = [
+    "Turn",
     "create_client",
     "create_request",
     "delete_client_data",
@@ -43,6 +46,7 @@ __all__ = [
     "get_prompt_message_id",
     "get_request",
     "list_requests",
+    "read_turn",
     "save_dialogue",
     "set_client_language",
     "set_prompt_message_id",
@@ -139,6 +143,46 @@ _GET_DIALOGUE = select(DialogueSession).where(
     col(DialogueSession.client_id) == bindparam("dialogue_of")
 )
 _GET_DIALOGUE_FOR_UPDATE = _GET_DIALOGUE.with_for_update()
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What a client's step reads, in one statement (see ``read_turn``)."""
+
+    client: Client | None
+    dialogue: DialogueSession | None
+    #: The checksum of the flow's active version (None: the flow has none yet).
+    active: str | None
+
+
+async def read_turn(*, session: AsyncSession, telegram_id: int, flow_name: str) -> Turn:
+    """The client with this Telegram id, their dialogue and the flow's active version: what
+    one step of the dialogue reads, in one statement.
+
+    The client's row is locked until the transaction ends (``SELECT ... FOR UPDATE OF
+    clients`` on PostgreSQL; SQLite has a single writer anyway), so one client's steps run
+    one at a time. With no such client yet, only the active version is read (a second
+    statement, once per client).
+    """
+    params = {"turn_of": telegram_id, "turn_flow": flow_name}
+    row = (await session.exec(_TURN, params=params)).first()
+    if row is not None:
+        client, dialogue, active = row
+        return Turn(client, dialogue, active)
+    active = await run(session, _TURN_ACTIVE, params, take=CursorResult.scalar)
+    return Turn(None, None, active)
+
+
+_VERSIONS = table(FlowVersion)
+_TURN_ACTIVE = select(_VERSIONS.c.checksum).where(
+    _VERSIONS.c.flow_name == bindparam("turn_flow"), _VERSIONS.c.active.is_(True)
+)
+_TURN = (
+    select(Client, DialogueSession, _TURN_ACTIVE.scalar_subquery())
+    .outerjoin(DialogueSession, col(DialogueSession.client_id) == col(Client.id))
+    .where(col(Client.telegram_id) == bindparam("turn_of"))
+    .with_for_update(of=Client)
+)
 
 
 async def get_prompt_message_id(*, session: AsyncSession, client_id: int) -> int | None:

@@ -38,6 +38,7 @@ from storage import (
     get_dialogue,
     get_or_create_client,
     latest_request_of_client,
+    read_turn,
     record_step,
     set_client_asking,
     set_client_language,
@@ -112,13 +113,18 @@ async def step_client(
     ``contact`` says the input came from the one-time share button (which hid itself).
     """
     session = work.session
-    client, client_id = await _telegram_client(session, user, svc.settings, source)
-    before = await get_dialogue(session=session, client_id=client_id, for_update=True)
+    turn = await read_turn(session=session, telegram_id=user.id, flow_name=svc.registry.name)
+    if turn.client is None:  # first contact: the client is created, and read again locked
+        await _telegram_client(session, user, svc.settings, source)
+        turn = await read_turn(session=session, telegram_id=user.id, flow_name=svc.registry.name)
+    client, before = turn.client, turn.dialogue
+    assert client is not None and client.id is not None
+    client_id = client.id
     if restart_if_finished and before is not None and before.state.get("finished"):
         inp = Restart()  # /start after a finished intake begins a new one
     old_node = before.state.get("node") if before else None
     old_seq = before.state.get("seq") if before else None
-    active = await svc.registry.active(session)
+    active = await svc.registry.active(session, known=turn.active)
 
     async def pinned(version: str) -> Flow | None:
         return await svc.registry.pinned(session, version)
