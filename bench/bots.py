@@ -230,9 +230,15 @@ class SqlCounter:
         if text.startswith("BEGIN"):
             return
         lower = statement.lower()
-        # the inbox's receipt, the outbox's calls and the message ids the sender records
+        # the inbox's receipt, the outbox's calls and the message ids the sender reads and records
         if any(f" {t}" in lower for t in ("inbox", "outbox", "leases")) or any(
-            mark in lower for mark in ("set prompt_message_id", "card_message_id=", "into relays")
+            mark in lower
+            for mark in (
+                "set prompt_message_id",
+                "select dialogue_sessions.prompt_message_id",
+                "card_message_id=",
+                "into relays",
+            )
         ):
             self.path_statements += 1
         else:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from telegram import InlineKeyboardMarkup, ReplyKeyboardMarkup, ReplyKeyboardRemove
 
-from storage import AsyncSession, claim_update, enqueue_call, utcnow
+from storage import AsyncSession, claim_update, enqueue_calls, utcnow
 
 if TYPE_CHECKING:
     from bot.context import Services
@@ -65,7 +65,8 @@ def prompt_ref(client_id: int) -> dict[str, int]:
 
 
 def call_ref(call_id: int) -> dict[str, int]:
-    """A message id resolved when sending: the message an earlier call of the outbox sent."""
+    """A message id resolved when sending: the message an earlier call of the outbox sent
+    (its id from ``Out.flush``)."""
     return {"$call": call_id}
 
 
@@ -75,26 +76,35 @@ def _markup(markup: Markup | None) -> dict[str, Any] | None:
 
 @dataclass
 class Out:
-    """Records Bot API calls into the outbox, in the unit of work's transaction."""
+    """Records Bot API calls into the outbox, in the unit of work's transaction.
+
+    The calls are kept until the unit ends (or ``flush``) and then stored in one statement.
+    """
 
     session: AsyncSession
     at: datetime
     lanes: set[int] = field(default_factory=set)
+    pending: list[dict[str, Any]] = field(default_factory=list)
 
     async def call(
         self, lane: int, method: str, params: dict[str, Any], bind: dict[str, Any] | None = None
-    ) -> int:
-        """Record any call; returns its outbox id (for ``call_ref``)."""
-        call_id = await enqueue_call(
-            session=self.session,
-            lane=lane,
-            method=method,
-            params={k: v for k, v in params.items() if v is not None},
-            bind=bind,
-            at=self.at,
+    ) -> None:
+        """Record any call (in this unit's order)."""
+        self.pending.append(
+            {
+                "lane": lane,
+                "method": method,
+                "params": {k: v for k, v in params.items() if v is not None},
+                "bind": bind,
+            }
         )
         self.lanes.add(lane)
-        return call_id
+
+    async def flush(self, *, ids: bool = False) -> list[int]:
+        """Store the calls recorded so far; with ``ids``, returns their outbox ids (for
+        ``call_ref``)."""
+        calls, self.pending = self.pending, []
+        return await enqueue_calls(session=self.session, calls=calls, at=self.at, ids=ids)
 
     async def send(
         self,
@@ -104,7 +114,7 @@ class Out:
         markup: Markup | None = None,
         bind: dict[str, Any] | None = None,
         html: bool = True,
-    ) -> int:
+    ) -> None:
         """Send a text message (HTML unless ``html`` is False), without link previews."""
         params: dict[str, Any] = {
             "chat_id": chat_id,
@@ -114,7 +124,7 @@ class Out:
         }
         if html:
             params["parse_mode"] = "HTML"
-        return await self.call(chat_id, "sendMessage", params, bind)
+        await self.call(chat_id, "sendMessage", params, bind)
 
     async def edit(
         self,
@@ -125,7 +135,7 @@ class Out:
         markup: InlineKeyboardMarkup | None = None,
         bind: dict[str, Any] | None = None,
         or_send: bool = False,
-    ) -> int:
+    ) -> None:
         """Replace a message's text and keyboard; with ``or_send``, send it anew if the message
         cannot be edited (deleted, or too old)."""
         params: dict[str, Any] = {
@@ -138,14 +148,14 @@ class Out:
         }
         if or_send:
             bind = {**(bind or {}), "or_send": True}
-        return await self.call(chat_id, "editMessageText", params, bind)
+        await self.call(chat_id, "editMessageText", params, bind)
 
     async def edit_markup(
         self,
         chat_id: int,
         message_id: int | dict[str, int],
         markup: InlineKeyboardMarkup | None = None,
-    ) -> int:
+    ) -> None:
         """Replace (or, with None, remove) a message's inline keyboard.
 
         Removing the keyboard of a client's live question (``prompt_ref``) also records that
@@ -155,22 +165,22 @@ class Out:
         bind = None
         if isinstance(message_id, dict) and "$prompt" in message_id and markup is None:
             bind = {"unprompt": message_id["$prompt"]}
-        return await self.call(chat_id, "editMessageReplyMarkup", params, bind)
+        await self.call(chat_id, "editMessageReplyMarkup", params, bind)
 
     async def answer(
         self, chat_id: int, query_id: str, text: str | None = None, *, alert: bool = False
-    ) -> int:
+    ) -> None:
         """Answer a button press (in the chat's order, so before what the press changed)."""
         params: dict[str, Any] = {"callback_query_id": query_id}
         if text:
             params["text"] = text[:200]
         if alert:
             params["show_alert"] = True
-        return await self.call(chat_id, "answerCallbackQuery", params)
+        await self.call(chat_id, "answerCallbackQuery", params)
 
     async def document(
         self, chat_id: int, data: bytes, filename: str, *, caption: str | None = None
-    ) -> int:
+    ) -> None:
         """Send a file."""
         params = {
             "chat_id": chat_id,
@@ -178,11 +188,11 @@ class Out:
             "caption": caption,
             "parse_mode": "HTML" if caption else None,
         }
-        return await self.call(chat_id, "sendDocument", params)
+        await self.call(chat_id, "sendDocument", params)
 
     async def photo(
         self, chat_id: int, data: bytes, filename: str, *, caption: str | None = None
-    ) -> int:
+    ) -> None:
         """Send a picture."""
         params = {
             "chat_id": chat_id,
@@ -190,7 +200,7 @@ class Out:
             "caption": caption,
             "parse_mode": "HTML" if caption else None,
         }
-        return await self.call(chat_id, "sendPhoto", params)
+        await self.call(chat_id, "sendPhoto", params)
 
 
 def _file(data: bytes, filename: str) -> dict[str, str]:
@@ -228,6 +238,7 @@ async def unit(
                     raise Superseded(processing.update_id)
             out = Out(session, at)
             yield Work(session, out, at)
+            await out.flush()
         if claiming:
             assert processing is not None
             processing.claimed = True  # committed: its effects and its mark together

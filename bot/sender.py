@@ -34,7 +34,6 @@ from storage import (
     add_relay,
     ahead_of,
     get_prompt_message_id,
-    get_request,
     mark_delivered,
     mark_delivery_failed,
     next_calls,
@@ -234,13 +233,14 @@ class Sender(LaneWorker[OutboxMessage]):
                 session=session, client_id=bind["prompt"], message_id=message_id
             )
         if "card" in bind:
-            request = await get_request(session=session, request_id=bind["card"])
-            if request is not None and error is None and message_id is not None:
+            if error is None and message_id is not None:
                 await mark_delivered(
-                    session=session, request=request, chat_id=chat_id, message_id=message_id
+                    session=session, request_id=bind["card"], chat_id=chat_id, message_id=message_id
                 )
-            elif request is not None:
-                await mark_delivery_failed(session=session, request=request, error=error or "")
+            else:
+                await mark_delivery_failed(
+                    session=session, request_id=bind["card"], error=error or ""
+                )
         if "relay" in bind and error is None and message_id is not None:
             await add_relay(
                 session=session,

@@ -165,7 +165,7 @@ async def queue_card(work: Work, settings: Settings, request_id: int) -> None:
         return
     if settings.staff_chat_id is None:
         await mark_delivery_failed(
-            session=work.session, request=request, error="STAFF_CHAT_ID is not set"
+            session=work.session, request_id=request_id, error="STAFF_CHAT_ID is not set"
         )
         return
     # Queued: the chat is known, the message id comes when the sender has posted it.

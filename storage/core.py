@@ -34,11 +34,12 @@ def table(model: Any) -> Table:
 async def run(
     session: AsyncSession,
     statement: Executable,
-    params: dict[str, Any] | None = None,
+    params: dict[str, Any] | list[dict[str, Any]] | None = None,
     take: Callable[[CursorResult[Any]], _T] = _rowcount,  # type: ignore[assignment]
 ) -> _T:
     """Run ``statement`` on the session's connection, in its transaction; return ``take`` of
-    its result (by default the row count).
+    its result (by default the row count). A list of ``params`` runs it for each (one
+    statement: an INSERT becomes one multi-row INSERT).
 
     Changes pending in the session are flushed first, so the statement sees them. It all
     runs in one switch to SQLAlchemy's synchronous side.

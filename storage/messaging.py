@@ -8,7 +8,7 @@ times, outcomes) is what de-duplication and the audit of delivery need.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from storage.models import InboxUpdate, Lease, OutboxMessage
 __all__ = [
     "claim_update",
     "enqueue_call",
+    "enqueue_calls",
     "inbox_lanes",
     "next_calls",
     "next_updates",
@@ -158,11 +159,35 @@ async def enqueue_call(
     at: datetime,
 ) -> int:
     """Store a Bot API call to make after the commit; returns its id."""
-    row = {"lane": lane, "method": method, "params": params, "bind": bind, "created_at": at}
-    return int(await run(session, _ENQUEUE, {**row, "attempts": 0}, take=CursorResult.scalar_one))
+    call = {"lane": lane, "method": method, "params": params, "bind": bind}
+    [call_id] = await enqueue_calls(session=session, calls=[call], at=at, ids=True)
+    return call_id
 
 
-_ENQUEUE = insert(_OUTBOX).returning(_OUTBOX.c.id)
+async def enqueue_calls(
+    *, session: AsyncSession, calls: Sequence[Mapping[str, Any]], at: datetime, ids: bool = False
+) -> list[int]:
+    """Store Bot API calls (each with ``lane``, ``method``, ``params`` and ``bind``) to make
+    after the commit, in this order; with ``ids``, returns their ids.
+
+    Without ``ids`` it is one statement for all of them (the driver's ``executemany``).
+    """
+    if not calls:
+        return []
+    rows = [{**call, "created_at": at, "attempts": 0} for call in calls]
+    if not ids:
+        await run(session, _ENQUEUE, rows)
+        return []
+    return [int(call_id) for call_id in await run(session, _ENQUEUE_IDS, rows, take=_ids)]
+
+
+def _ids(result: CursorResult[Any]) -> list[Any]:
+    return list(result.scalars())
+
+
+_ENQUEUE = insert(_OUTBOX)
+# Ids returned in the rows' order (SQLite then inserts them one by one).
+_ENQUEUE_IDS = insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True)
 
 
 async def outbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:

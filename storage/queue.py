@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, update
+from sqlalchemy import bindparam, case, delete, func, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,6 +27,7 @@ from storage.models import (
     RequestEvent,
     StepEvent,
 )
+from storage.sqltypes import utcnow
 
 __all__ = [
     "Stats",
@@ -249,23 +250,35 @@ async def requests_to_deliver(
 
 
 async def mark_delivered(
-    *, session: AsyncSession, request: ConsultationRequest, chat_id: int, message_id: int
+    *, session: AsyncSession, request_id: int, chat_id: int, message_id: int
 ) -> None:
-    """Remember where a request's card was posted."""
-    request.card_chat_id = chat_id
-    request.card_message_id = message_id
-    request.delivery_error = None
-    session.add(request)
-    await session.flush()
+    """Remember where a request's card was posted (nothing happens if there is no request)."""
+    values = {"card_chat_id": chat_id, "card_message_id": message_id, "delivery_error": None}
+    await run(session, _MARK_CARD, {"card_of": request_id, **values, "card_at": utcnow()})
 
 
-async def mark_delivery_failed(
-    *, session: AsyncSession, request: ConsultationRequest, error: str
-) -> None:
+async def mark_delivery_failed(*, session: AsyncSession, request_id: int, error: str) -> None:
     """Record why posting the card failed; the request stays queued for re-delivery."""
-    request.delivery_error = error[:500]
-    session.add(request)
-    await session.flush()
+    values = {"delivery_error": error[:500], "card_at": utcnow()}
+    await run(session, _MARK_CARD_FAILED, {"card_of": request_id, **values})
+
+
+_REQUESTS = table(ConsultationRequest)
+_MARK_CARD = (
+    update(_REQUESTS)
+    .where(_REQUESTS.c.id == bindparam("card_of"))
+    .values(
+        card_chat_id=bindparam("card_chat_id"),
+        card_message_id=bindparam("card_message_id"),
+        delivery_error=bindparam("delivery_error"),
+        updated_at=bindparam("card_at"),
+    )
+)
+_MARK_CARD_FAILED = (
+    update(_REQUESTS)
+    .where(_REQUESTS.c.id == bindparam("card_of"))
+    .values(delivery_error=bindparam("delivery_error"), updated_at=bindparam("card_at"))
+)
 
 
 async def overdue_new_requests(
