@@ -2,17 +2,17 @@
 
 SQLite notes. ``make_engine`` turns on foreign keys, WAL with ``synchronous=NORMAL`` (a commit
 is durable once the WAL is checkpointed; a power cut may lose the last commits, never corrupt
-the file), a busy timeout and secure delete (erased rows are overwritten) for every
-connection, and takes transaction control away from the
-``sqlite3`` driver (which would otherwise not BEGIN before SELECT or DDL, breaking SAVEPOINTs
-and transactional migrations): SQLAlchemy emits the BEGIN itself. Its aiosqlite connections
-make one trip to their thread per statement (``storage.sqlitedriver``).
+the file) and secure delete (erased rows are overwritten) for every connection, and takes
+transaction control away from the ``sqlite3`` driver (which would otherwise not BEGIN before
+SELECT or DDL, breaking SAVEPOINTs and transactional migrations): SQLAlchemy emits the BEGIN
+itself. Its connections run each statement on the event loop's thread, and wait for locks
+other processes hold with asyncio, up to 30 s (``storage.sqlitedriver``).
 
 Writes: a session of ``make_sessionmaker(engine)`` begins with ``BEGIN IMMEDIATE``, after
 waiting for the engine's write lock (asyncio futures in queues): writers of one process take turns
-first come, first served, instead of polling in SQLite's busy handler (which is not fair and
-sleeps up to 100 ms at a time). The lock is released right after COMMIT or ROLLBACK. Writers
-in other processes still meet on the busy timeout. No write transaction should wait on the
+first come, first served, instead of polling for SQLite's lock (which is not fair). The lock
+is released right after COMMIT or ROLLBACK. Writers in other processes meet on SQLite's lock,
+which the driver polls without blocking the event loop. No write transaction should wait on the
 network, and a task must not open a second write transaction while it holds one (it would
 wait for itself until the 30 s timeout).
 
@@ -79,7 +79,9 @@ _SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=30000",
+    # SQLite must not sleep on the event loop's thread: the driver waits for other processes'
+    # locks itself, with asyncio (``storage.sqlitedriver``).
+    "PRAGMA busy_timeout=0",
     # Deleted rows are overwritten with zeros, so erased personal data do not linger in
     # the file's free pages (/forget, retention).
     "PRAGMA secure_delete=ON",
@@ -191,7 +193,16 @@ async def truncate_wal(engine: AsyncEngine) -> None:
     if engine.dialect.name != "sqlite":
         return
     async with engine.connect() as connection:
-        await connection.run_sync(_driver_execute, "PRAGMA wal_checkpoint(TRUNCATE)")
+        # A checkpoint does not wait for readers or writers by itself (no busy timeout): a
+        # few tries, a moment apart, while they finish.
+        for _ in range(_CHECKPOINT_TRIES):
+            busy = await connection.run_sync(_driver_fetch, "PRAGMA wal_checkpoint(TRUNCATE)")
+            if not busy or not busy[0][0]:
+                return
+            await asyncio.sleep(0.05)
+
+
+_CHECKPOINT_TRIES = 40
 
 
 async def pending_changes(engine: AsyncEngine) -> list[Any]:
@@ -412,6 +423,16 @@ def _release(info: dict[Any, Any]) -> None:
     lock = info.pop(_HOLDS_WRITE_LOCK, None)
     if lock is not None:
         lock.release()
+
+
+def _driver_fetch(connection: Connection, sql: str) -> list[Any]:
+    """Run ``sql`` as ``_driver_execute`` does; return its rows."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 def _driver_execute(connection: Connection, sql: str) -> None:
