@@ -390,6 +390,51 @@ async def test_an_intake_costs_about_one_message_per_answer_and_keeps_no_texts(
         await bot.stop()
 
 
+async def test_a_press_is_one_transaction_of_a_few_statements(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    """Each answer of an intake is one transaction: the client, their dialogue and the active
+    flow version read in one statement, the dialogue and the step written, its update marked
+    done, and the calls to make stored in one statement (the issue's budget: at most five
+    statements on the dialogue's tables, one commit)."""
+    api = fake_bot_api
+    url, engine = database
+    bot = await start_bot(api, url, engine)
+    transactions: list[list[str]] = []
+    current: dict[int, list[str]] = {}
+
+    def statement(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if not sql.lstrip().upper().startswith("BEGIN"):
+            current.setdefault(id(conn), []).append(" ".join(sql.split()).lower())
+
+    def commit(conn: Any) -> None:
+        transactions.append(current.pop(id(conn), []))
+
+    try:
+        person = Person(api, 3011)
+        await person.say("/start")
+        await bot.drained()
+        sqlalchemy.event.listen(engine.sync_engine, "before_cursor_execute", statement)
+        sqlalchemy.event.listen(engine.sync_engine, "commit", commit)
+        for _ in range(3):
+            await person.press(person.labels()[0])
+            await bot.drained()
+    finally:
+        sqlalchemy.event.remove(engine.sync_engine, "before_cursor_execute", statement)
+        sqlalchemy.event.remove(engine.sync_engine, "commit", commit)
+        await bot.stop()
+    steps = [
+        t for t in transactions if any("update dialogue_sessions set flow_name" in s for s in t)
+    ]
+    assert len(steps) == 3, transactions
+    for step in steps:
+        own = [s for s in step if not any(f" {name}" in s for name in ("inbox", "outbox"))]
+        assert len(own) <= 5, own
+        assert len([s for s in own if s.startswith("select")]) == 1, own
+        assert len([s for s in step if s.startswith("insert into outbox")]) == 1, step
+        assert len([s for s in step if s.startswith("update inbox")]) == 1, step
+
+
 async def test_the_output_port_sends_only_the_parameters_each_method_takes(
     fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
 ) -> None:
