@@ -1,7 +1,10 @@
 """Flow checks in a worker process with time and memory limits, one check per content.
 
 The proof in ``flows`` is bounded by a budget of states; this adds the bounds a pure core
-cannot set: wall-clock seconds and memory, whatever the admin wrote or the machine does.
+cannot set: seconds and memory, whatever the admin wrote or the machine does. The seconds
+are the check process's own processor time, so a busy machine (which slows the check down
+without making it any bigger) does not get a sound flow refused at start; a wall-clock
+ceiling ten times as long still stops a check that cannot get the processor at all.
 A check never runs in the bot's own process (a runaway check cannot stall clients or grow
 the bot), never inside a database transaction (callers hold no session while they wait),
 and concurrent requests for the same content share one check.
@@ -14,9 +17,12 @@ import contextlib
 import functools
 import logging
 import multiprocessing
+import os
 import resource
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, SpawnContext
+from pathlib import Path
 
 from flows import CheckReport, Problem, check_text, checksum
 
@@ -24,9 +30,21 @@ __all__ = ["CHECK_MEMORY_BYTES", "CHECK_SECONDS", "FlowChecker"]
 
 log = logging.getLogger(__name__)
 
-#: How long one check may take, and how much memory its process may use.
+#: How much processor time one check may take, and how much memory its process may use.
 CHECK_SECONDS = 30.0
 CHECK_MEMORY_BYTES = 1 << 30
+#: The wall-clock ceiling, as a multiple of the processor time allowed.
+WALL_FACTOR = 10
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """The processor time (user + system) process ``pid`` has used; None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _work(text: str, origin: str, memory: int, out: Connection) -> None:
@@ -97,7 +115,7 @@ class FlowChecker:
         proc.start()
         send.close()
         try:
-            if receive.poll(self.seconds):
+            if self._wait(proc.pid, receive):
                 try:
                     report: CheckReport = receive.recv()
                 except EOFError:  # the process died: out of memory, most likely
@@ -105,7 +123,8 @@ class FlowChecker:
             else:
                 log.warning("flow check of %s stopped after %g s", origin, self.seconds)
                 report = _too_complex(
-                    origin, f"its check did not finish within {self.seconds:g} seconds"
+                    origin,
+                    f"its check did not finish within {self.seconds:g} seconds of processor time",
                 )
         finally:
             receive.close()
@@ -115,6 +134,17 @@ class FlowChecker:
         if report.ok:
             _PASSED[checksum(text)] = report
         return report
+
+    def _wait(self, pid: int | None, receive: Connection) -> bool:
+        """Wait for the check's report; False once it used up its time (processor time, or
+        the wall-clock ceiling)."""
+        deadline = time.monotonic() + self.seconds * WALL_FACTOR
+        step = min(0.05, self.seconds)
+        while not receive.poll(step):
+            used = _cpu_seconds(pid) if pid is not None else None
+            if (used is not None and used > self.seconds) or time.monotonic() > deadline:
+                return False
+        return True
 
     async def check(self, text: str, origin: str) -> CheckReport:
         """Check ``text`` off the event loop; callers asking for the same content share it."""
