@@ -210,7 +210,7 @@ class SqlCounter:
     """Counts the SQL statements and commits of every engine in the process.
 
     Split in two: the dialogue's own work (the step: client, dialogue, request, events) and
-    the message path's bookkeeping (statements on the inbox, the outbox and the leases, and
+    the message path's bookkeeping (statements on the inbox, the outbox, the lanes' locks, and
     transactions that touched nothing else). BEGIN is not counted as a statement.
     """
 
@@ -230,7 +230,8 @@ class SqlCounter:
         if text.startswith("BEGIN"):
             return
         lower = statement.lower()
-        # the inbox's receipt, the outbox's calls and the message ids the sender reads and records
+        # the inbox's receipt, the outbox's calls, the message ids the sender reads and
+        # records, and the lanes' locks
         if any(f" {t}" in lower for t in ("inbox", "outbox", "leases")) or any(
             mark in lower
             for mark in (
@@ -238,6 +239,8 @@ class SqlCounter:
                 "select dialogue_sessions.prompt_message_id",
                 "card_message_id=",
                 "into relays",
+                "pg_try_advisory_lock",
+                "pg_advisory_unlock",
             )
         ):
             self.path_statements += 1

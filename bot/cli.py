@@ -443,13 +443,15 @@ def requests_redeliver() -> None:
             async with sessionmaker() as session:
                 before = len(await requests_to_deliver(session=session))
             await redeliver(_services(settings, sessionmaker))
-            # Send what waits in the outbox now (leased lanes: a running bot is not doubled).
+            # Send what waits in the outbox now (locked lanes: a running bot on PostgreSQL is
+            # not doubled).
             sender = Sender(bot, sessionmaker, owner=f"cli:{os.getpid()}", shared=True)
             async with bot:
                 async with sessionmaker() as session:
                     lanes = set(await outbox_lanes(session=session))
                 sender.wake(lanes)
                 await sender.idle()
+                await sender.stop()
             async with sessionmaker() as session:
                 waiting = await requests_to_deliver(session=session)
             failing = sum(1 for r in waiting if r.delivery_error is not None)

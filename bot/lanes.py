@@ -3,8 +3,13 @@
 The inbox's dispatcher and the outbox's sender are both lane workers. ``wake`` starts (or
 nudges) the lanes that got new work after a commit in this process; ``run`` sweeps the
 database every ``tick`` for work nobody woke us for (stored before a restart, or by another
-process). With ``shared`` (several processes on one PostgreSQL database) a lane is leased
-before it is worked on, so one process at a time serves a chat.
+process). With ``shared`` (several processes on one PostgreSQL database) a lane is locked
+before it is worked on, so one process at a time serves a chat: a session-level advisory lock
+on a connection the worker keeps for its locks (``storage.LaneLocks``), taken when the lane
+starts and given back when it ends, with no transaction of its own. A process that dies
+closes that connection, so its chats are free at once. If the connection breaks while this
+process lives, its lanes finish the batch in hand and take no more (another process may
+already have the chat); the next lane to start connects again.
 """
 
 from __future__ import annotations
@@ -12,13 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from storage import AsyncSession, make_sessionmaker, release_lease, take_lease, utcnow
+from storage import AsyncSession, LaneLocks, make_sessionmaker
 
 __all__ = ["LaneWorker", "seconds"]
 
@@ -38,7 +41,7 @@ def seconds(value: Any) -> float:
 class LaneWorker(Generic[Item]):
     """Subclasses say where the work is (``lanes``, ``batch``) and what to do (``handle``)."""
 
-    #: Prefix of this worker's lease keys ("in", "out").
+    #: Prefix of this worker's lock keys ("in", "out").
     name = "lane"
 
     def __init__(
@@ -48,9 +51,14 @@ class LaneWorker(Generic[Item]):
         owner: str,
         shared: bool,
         concurrency: int = 64,
-        lease_seconds: float = 30.0,
+        check_seconds: float = 10.0,
         tick: float = 1.0,
     ) -> None:
+        """``owner`` names this process (in the lock connection's ``application_name``);
+        ``shared``: other processes work on the same database (only PostgreSQL locks: on
+        SQLite one process serves the database); ``check_seconds``: how long the lock
+        connection may stay quiet while locks are held before the sweep makes a round trip
+        on it (a broken network is found that way)."""
         self._sessionmaker = sessionmaker
         # Looking for work only reads: on SQLite it must not queue behind the writers.
         bind = sessionmaker.kw.get("bind")
@@ -59,14 +67,16 @@ class LaneWorker(Generic[Item]):
             if isinstance(bind, AsyncEngine)
             else sessionmaker
         )
-        self._owner = owner
-        self._shared = shared
+        self._locks = (
+            LaneLocks(engine=bind, label=f"intake-bot {self.name} {owner}")
+            if shared and isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql"
+            else None
+        )
         self._slots = asyncio.Semaphore(concurrency)
-        self._lease = timedelta(seconds=lease_seconds)
+        self._check = check_seconds
         self._tick = tick
         self._active: dict[int, asyncio.Task[None]] = {}
         self._dirty: set[int] = set()
-        self._taken: dict[int, float] = {}  # when this process last took a lane's lease
         self._poke = asyncio.Event()
         self._stopping = False
 
@@ -114,6 +124,8 @@ class LaneWorker(Generic[Item]):
             for lane in lanes:
                 if lane not in self._active and not self._stopping:
                     self._start(lane)
+            if self._locks is not None:
+                await self._locks.check(every=self._check)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), self._tick)
             self._poke.clear()
@@ -128,11 +140,18 @@ class LaneWorker(Generic[Item]):
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._locks is not None:
+            await self._locks.close()
 
     async def idle(self) -> None:
         """Wait until no lane is working."""
         while self._active:
             await asyncio.gather(*list(self._active.values()), return_exceptions=True)
+
+    @property
+    def locks(self) -> LaneLocks | None:
+        """The lane locks across processes (None when this process works alone)."""
+        return self._locks
 
     @property
     def busy(self) -> int:
@@ -144,33 +163,30 @@ class LaneWorker(Generic[Item]):
     async def _lane(self, lane: int) -> None:
         try:
             async with self._slots:
-                items: list[Item] | None = None
-                if self._shared:
-                    self._dirty.discard(lane)
-                    items = await self._take(lane, read=True)
-                    if items is None:
-                        return
+                locks, key = self._locks, f"{self.name}:{lane}"
+                held: int | None = None  # the lock's generation (see LaneLocks)
                 try:
+                    if locks is not None:
+                        held = await locks.take(key=key)
+                        if held is None:
+                            return  # another process works on it
                     while not self._stopping:
-                        if items is None:
-                            self._dirty.discard(lane)
-                            async with self._reader() as session:
-                                items = await self.batch(session, lane)
+                        if locks is not None and held is not None and not locks.holds(held):
+                            return  # the lock went with its connection: the sweep retries
+                        self._dirty.discard(lane)
+                        async with self._reader() as session:
+                            items = await self.batch(session, lane)
                         if not items:
                             if lane in self._dirty:
-                                items = None
                                 continue
                             return
                         await self.handle(items)
                         if len(items) < BATCH and lane not in self._dirty:
                             # All there was; new work after this wakes the lane again.
                             return
-                        items = None
-                        if self._shared and self._stale(lane) and await self._take(lane) is None:
-                            return
                 finally:
-                    if self._shared:
-                        await self._release(lane)
+                    if locks is not None and held is not None:
+                        await locks.give(key=key, generation=held)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the sweep tries the lane again
@@ -179,37 +195,6 @@ class LaneWorker(Generic[Item]):
         finally:
             self._active.pop(lane, None)
             if lane in self._dirty and not self._stopping:
-                # Work came while the lane was ending (giving its lease back): go on.
+                # Work came while the lane was ending (giving its lock back): go on.
                 self._dirty.discard(lane)
                 self._start(lane)
-
-    def _stale(self, lane: int) -> bool:
-        """Whether the lane's lease is a third through and should be renewed."""
-        taken = self._taken.get(lane)
-        return taken is None or time.monotonic() - taken > self._lease.total_seconds() / 3
-
-    async def _take(self, lane: int, *, read: bool = False) -> list[Item] | None:
-        """Take or renew the lane's lease; None if another process holds it.
-
-        With ``read``, the lane's next items are read in the same transaction (one
-        transaction fewer each time a lane starts).
-        """
-        self._taken[lane] = time.monotonic()
-        now = utcnow()
-        async with self._sessionmaker() as session, session.begin():
-            taken = await take_lease(
-                session=session,
-                key=f"{self.name}:{lane}",
-                owner=self._owner,
-                until=now + self._lease,
-                now=now,
-            )
-            if not taken:
-                return None
-            return await self.batch(session, lane) if read else []
-
-    async def _release(self, lane: int) -> None:
-        self._taken.pop(lane, None)
-        with contextlib.suppress(Exception):
-            async with self._sessionmaker() as session, session.begin():
-                await release_lease(session=session, key=f"{self.name}:{lane}", owner=self._owner)

@@ -54,6 +54,7 @@ from storage.lifecycle import (
     action_to,
     card_actions,
 )
+from storage.locks import LaneLocks, lock_key
 from storage.messaging import (
     claim_update,
     enqueue_call,
@@ -66,10 +67,8 @@ from storage.messaging import (
     pending_updates,
     prune_messaging,
     record_call,
-    release_lease,
     sent_message_id,
     store_updates,
-    take_lease,
 )
 from storage.models import (
     Client,
@@ -124,12 +123,12 @@ __all__ = [
     "pending_updates",
     "prune_messaging",
     "record_call",
-    "release_lease",
     "sent_message_id",
     "store_updates",
-    "take_lease",
     "InboxUpdate",
+    "LaneLocks",
     "Lease",
+    "lock_key",
     "OutboxMessage",
     "DEFAULT_DATABASE_URL",
     "OPEN_STATUSES",

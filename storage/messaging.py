@@ -1,4 +1,4 @@
-"""The message path's tables: the inbox of updates, the outbox of Bot API calls, lane leases.
+"""The message path's tables: the inbox of updates and the outbox of Bot API calls.
 
 Like the rest of ``storage``, every function works in the caller's transaction and none
 commits. Personal data do not stay here: a processed update's payload and a sent call's
@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.core import run, table
-from storage.models import InboxUpdate, Lease, OutboxMessage
+from storage.models import InboxUpdate, OutboxMessage
 
 __all__ = [
     "claim_update",
@@ -32,16 +32,13 @@ __all__ = [
     "pending_updates",
     "prune_messaging",
     "record_call",
-    "release_lease",
     "sent_message_id",
     "store_updates",
-    "take_lease",
 ]
 
 
 _INBOX = table(InboxUpdate)
 _OUTBOX = table(OutboxMessage)
-_LEASES = table(Lease)
 
 
 def _insert(session: AsyncSession, into: Any) -> Any:
@@ -123,29 +120,6 @@ _CLAIM = (
     update(_INBOX)
     .where(_INBOX.c.update_id == bindparam("claimed_id"), _INBOX.c.done_at.is_(None))
     .values(done_at=bindparam("claimed_at"), outcome=bindparam("claimed_outcome"), payload={})
-)
-
-
-async def take_lease(
-    *, session: AsyncSession, key: str, owner: str, until: datetime, now: datetime
-) -> bool:
-    """Take or renew the lease on ``key`` until ``until``; False if another owner holds it."""
-    statement = _insert(session, _LEASES).values(key=key, owner=owner, until=until)
-    statement = statement.on_conflict_do_update(
-        index_elements=["key"],
-        set_={"owner": statement.excluded.owner, "until": statement.excluded.until},
-        where=(_LEASES.c.until < now) | (_LEASES.c.owner == owner),
-    ).returning(_LEASES.c.owner)
-    return await run(session, statement, take=CursorResult.first) is not None
-
-
-async def release_lease(*, session: AsyncSession, key: str, owner: str) -> None:
-    """Give a lease back (only its owner can)."""
-    await run(session, _RELEASE, {"released_key": key, "released_owner": owner})
-
-
-_RELEASE = delete(_LEASES).where(
-    _LEASES.c.key == bindparam("released_key"), _LEASES.c.owner == bindparam("released_owner")
 )
 
 

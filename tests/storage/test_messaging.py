@@ -1,9 +1,8 @@
-"""The message path's tables on both backends: receipt once, claim once, leases exclusive,
+"""The message path's tables on both backends: receipt once, claim once,
 a call recorded once, and nothing personal kept after processing."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -20,9 +19,7 @@ from storage import (
     pending_updates,
     prune_messaging,
     record_call,
-    release_lease,
     store_updates,
-    take_lease,
     utcnow,
 )
 
@@ -68,26 +65,6 @@ async def test_a_rolled_back_claim_leaves_the_update_waiting(sessionmaker: Sessi
         pass
     async with sessionmaker() as session:
         assert await pending_updates(session=session) == 1
-
-
-async def test_a_lease_is_held_by_one_owner_until_it_lapses(sessionmaker: Sessions) -> None:
-    now = utcnow()
-    later = now + timedelta(seconds=30)
-
-    async def take(owner: str, at: object) -> bool:
-        async with sessionmaker() as session, session.begin():
-            return await take_lease(session=session, key="in:1", owner=owner, until=later, now=at)  # type: ignore[arg-type]
-
-    results = await asyncio.gather(take("a", now), take("b", now))
-    assert sorted(results) == [False, True], "one of two at the same moment"
-    winner = "a" if results[0] else "b"
-    loser = "b" if winner == "a" else "a"
-    assert await take(winner, now), "the owner renews"
-    assert not await take(loser, now)
-    assert await take(loser, later + timedelta(seconds=1)), "a lapsed lease is taken over"
-    async with sessionmaker() as session, session.begin():
-        await release_lease(session=session, key="in:1", owner=winner)  # not the owner now
-    assert not await take(winner, now)
 
 
 async def test_a_call_is_recorded_once_and_its_parameters_go(sessionmaker: Sessions) -> None:

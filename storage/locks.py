@@ -1,0 +1,212 @@
+"""Lane locks across processes on PostgreSQL: session-level advisory locks on one connection.
+
+Several bot processes on one database serve each chat's lane ("in:<chat>", "out:<chat>")
+from one process at a time. A lane is locked with ``pg_try_advisory_lock`` when it starts and
+unlocked with ``pg_advisory_unlock`` when it ends, on a connection of its own (outside the
+engine's pool, in autocommit: no transaction, no commit). A session-level advisory lock lives
+as long as the session that took it, so a process that dies (its socket closes) frees its
+lanes at once, and nothing is written to any table.
+
+The price is that the locks are only as good as that one connection: when it breaks (the
+server restarts, the network fails, the backend is terminated), every lock it held is gone
+and another process may take those lanes. ``holds`` says so without a round trip (the
+driver notices a closed socket); the next ``take`` connects again. A silent network failure
+is found by ``check``, run every few seconds while locks are held: a round trip that does not
+come back within ``timeout`` drops the connection. The server is asked to probe the client
+with TCP keepalives, so it frees the locks of a client that has gone silent in about half a
+minute, not the operating system's two hours.
+
+Keys: a lane key (a string) becomes a signed 64-bit integer, the first 8 bytes (big-endian,
+two's complement) of ``BLAKE2b(b"intake-bot lane " + key, digest_size=8)``: stable across
+processes, Python versions and hash seeds. Two lane keys share an advisory lock only if
+their hashes collide (about n²/2⁶⁵ for n keys: 3·10⁻⁸ for a million chats in both
+directions), and then the two lanes are only served by one process at a time, never wrongly
+by two: this class counts its takes per key, as PostgreSQL does. The one other advisory lock
+of the project (migrations, ``storage.db``) is a small constant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import BigInteger, bindparam, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+__all__ = ["LaneLocks", "lock_key"]
+
+_PREFIX = b"intake-bot lane "
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:key)").bindparams(bindparam("key", type_=BigInteger))
+_UNLOCK = text("SELECT pg_advisory_unlock(:key)").bindparams(bindparam("key", type_=BigInteger))
+_PING = text("SELECT 1")
+#: Server-side TCP keepalives of the lock connection (seconds; ignored over a Unix socket):
+#: a client gone silent is dropped, and its locks freed, after about 10 + 5 x 3 s.
+_KEEPALIVES = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+}
+
+
+def lock_key(key: str) -> int:
+    """The advisory lock key (a signed 64-bit integer) of a lane key such as ``"in:42"``."""
+    digest = hashlib.blake2b(_PREFIX + key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class LaneLocks:
+    """Advisory locks of one process (or one of its workers), held on one connection.
+
+    ``take`` returns the generation of the connection the lock is held on, or None when
+    another session holds it; ``holds(generation)`` stays true as long as that connection
+    lives; ``give`` unlocks (nothing to do if the connection is gone: so is the lock). Calls
+    from many tasks take turns on the connection. Any failure or cancellation in the middle
+    of a statement drops the connection (what the server did is unknown), so every lock this
+    object held is gone and ``holds`` says so.
+    """
+
+    def __init__(self, *, engine: AsyncEngine, label: str, timeout: float = 10.0) -> None:
+        """``engine``: the database's (its URL is used, not its pool); ``label``: the
+        connection's ``application_name``, to find it in ``pg_stat_activity``; ``timeout``:
+        seconds a statement may take before the connection is given up."""
+        if engine.dialect.name != "postgresql":
+            raise ValueError("advisory lane locks need PostgreSQL")
+        settings = dict(_KEEPALIVES, application_name=label[:63])
+        self._engine = create_async_engine(
+            engine.url,
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+            connect_args={"server_settings": settings},
+        )
+        self._timeout = timeout
+        self._turn = asyncio.Lock()
+        self._connection: AsyncConnection | None = None
+        self._driver: Any = None  # the driver's connection, to see that it closed
+        self._stale: tuple[AsyncConnection, Any] | None = None  # given up, to be closed
+        self._held: Counter[int] = Counter()
+        self._generation = 0
+        self._used = 0.0  # when the connection last answered (monotonic)
+        self._closed = False
+
+    def holds(self, generation: int) -> bool:
+        """Whether locks taken under ``generation`` are still held."""
+        if generation != self._generation or self._connection is None:
+            return False
+        if self._driver is None or self._driver.is_closed():
+            self._lose()
+            return False
+        return True
+
+    @property
+    def connected(self) -> bool:
+        """Whether the lock connection is up (as far as this side has seen)."""
+        return self._driver is not None and not self._driver.is_closed()
+
+    async def take(self, *, key: str) -> int | None:
+        """Lock ``key`` if no other session holds it; the generation it is held under, or None.
+
+        Raises what connecting raises (the database is away).
+        """
+        number = lock_key(key)
+        async with self._turn:
+            connection = await self._connect()
+            got = await self._run(connection, _TRY_LOCK, number)
+            if not got:
+                return None
+            self._held[number] += 1
+            return self._generation
+
+    async def give(self, *, key: str, generation: int) -> None:
+        """Unlock ``key``, taken under ``generation`` (nothing to do if that connection is
+        gone). Never raises for a broken connection: the lock went with it."""
+        number = lock_key(key)
+        async with self._turn:
+            if not self.holds(generation) or not self._held[number]:
+                return
+            self._held[number] -= 1
+            if not self._held[number]:
+                del self._held[number]
+            assert self._connection is not None
+            try:
+                await self._run(self._connection, _UNLOCK, number)
+            except Exception:  # noqa: BLE001 - dropped with the connection, and the lock with it
+                return
+
+    async def check(self, *, every: float) -> None:
+        """While locks are held, make a round trip if the connection has been quiet for
+        ``every`` seconds: a connection that does not answer is dropped (see ``holds``)."""
+        if not self._held or time.monotonic() - self._used < every:
+            return
+        async with self._turn:
+            if self._connection is None or not self.holds(self._generation):
+                return
+            with contextlib.suppress(Exception):  # dropped: ``holds`` says so
+                await self._run(self._connection, _PING, None)
+
+    async def close(self) -> None:
+        """Unlock everything and connect no more: the connection is closed, and when this
+        returns the server has freed the locks (if it could be reached)."""
+        async with self._turn:
+            self._closed = True
+            connection = self._connection
+            if connection is not None and self.connected:
+                self._held.clear()
+                with contextlib.suppress(Exception):  # then it is terminated below
+                    await asyncio.wait_for(connection.close(), self._timeout)
+            await self._drop()
+        await self._engine.dispose()
+
+    # --- the connection ---------------------------------------------------------------
+
+    async def _connect(self) -> AsyncConnection:
+        if self._closed:
+            raise RuntimeError("the lane locks are closed")
+        if self._connection is not None and self._driver is not None:
+            if not self._driver.is_closed():
+                return self._connection
+            self._lose()
+        await self._drop()
+        connection = await asyncio.wait_for(self._engine.connect(), self._timeout)
+        raw = await connection.get_raw_connection()
+        self._connection, self._driver = connection, raw.driver_connection
+        self._used = time.monotonic()
+        return connection
+
+    async def _run(self, connection: AsyncConnection, statement: Any, key: int | None) -> Any:
+        """Run one statement under the turn; drop the connection if it does not come back."""
+        params = None if key is None else {"key": key}
+        try:
+            result = await asyncio.wait_for(connection.execute(statement, params), self._timeout)
+        except BaseException:
+            # Failed, timed out or cancelled half way: the server's side is unknown.
+            self._lose()
+            await asyncio.shield(self._drop())
+            raise
+        self._used = time.monotonic()
+        return result.scalar()
+
+    def _lose(self) -> None:
+        """The connection is gone (or given up): so is every lock it held."""
+        if self._connection is None:
+            return
+        self._generation += 1
+        self._held.clear()
+        self._stale = (self._connection, self._driver)
+        self._connection = self._driver = None
+
+    async def _drop(self) -> None:
+        """Close the connection given up (or the current one) without waiting on the server."""
+        self._lose()
+        stale, self._stale = self._stale, None
+        if stale is None:
+            return
+        connection, driver = stale
+        if driver is not None and not driver.is_closed():
+            driver.terminate()  # closes the socket: the server frees the locks
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection.invalidate(), self._timeout)
