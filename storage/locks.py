@@ -115,11 +115,12 @@ class LaneLocks:
         number = lock_key(key)
         async with self._turn:
             connection = await self._connect()
+            generation = self._generation
             got = await self._run(connection, _TRY_LOCK, number)
-            if not got:
-                return None
+            if not got or not self.holds(generation):
+                return None  # another's, or the connection closed as it answered
             self._held[number] += 1
-            return self._generation
+            return generation
 
     async def give(self, *, key: str, generation: int) -> None:
         """Unlock ``key``, taken under ``generation`` (nothing to do if that connection is
@@ -181,7 +182,8 @@ class LaneLocks:
         """Run one statement under the turn; drop the connection if it does not come back."""
         params = None if key is None else {"key": key}
         try:
-            result = await asyncio.wait_for(connection.execute(statement, params), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                result = await connection.execute(statement, params)
         except BaseException:
             # Failed, timed out or cancelled half way: the server's side is unknown.
             self._lose()
