@@ -248,7 +248,11 @@ class OutboxMessage(SQLModel, table=True):
 
 
 class Lease(SQLModel, table=True):
-    """Who works on a lane (a chat's inbox or outbox) until when, across processes."""
+    """Who worked on a lane (a chat's inbox or outbox) until when, across processes.
+
+    Unused: lanes are locked with advisory locks now (``storage.locks``). The table stays so
+    that the schema, and the migrations, do not change.
+    """
 
     __tablename__ = "leases"
 
