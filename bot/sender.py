@@ -8,8 +8,8 @@ what that id means (the client's live keyboard, a request's card, a relayed ques
 Retries live here and in the rate limiter: 429s are waited out; a call that never reached
 Telegram (connection refused, connect timeout, Telegram's 5xx) is retried with back-off for as
 long as it takes; a send whose answer was lost on the way back (read timeout) is not repeated,
-because Telegram may have delivered it. Across processes (PostgreSQL), a lane is locked (see ``bot.lanes``), so
-one process at a time sends a chat's messages.
+because Telegram may have delivered it. Across processes (PostgreSQL), a lane is locked (see
+``bot.lanes``), so one process at a time sends a chat's messages.
 """
 
 from __future__ import annotations
