@@ -102,7 +102,7 @@ class Dispatcher(LaneWorker[InboxUpdate]):
     async def handle(self, items: list[InboxUpdate]) -> None:
         """Run the updates through the handlers, one after the other."""
         for item in items:
-            if self._stopping:
+            if not self.working(item.lane):
                 return  # the rest stay in the inbox
             await self._process(item)
 

@@ -76,6 +76,7 @@ class LaneWorker(Generic[Item]):
         self._check = check_seconds
         self._tick = tick
         self._active: dict[int, asyncio.Task[None]] = {}
+        self._held: dict[int, int] = {}  # lane: the generation its lock is held under
         self._dirty: set[int] = set()
         self._poke = asyncio.Event()
         self._stopping = False
@@ -91,7 +92,10 @@ class LaneWorker(Generic[Item]):
         raise NotImplementedError
 
     async def handle(self, items: list[Item]) -> None:
-        """Do the items in order; each must be marked done in the database (or raise)."""
+        """Do the items in order; each must be marked done in the database (or raise).
+
+        Stop before an item when ``working(lane)`` says so (the rest stay in the database).
+        """
         raise NotImplementedError
 
     # --- scheduling -------------------------------------------------------------------
@@ -148,6 +152,18 @@ class LaneWorker(Generic[Item]):
         while self._active:
             await asyncio.gather(*list(self._active.values()), return_exceptions=True)
 
+    def working(self, lane: int) -> bool:
+        """Whether this process may go on with ``lane``'s items: it is not stopping, and on
+        a shared database it still holds the lane's lock. ``handle`` asks before each item,
+        so a lane whose lock went with its connection stops at once, before another process
+        that may have taken the chat could be overtaken."""
+        if self._stopping:
+            return False
+        if self._locks is None:
+            return True
+        held = self._held.get(lane)
+        return held is not None and self._locks.holds(held)
+
     @property
     def locks(self) -> LaneLocks | None:
         """The lane locks across processes (None when this process works alone)."""
@@ -170,6 +186,7 @@ class LaneWorker(Generic[Item]):
                         held = await locks.take(key=key)
                         if held is None:
                             return  # another process works on it
+                        self._held[lane] = held
                     while not self._stopping:
                         if locks is not None and held is not None and not locks.holds(held):
                             return  # the lock went with its connection: the sweep retries
@@ -186,6 +203,7 @@ class LaneWorker(Generic[Item]):
                             return
                 finally:
                     if locks is not None and held is not None:
+                        self._held.pop(lane, None)
                         await locks.give(key=key, generation=held)
         except asyncio.CancelledError:
             raise

@@ -101,7 +101,7 @@ class Sender(LaneWorker[OutboxMessage]):
         """
         deferred: list[Record] = []  # this lane's own: another lane's flush must not take them
         for item in items:
-            if self._stopping:
+            if not self.working(item.lane):
                 break
             await self._make(item, deferred)
         await self._flush(deferred)

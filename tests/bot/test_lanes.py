@@ -1,6 +1,6 @@
 """Lanes shared by two processes on PostgreSQL: a lane one works on is left alone by the
 other until the holder's lock connection dies; then the other takes it at once, and the
-holder finishes the batch in hand but takes no more until it has the lane again.
+holder finishes the item in hand but takes no more until it has the lane again.
 
 Two lane workers with engines of their own stand for two processes; their work is kept in
 memory (the same for both, as a shared inbox would be), so the test sees every batch each
@@ -81,6 +81,7 @@ async def test_a_lane_held_by_one_process_goes_to_the_other_when_its_holder_dies
         one.gate.clear()
         one.wake({1})
         await asyncio.wait_for(one.inside.wait(), 30)  # one holds lane 1, in its first batch
+        assert one.working(1)
         two.wake({1, 2})
         await two.idle()
         assert two.taken == [2], "lane 1 is one's: two left it, and worked lane 2"
@@ -100,6 +101,8 @@ async def test_a_lane_held_by_one_process_goes_to_the_other_when_its_holder_dies
             return not locks.connected
 
         await until(noticed, "one sees its lock connection is gone")
+        assert not one.working(1), "one's dispatcher or sender would stop before its next item"
+        assert two.working(2) is False, "two holds no lane now"
 
         async def taken_over() -> bool:
             two.wake({1})
