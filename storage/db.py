@@ -25,12 +25,25 @@ Reads: a session of ``make_sessionmaker(engine, read_only=True)`` begins with a 
 (deferred) BEGIN under ``PRAGMA query_only``: it takes no lock, reads the last committed state
 while a writer is busy, and fails at once if it tries to write. On PostgreSQL it is a READ
 ONLY transaction. The ``AUTOCOMMIT`` isolation level must not be used with these engines.
+
+PostgreSQL notes. The pool keeps ``POOL_SIZE`` connections open and opens up to
+``POOL_OVERFLOW`` more for a burst: with SQLAlchemy's default of 5 kept, the lanes' bursts
+opened and closed a connection (a server process, authentication, every statement prepared
+again) for one transaction in fifteen under a flood. A pooled connection is checked (pinged)
+before use only when it has been idle for ``PING_AFTER_IDLE`` seconds (as HikariCP's "alive
+bypass window"): SQLAlchemy's ``pool_pre_ping`` costs three round trips (BEGIN, a ping,
+ROLLBACK) on every checkout, as many as a short transaction's own, and under load every round
+trip waits for a turn of a busy event loop. A connection that fails the check is replaced;
+one that broke within the window fails its statement, and SQLAlchemy then replaces every
+connection older than the failure (the work is tried again: a receipt is answered 500 and
+posted again, a lane is swept again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -39,7 +52,7 @@ from typing import Any
 
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.util import await_only
 from sqlmodel import SQLModel
@@ -88,6 +101,12 @@ _SQLITE_PRAGMAS = (
 )
 #: Seconds a write transaction waits for the engine's write lock, as long as the busy timeout.
 WRITE_LOCK_TIMEOUT = 30.0
+#: PostgreSQL connections a process keeps open, and how many more it may open for a burst
+#: (several processes on one server: keep their sum under its ``max_connections``).
+POOL_SIZE = 15
+POOL_OVERFLOW = 5
+#: Seconds a pooled PostgreSQL connection may have been idle and still be used unchecked.
+PING_AFTER_IDLE = 1.0
 #: Execution option of the engine behind read-only sessions.
 _READ_ONLY = "intake_read_only"
 #: Connection option of sessions whose writes wait ahead of the others on SQLite.
@@ -95,6 +114,7 @@ _FIRST = "intake_write_first"
 #: Keys in a pooled connection's ``info``.
 _HOLDS_WRITE_LOCK = "intake_write_lock"
 _QUERY_ONLY = "intake_query_only"
+_LAST_USED = "intake_last_used"
 
 
 def normalize_url(url: str) -> str:
@@ -129,12 +149,9 @@ def make_engine(url: str) -> AsyncEngine:
         _ensure_sqlite_directory(url)
         if parsed.get_driver_name() == "aiosqlite":
             options["connect_args"] = {"async_creator_fn": sqlitedriver.connect}
-    engine = create_async_engine(
-        url,
-        json_serializer=_json_dumps,
-        pool_pre_ping=not is_sqlite,
-        **options,
-    )
+    else:
+        options.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+    engine = create_async_engine(url, json_serializer=_json_dumps, **options)
     if is_sqlite:
         writer = _SQLiteWriter()
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
@@ -145,6 +162,11 @@ def make_engine(url: str) -> AsyncEngine:
         # the lock.
         event.listen(engine.sync_engine.pool, "checkin", writer.checkin)
         event.listen(engine.sync_engine.pool, "invalidate", writer.invalidate)
+    else:
+        pinger = _IdlePing(engine.sync_engine.dialect)
+        event.listen(engine.sync_engine.pool, "connect", pinger.used)
+        event.listen(engine.sync_engine.pool, "checkin", pinger.used)
+        event.listen(engine.sync_engine.pool, "checkout", pinger.checkout)
     return engine
 
 
@@ -314,6 +336,27 @@ def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
             cursor.execute(pragma)
     finally:
         cursor.close()
+
+
+class _IdlePing:
+    """Checks a pooled connection before use if it has been idle ``PING_AFTER_IDLE`` seconds."""
+
+    def __init__(self, dialect: Any) -> None:
+        self._dialect = dialect
+
+    def used(self, dbapi_connection: Any, connection_record: Any) -> None:
+        connection_record.info[_LAST_USED] = time.monotonic()
+
+    def checkout(self, dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+        last = connection_record.info.get(_LAST_USED)
+        if last is not None and time.monotonic() - last < PING_AFTER_IDLE:
+            return
+        try:
+            self._dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool closes this connection and checks out another (up to three times).
+            raise DisconnectionError("the pooled connection failed its check") from exc
+        connection_record.info[_LAST_USED] = time.monotonic()
 
 
 class _SQLiteWriter:

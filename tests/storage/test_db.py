@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import storage.db
 from storage import (
     DEFAULT_DATABASE_URL,
     AsyncSession,
@@ -240,6 +241,26 @@ async def test_concurrent_upgrades_on_postgres_wait_for_each_other(tmp_path: Pat
         finally:
             for engine in engines:
                 await engine.dispose()
+
+
+async def test_a_pooled_postgres_connection_closed_by_the_server_is_replaced_before_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection idle past the check's window is checked, and replaced if it is gone."""
+    monkeypatch.setattr(storage.db, "PING_AFTER_IDLE", 0.0)  # every connection is "idle"
+    backend = text("SELECT pg_backend_pid()")
+    async with fresh_database("postgresql", tmp_path) as url:
+        engine, admin = make_engine(url), make_engine(url)
+        try:
+            async with engine.connect() as connection:
+                pid = (await connection.execute(backend)).scalar_one()
+            async with admin.connect() as connection:
+                await connection.execute(text(f"SELECT pg_terminate_backend({int(pid)})"))
+            async with engine.connect() as connection:
+                assert (await connection.execute(backend)).scalar_one() != pid
+        finally:
+            await engine.dispose()
+            await admin.dispose()
 
 
 async def test_concurrent_read_then_write_transactions_queue_on_sqlite(tmp_path: Path) -> None:
