@@ -31,6 +31,8 @@ Item = TypeVar("Item")
 
 #: How many items a lane takes at once (the storage functions' default limit).
 BATCH = 16
+#: Seconds after which a lane another process held is tried again (then the sweep's turn).
+RETRY = (0.02, 0.05, 0.1, 0.2, 0.4)
 
 
 def seconds(value: Any) -> float:
@@ -77,6 +79,7 @@ class LaneWorker(Generic[Item]):
         self._tick = tick
         self._active: dict[int, asyncio.Task[None]] = {}
         self._held: dict[int, int] = {}  # lane: the generation its lock is held under
+        self._refused: dict[int, int] = {}  # lane: takes refused in a row (another's lock)
         self._dirty: set[int] = set()
         self._poke = asyncio.Event()
         self._stopping = False
@@ -152,6 +155,21 @@ class LaneWorker(Generic[Item]):
         while self._active:
             await asyncio.gather(*list(self._active.values()), return_exceptions=True)
 
+    def _again(self, lane: int) -> None:
+        """Try a lane another process held again shortly: it may have stored work for this
+        process while that one held the lane, and then gave it back without knowing of the
+        work (after ``RETRY`` runs out, the sweep finds what is left)."""
+        tries = self._refused.get(lane, 0)
+        if tries >= len(RETRY) or self._stopping:
+            self._refused.pop(lane, None)
+            return
+        self._refused[lane] = tries + 1
+        asyncio.get_running_loop().call_later(RETRY[tries], self._retry, lane)
+
+    def _retry(self, lane: int) -> None:
+        if not self._stopping and lane not in self._active:
+            self._start(lane)
+
     def working(self, lane: int) -> bool:
         """Whether this process may go on with ``lane``'s items: it is not stopping, and on
         a shared database it still holds the lane's lock. ``handle`` asks before each item,
@@ -185,7 +203,9 @@ class LaneWorker(Generic[Item]):
                     if locks is not None:
                         held = await locks.take(key=key)
                         if held is None:
-                            return  # another process works on it
+                            self._again(lane)  # another process works on it
+                            return
+                        self._refused.pop(lane, None)
                         self._held[lane] = held
                     while not self._stopping:
                         if locks is not None and held is not None and not locks.holds(held):

@@ -152,3 +152,41 @@ async def test_a_stopped_process_frees_its_lanes_at_once(
     finally:
         await one.stop()
         await two.stop()
+
+
+class OneAtATime(Chats):
+    """Takes one item per batch: a lane that has done it ends without looking again."""
+
+    async def batch(self, session: AsyncSession, lane: int) -> list[Item]:
+        return [(lane, 0)] if self.work.get(lane) else []
+
+
+async def test_work_stored_while_another_process_held_the_lane_is_done_when_it_lets_go(
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    """Two stores an update for a chat while one works on it; one ends the lane without
+    seeing it. Two tries the lane again shortly, instead of leaving the update to a sweep
+    (none runs here)."""
+    work = {1: 1}
+    one = OneAtATime(engines[0], "one", work)
+    two = OneAtATime(engines[1], "two", work)
+    try:
+        one.gate.clear()
+        one.wake({1})
+        await asyncio.wait_for(one.inside.wait(), 30)
+        work[1] += 1  # stored by two, which is woken for it
+        two.wake({1})
+        await two.idle()
+        assert two.taken == [], "lane 1 is one's for now"
+        one.gate.set()
+        await one.idle()
+        assert one.taken == [1], "one did its item and let go"
+
+        async def done() -> bool:
+            return two.taken == [1]
+
+        await until(done, "two takes lane 1 once one has let go")
+        assert work[1] == 0
+    finally:
+        await one.stop()
+        await two.stop()
