@@ -388,7 +388,8 @@ class _SQLiteWriter:
         lock = self._lock()
         first = bool(connection.get_execution_options().get(_FIRST))
         try:
-            await_only(asyncio.wait_for(lock.acquire(first=first), WRITE_LOCK_TIMEOUT))
+            if not lock.take_free():  # (free: taken at once, without a task or a loop turn)
+                await_only(asyncio.wait_for(lock.acquire(first=first), WRITE_LOCK_TIMEOUT))
         except TimeoutError:
             raise OperationalError(
                 "BEGIN IMMEDIATE",
@@ -439,9 +440,15 @@ class _TurnLock:
         self._first: deque[asyncio.Future[None]] = deque()
         self._others: deque[asyncio.Future[None]] = deque()
 
+    def take_free(self) -> bool:
+        """Take the lock if it is free and nobody waits for it; whether it was taken."""
+        if self._held or self._first or self._others:
+            return False
+        self._held = True
+        return True
+
     async def acquire(self, *, first: bool = False) -> None:
-        if not self._held and not self._first and not self._others:
-            self._held = True
+        if self.take_free():
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         (self._first if first else self._others).append(turn)
