@@ -62,6 +62,13 @@ async def engines(tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, AsyncEngin
             await two.dispose()
 
 
+async def holding(worker: Chats, lane: int) -> None:
+    """Start ``worker`` on ``lane`` and wait until it is inside its first batch, held there."""
+    worker.gate.clear()
+    worker.wake({lane})
+    await asyncio.wait_for(worker.inside.wait(), 30)
+
+
 async def until(condition: Callable[[], Any], what: str, ceiling: float = 30.0) -> None:
     """Wait for ``condition`` (not for a gap): fail only if it has not come in ``ceiling``."""
     deadline = asyncio.get_running_loop().time() + ceiling
@@ -78,9 +85,7 @@ async def test_a_lane_held_by_one_process_goes_to_the_other_when_its_holder_dies
     two = Chats(engines[1], "two", work)
     admin = await connect_admin()
     try:
-        one.gate.clear()
-        one.wake({1})
-        await asyncio.wait_for(one.inside.wait(), 30)  # one holds lane 1, in its first batch
+        await holding(one, 1)  # one holds lane 1, in its first batch
         assert one.working(1)
         two.wake({1, 2})
         await two.idle()
@@ -117,12 +122,13 @@ async def test_a_lane_held_by_one_process_goes_to_the_other_when_its_holder_dies
         assert one.taken == [1], "one finished its batch in hand and took no other"
         assert work == {1: 0, 2: 0}
 
-        # one connects again for its next lane
-        work[1] = 2
-        one.wake({1})
+        # one connects again for its next lane (one two has not been refused, so two does
+        # not try it again meanwhile)
+        work[3] = 2
+        one.wake({3})
         await one.idle()
-        assert one.taken == [1, 1, 1]
-        assert work[1] == 0
+        assert one.taken == [1, 3, 3]
+        assert work[3] == 0 and locks.connected
     finally:
         await admin.close()
         await one.stop()
@@ -136,9 +142,7 @@ async def test_a_stopped_process_frees_its_lanes_at_once(
     one = Chats(engines[0], "one", work)
     two = Chats(engines[1], "two", work)
     try:
-        one.gate.clear()
-        one.wake({1})
-        await asyncio.wait_for(one.inside.wait(), 30)
+        await holding(one, 1)
         two.wake({1})
         await two.idle()
         assert two.taken == []
@@ -171,9 +175,7 @@ async def test_work_stored_while_another_process_held_the_lane_is_done_when_it_l
     one = OneAtATime(engines[0], "one", work)
     two = OneAtATime(engines[1], "two", work)
     try:
-        one.gate.clear()
-        one.wake({1})
-        await asyncio.wait_for(one.inside.wait(), 30)
+        await holding(one, 1)
         work[1] += 1  # stored by two, which is woken for it
         two.wake({1})
         await two.idle()
