@@ -53,6 +53,8 @@ __all__ = [
 
 #: Telegram's limit on the length of a message's text.
 MESSAGE_LIMIT = 4096
+#: Old inbox and outbox rows deleted per transaction by housekeeping.
+PRUNE_BATCH = 500
 
 logger = logging.getLogger(__name__)
 
@@ -184,9 +186,14 @@ async def run_housekeeping(app: Application) -> tuple[int, int]:  # type: ignore
         announced = await announce_overdue(services)
         # A safety net for call-back reminders whose job was lost; normally the job fires.
         await remind_callbacks(services)
-        # Processed updates and made calls are kept a week for de-duplication, then go.
-        async with services.sessionmaker() as session, session.begin():
-            await prune_messaging(session=session, before=utcnow() - timedelta(days=7))
+        # Processed updates and made calls are kept a week for de-duplication, then go, a
+        # few hundred at a time (on SQLite a statement runs on the event loop's thread).
+        before = utcnow() - timedelta(days=7)
+        while True:
+            async with services.sessionmaker() as session, session.begin():
+                pruned = await prune_messaging(session=session, before=before, limit=PRUNE_BATCH)
+            if pruned < PRUNE_BATCH:
+                break
     except Exception:  # noqa: BLE001 - the loop must survive a bad round; it is logged
         logger.exception("housekeeping round failed")
         return 0, 0

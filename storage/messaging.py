@@ -237,8 +237,21 @@ async def sent_message_id(*, session: AsyncSession, call_id: int) -> int | None:
 _SENT = select(_OUTBOX.c.message_id).where(_OUTBOX.c.id == bindparam("sent_id"))
 
 
-async def prune_messaging(*, session: AsyncSession, before: datetime) -> int:
-    """Delete processed updates and made calls older than ``before``; how many rows."""
-    inbox = await session.exec(delete(InboxUpdate).where(col(InboxUpdate.done_at) < before))
-    outbox = await session.exec(delete(OutboxMessage).where(col(OutboxMessage.sent_at) < before))
+async def prune_messaging(
+    *, session: AsyncSession, before: datetime, limit: int | None = None
+) -> int:
+    """Delete processed updates and made calls older than ``before``; how many rows.
+
+    With ``limit``, at most that many of each (the oldest first): the caller deletes a large
+    backlog in short transactions, one after the other, until fewer come back.
+    """
+    old_updates = select(InboxUpdate.update_id).where(col(InboxUpdate.done_at) < before)
+    old_calls = select(OutboxMessage.id).where(col(OutboxMessage.sent_at) < before)
+    if limit is not None:
+        old_updates = old_updates.order_by(col(InboxUpdate.update_id)).limit(limit)
+        old_calls = old_calls.order_by(col(OutboxMessage.id)).limit(limit)
+    inbox = await session.exec(
+        delete(InboxUpdate).where(col(InboxUpdate.update_id).in_(old_updates))
+    )
+    outbox = await session.exec(delete(OutboxMessage).where(col(OutboxMessage.id).in_(old_calls)))
     return int(inbox.rowcount or 0) + int(outbox.rowcount or 0)

@@ -8,11 +8,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram import Update
 
-from bot.app import MESSAGE_LIMIT, error_report, run_housekeeping, run_retention
-from storage import get_request, list_events, list_requests
+from bot.app import MESSAGE_LIMIT, PRUNE_BATCH, error_report, run_housekeeping, run_retention
+from storage import (
+    claim_update,
+    get_request,
+    list_events,
+    list_requests,
+    store_updates,
+    utcnow,
+)
 from tests.bot.conftest import RunningBot, start_bot
 from tests.bot.people import FULL, Person
 from tests.fakebotapi import FakeBotAPI
@@ -582,3 +591,35 @@ def test_call_again_tomorrow_says_the_hour_it_means() -> None:
         assert f"tomorrow {hour}:00" in labels, labels
         at = retry_time("rt", MORNING, settings).astimezone(settings.zone)
         assert (at.hour, at.minute) == (hour, 0)
+
+
+async def test_housekeeping_prunes_a_week_old_backlog_in_batches(staff_bot: RunningBot) -> None:
+    """Updates processed over a week ago go, however many (a few hundred per transaction,
+    so that a long backlog never holds the database, or on SQLite the event loop, for long);
+    recent ones stay for recognising a repeat."""
+    old = utcnow() - timedelta(days=8)
+    backlog = PRUNE_BATCH * 2 + 7
+    async with staff_bot.sessionmaker() as session, session.begin():
+        rows = [(10_000_000 + n, 5, {}) for n in range(backlog + 3)]
+        await store_updates(session=session, updates=rows, at=old)
+        for update_id, _, _ in rows[:backlog]:
+            assert await claim_update(session=session, update_id=update_id, at=old)
+        for update_id, _, _ in rows[backlog:]:
+            assert await claim_update(session=session, update_id=update_id, at=utcnow())
+    deletes: list[str] = []
+
+    def statement(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if sql.lstrip().upper().startswith("DELETE FROM INBOX"):
+            deletes.append(sql)
+
+    sqlalchemy.event.listen(staff_bot.engine.sync_engine, "before_cursor_execute", statement)
+    try:
+        await run_housekeeping(staff_bot.app)
+    finally:
+        sqlalchemy.event.remove(staff_bot.engine.sync_engine, "before_cursor_execute", statement)
+    assert len(deletes) == 3, "two full batches, then the rest"
+    async with staff_bot.sessionmaker() as session:
+        left = await session.exec(  # type: ignore[call-overload]
+            text("SELECT count(*) FROM inbox WHERE update_id >= 10000000")
+        )
+        assert left.scalar_one() == 3

@@ -11,6 +11,7 @@ from storage import (
     AsyncSession,
     claim_update,
     enqueue_call,
+    enqueue_calls,
     inbox_lanes,
     next_calls,
     next_updates,
@@ -91,3 +92,24 @@ async def test_a_call_is_recorded_once_and_its_parameters_go(sessionmaker: Sessi
     async with sessionmaker() as session, session.begin():
         assert await record_call(session=session, call_id=second, at=now)
         assert await prune_messaging(session=session, before=now + timedelta(seconds=1)) == 2
+
+
+async def test_old_rows_are_pruned_in_batches(sessionmaker: Sessions) -> None:
+    """A backlog goes a batch at a time; rows not yet made or newer than the cut stay."""
+    now = utcnow()
+    async with sessionmaker() as session, session.begin():
+        calls = [{"lane": 7, "method": "sendMessage", "params": {}, "bind": None}] * 5
+        ids = await enqueue_calls(session=session, calls=calls, at=now, ids=True)
+        for call_id in ids[:4]:
+            assert await record_call(session=session, call_id=call_id, at=now)
+    cut = now + timedelta(seconds=1)
+    async with sessionmaker() as session, session.begin():
+        assert await prune_messaging(session=session, before=cut, limit=3) == 3
+    async with sessionmaker() as session:
+        left = [call.id for call in await next_calls(session=session, lane=7)]
+        assert left == ids[4:], "the call not made yet stays"
+    async with sessionmaker() as session, session.begin():
+        assert await prune_messaging(session=session, before=cut, limit=3) == 1
+        assert await prune_messaging(session=session, before=cut, limit=3) == 0
+    async with sessionmaker() as session:
+        assert await pending_calls(session=session, lane=7) == 1
