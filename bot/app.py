@@ -55,6 +55,8 @@ __all__ = [
 MESSAGE_LIMIT = 4096
 #: Old inbox and outbox rows deleted per transaction by housekeeping.
 PRUNE_BATCH = 500
+#: Connections kept to the Bot API for the bot's calls (getUpdates has one of its own).
+HTTP_CONNECTIONS = 16
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,12 @@ def build_application(
         base_file_url=settings.telegram_base_file_url,
         # A generous read timeout: a send whose answer is late is not repeated (the sender
         # cannot know whether Telegram showed it), so "late" should mean "lost".
-        request=HTTPXRequest(connection_pool_size=256, read_timeout=20),
+        # A bounded pool: on every request httpx checks each pooled connection (a system
+        # call each), about a tenth of the bot's CPU, growing with the connections kept
+        # open. A call that waited ``pool_timeout`` for a free one was never sent: retried.
+        request=HTTPXRequest(
+            connection_pool_size=HTTP_CONNECTIONS, read_timeout=20, pool_timeout=10
+        ),
         get_updates_request=HTTPXRequest(),
         rate_limiter=(
             AIORateLimiter(max_retries=3)
