@@ -8,7 +8,7 @@ before it is worked on, so one process at a time serves a chat: a session-level 
 on a connection the worker keeps for its locks (``storage.LaneLocks``), taken when the lane
 starts and given back when it ends, with no transaction of its own. A process that dies
 closes that connection, so its chats are free at once. If the connection breaks while this
-process lives, its lanes finish the batch in hand and take no more (another process may
+process lives, its lanes finish the item in hand and take no more (another process may
 already have the chat); the next lane to start connects again.
 """
 
@@ -198,18 +198,17 @@ class LaneWorker(Generic[Item]):
         try:
             async with self._slots:
                 locks, key = self._locks, f"{self.name}:{lane}"
-                held: int | None = None  # the lock's generation (see LaneLocks)
                 try:
                     if locks is not None:
-                        held = await locks.take(key=key)
+                        held = await locks.take(key=key)  # the lock's generation
                         if held is None:
                             self._again(lane)  # another process works on it
                             return
                         self._refused.pop(lane, None)
                         self._held[lane] = held
-                    while not self._stopping:
-                        if locks is not None and held is not None and not locks.holds(held):
-                            return  # the lock went with its connection: the sweep retries
+                    # Until stopping, or until the lock went with its connection (the sweep
+                    # tries the lane again).
+                    while self.working(lane):
                         self._dirty.discard(lane)
                         async with self._reader() as session:
                             items = await self.batch(session, lane)
@@ -222,9 +221,9 @@ class LaneWorker(Generic[Item]):
                             # All there was; new work after this wakes the lane again.
                             return
                 finally:
-                    if locks is not None and held is not None:
-                        self._held.pop(lane, None)
-                        await locks.give(key=key, generation=held)
+                    taken = self._held.pop(lane, None)
+                    if locks is not None and taken is not None:
+                        await locks.give(key=key, generation=taken)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the sweep tries the lane again

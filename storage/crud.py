@@ -23,11 +23,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.core import run, table
 from storage.errors import DuplicateClientError
+from storage.flowstore import ACTIVE_CHECKSUM, active_flow_checksum
 from storage.models import (
     Client,
     ConsultationRequest,
     DialogueSession,
-    FlowVersion,
     Relay,
     RequestCreate,
     RequestEvent,
@@ -164,21 +164,16 @@ async def read_turn(*, session: AsyncSession, telegram_id: int, flow_name: str) 
     one at a time. With no such client yet, only the active version is read (a second
     statement, once per client).
     """
-    params = {"turn_of": telegram_id, "turn_flow": flow_name}
+    params = {"turn_of": telegram_id, "active_of": flow_name}
     row = (await session.exec(_TURN, params=params)).first()
     if row is not None:
         client, dialogue, active = row
         return Turn(client, dialogue, active)
-    active = await run(session, _TURN_ACTIVE, params, take=CursorResult.scalar)
-    return Turn(None, None, active)
+    return Turn(None, None, await active_flow_checksum(session=session, flow_name=flow_name))
 
 
-_VERSIONS = table(FlowVersion)
-_TURN_ACTIVE = select(_VERSIONS.c.checksum).where(
-    _VERSIONS.c.flow_name == bindparam("turn_flow"), _VERSIONS.c.active.is_(True)
-)
 _TURN = (
-    select(Client, DialogueSession, _TURN_ACTIVE.scalar_subquery())
+    select(Client, DialogueSession, ACTIVE_CHECKSUM.scalar_subquery())
     .outerjoin(DialogueSession, col(DialogueSession.client_id) == col(Client.id))
     .where(col(Client.telegram_id) == bindparam("turn_of"))
     .with_for_update(of=Client)

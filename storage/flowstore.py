@@ -35,13 +35,15 @@ async def get_active_flow_version(*, session: AsyncSession, flow_name: str) -> F
 async def active_flow_checksum(*, session: AsyncSession, flow_name: str) -> str | None:
     """The checksum of the active version (a small query: the YAML stays in the table)."""
     found: str | None = await run(
-        session, _ACTIVE_CHECKSUM, {"active_of": flow_name}, take=CursorResult.scalar
+        session, ACTIVE_CHECKSUM, {"active_of": flow_name}, take=CursorResult.scalar
     )
     return found
 
 
 _VERSIONS = table(FlowVersion)
-_ACTIVE_CHECKSUM = select(_VERSIONS.c.checksum).where(
+#: The active version's checksum of the flow named by the ``active_of`` parameter (also read
+#: with a client's step, ``storage.crud.read_turn``).
+ACTIVE_CHECKSUM = select(_VERSIONS.c.checksum).where(
     _VERSIONS.c.flow_name == bindparam("active_of"), _VERSIONS.c.active.is_(True)
 )
 

@@ -106,7 +106,7 @@ async def step_client(
 ) -> StepResult:
     """Step the client's dialogue with ``inp`` in ``work``'s transaction and record its replies.
 
-    The client and their dialogue are read once (the dialogue locked on PostgreSQL), the
+    The client and their dialogue are read once (the client locked on PostgreSQL), the
     engine steps, the state, any request with its staff card and the step event are written,
     and what the client sees goes into the outbox, all in one transaction. With
     ``restart_if_finished`` a dialogue that has ended starts over instead (/start);
