@@ -274,10 +274,10 @@ async def intake(args: argparse.Namespace, port: int) -> tuple[Application, Any]
     from bot.app import build_application
     from bot.flowsource import FlowRegistry
     from bot.settings import Settings
-    from storage import make_engine, make_sessionmaker, upgrade
+    from storage import make_engine, make_sessionmaker, upgrade_apart
 
     engine = make_engine(args.db)
-    await upgrade(engine)
+    await upgrade_apart(engine)  # as ``intake-bot run``: alembic in a child process
     settings = Settings(
         _env_file=None,
         telegram_token=args.token,

@@ -76,6 +76,7 @@ from storage import (
     requests_to_deliver,
     search_requests,
     upgrade,
+    upgrade_apart,
 )
 
 __all__ = ["app", "main"]
@@ -620,10 +621,11 @@ async def _active_or_exit(
 
 
 async def _prepare(url: str, registry: FlowRegistry) -> Flow:
-    """Apply migrations and make sure an active, checked flow version exists."""
+    """Apply migrations (in a child process, so the bot never loads alembic) and make sure an
+    active, checked flow version exists."""
     engine = make_engine(url)
     try:
-        await upgrade(engine)
+        await upgrade_apart(engine)
         return await _active_or_exit(registry, make_sessionmaker(engine))
     finally:
         await engine.dispose()

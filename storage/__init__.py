@@ -31,6 +31,7 @@ from storage.db import (
     pending_changes,
     truncate_wal,
     upgrade,
+    upgrade_apart,
 )
 from storage.errors import DatabaseURLError, DuplicateClientError, MigrationError, StorageError
 from storage.flowstore import (
@@ -204,5 +205,6 @@ __all__ = [
     "stats",
     "truncate_wal",
     "upgrade",
+    "upgrade_apart",
     "utcnow",
 ]

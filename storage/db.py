@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import weakref
 from collections import deque
@@ -77,6 +78,7 @@ __all__ = [
     "pending_changes",
     "truncate_wal",
     "upgrade",
+    "upgrade_apart",
 ]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/intake.db"
@@ -204,6 +206,39 @@ async def upgrade(engine: AsyncEngine) -> None:
     """
     async with engine.connect() as connection:
         await connection.run_sync(migrate, _upgrade_to_head)
+
+
+async def upgrade_apart(engine: AsyncEngine) -> None:
+    """As ``upgrade``, but when there is something to migrate, alembic runs in a child process.
+
+    A long-running process (the bot) then never loads alembic, which would keep about 13 MB
+    of its memory until it stops: on its first start, and on every start that brings a
+    migration. The child gets the URL on its standard input (not its command line, which
+    other users of the machine can read); its error output becomes the ``MigrationError``.
+    """
+    async with engine.connect() as connection:
+        current = await connection.run_sync(_current_revision)
+    if current == HEAD:
+        return
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        await upgrade(engine)  # another process would see a database of its own
+        return
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "storage.migrate",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    url = engine.url.render_as_string(hide_password=False)
+    _, errors = await child.communicate(url.encode())
+    if child.returncode != 0:
+        lines = errors.decode(errors="replace").strip().splitlines()
+        raise MigrationError(
+            f"migrating the database failed (exit {child.returncode}): "
+            + (lines[-1] if lines else "no error output")
+        )
 
 
 async def truncate_wal(engine: AsyncEngine) -> None:
