@@ -21,7 +21,6 @@ from telegram.ext import (
     ContextTypes,
     ExtBot,
 )
-from telegram.request import HTTPXRequest
 
 from bot.context import BotContext, Services
 from bot.flowsource import FlowRegistry
@@ -31,6 +30,7 @@ from bot.outbox import PROCESSING, Superseded, unit
 from bot.sender import Sender
 from bot.settings import Settings
 from bot.staff import announce_overdue, redeliver, remind_callbacks, schedule_pending_callbacks
+from bot.transport import BotAPIRequest
 from flows import COMMANDS, t
 from storage import (
     AsyncSession,
@@ -83,15 +83,12 @@ def build_application(
         settings.telegram_token.get_secret_value(),
         base_url=settings.telegram_base_url,
         base_file_url=settings.telegram_base_file_url,
+        # The lean client of bot.transport, not httpx: a sixth of the CPU per call.
         # A generous read timeout: a send whose answer is late is not repeated (the sender
-        # cannot know whether Telegram showed it), so "late" should mean "lost".
-        # A bounded pool: on every request httpx checks each pooled connection (a system
-        # call each), about a tenth of the bot's CPU, growing with the connections kept
-        # open. A call that waited ``pool_timeout`` for a free one was never sent: retried.
-        request=HTTPXRequest(
-            connection_pool_size=HTTP_CONNECTIONS, read_timeout=20, pool_timeout=10
-        ),
-        get_updates_request=HTTPXRequest(),
+        # cannot know whether Telegram showed it), so "late" should mean "lost". A call that
+        # waited ``pool_timeout`` for a free connection was never sent: retried.
+        request=BotAPIRequest(HTTP_CONNECTIONS, read_timeout=20, pool_timeout=10),
+        get_updates_request=BotAPIRequest(1),
         rate_limiter=(
             AIORateLimiter(max_retries=3)
             if (settings.rate_limit if rate_limit is None else rate_limit)

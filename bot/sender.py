@@ -20,7 +20,6 @@ import logging
 import warnings
 from typing import Any
 
-import httpx
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import InputFile
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
@@ -28,6 +27,7 @@ from telegram.ext import ExtBot
 from telegram.warnings import PTBUserWarning
 
 from bot.lanes import LaneWorker, seconds
+from bot.transport import NotSent
 from storage import (
     AsyncSession,
     OutboxMessage,
@@ -256,5 +256,4 @@ def _message_id(value: Any) -> int | None:
 
 def _never_sent(exc: TimedOut) -> bool:
     """Whether a timeout happened before the request left (so a repeat cannot duplicate)."""
-    cause = exc.__cause__
-    return isinstance(cause, httpx.ConnectTimeout | httpx.PoolTimeout) or "Pool timeout" in str(exc)
+    return isinstance(exc, NotSent)

@@ -25,6 +25,7 @@ from bot.context import Services
 from bot.inbox import Receipts
 from bot.outbox import call_ref, unit
 from bot.sender import Sender
+from bot.transport import BotAPIRequest
 from storage import (
     get_client,
     get_dialogue,
@@ -527,3 +528,60 @@ async def test_updates_posted_while_the_database_is_busy_are_stored_together(
     async with sessions() as session:
         stored = (await session.exec(text("SELECT count(*) FROM inbox"))).one()[0]  # type: ignore[call-overload]
     assert stored == 30
+
+
+async def _sender_with(
+    api: FakeBotAPI, engine: AsyncEngine, request: BotAPIRequest
+) -> tuple[Services, ExtBot[None], Sender]:
+    services = Services()
+    services.configure(
+        registry=None, sessionmaker=make_sessionmaker(engine), settings=bot_settings(api, "")
+    )
+    bot: ExtBot[None] = ExtBot(
+        TEST_TOKEN, base_url=api.base_url, base_file_url=api.base_file_url, request=request
+    )
+    return services, bot, Sender(bot, services.sessionmaker, owner="test", shared=False)
+
+
+async def test_a_send_whose_answer_is_late_is_not_repeated(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    """Telegram may have shown it: a repeat could show it twice, so it is recorded instead."""
+    api = fake_bot_api
+    services, bot, sender = await _sender_with(api, database[1], BotAPIRequest(2, read_timeout=0.3))
+    user = 3020
+    async with unit(services, claim=False) as work:
+        await work.out.send(user, "late answer")
+    api.hold("sendMessage", user)
+    async with bot:
+        sender.wake({user})
+        await asyncio.wait_for(sender.idle(), 60)  # a sender that repeats it never goes idle
+    api.release("sendMessage", user)
+    assert len(api.held) == 1  # sent once, never again
+    async with services.sessionmaker() as session:
+        assert await pending_calls(session=session) == 0
+        [error] = (await session.exec(text("SELECT error FROM outbox"))).one()  # type: ignore[call-overload]
+    assert "may have been delivered" in error
+
+
+async def test_a_send_that_never_left_is_made_once_a_connection_is_free(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    """One connection, busy with another chat's slow call: the wait for it times out before
+    anything is sent, so the send is tried again, and shown once."""
+    api = fake_bot_api
+    services, bot, sender = await _sender_with(api, database[1], BotAPIRequest(1, pool_timeout=0.1))
+    slow, waiting = 3021, 3022
+    async with unit(services, claim=False) as work:
+        await work.out.send(slow, "slow")
+        await work.out.send(waiting, "waits for the connection")
+    api.hold("sendMessage", slow)
+    async with bot:
+        sender.wake({slow, waiting})
+        await api.wait_held("sendMessage")
+        await asyncio.sleep(0.6)  # the other chat's send times out in the pool, more than once
+        api.release("sendMessage", slow)
+        await sender.idle()
+    assert [m["text"] for m in api.messages(waiting)] == ["waits for the connection"]
+    assert [m["text"] for m in api.messages(slow)] == ["slow"]
+    assert len(api.calls_of("sendMessage")) == 2
