@@ -239,14 +239,19 @@ class SqlCounter:
                 "select dialogue_sessions.prompt_message_id",
                 "card_message_id=",
                 "into relays",
-                "pg_try_advisory_lock",
-                "pg_advisory_unlock",
             )
         ):
             self.path_statements += 1
         else:
             self.statements += 1
             conn.info["bench_step"] = True
+
+    @property
+    def lock_statements(self) -> int:
+        """The lanes' lock statements, run on the driver's connection (no engine events)."""
+        from storage.locks import LaneLocks
+
+        return LaneLocks.statements
 
     def _commit(self, conn: Any) -> None:
         if conn.info.pop("bench_step", False):
@@ -368,7 +373,7 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
             await start_bot(app, args.mode)
         cpu, before = _cpu_seconds(), None
         if counter is not None:
-            before = dict(vars(counter))
+            before = dict(vars(counter), lock_statements=counter.lock_statements)
         print("READY", flush=True)
         loop = asyncio.get_running_loop()
         while (await loop.run_in_executor(None, sys.stdin.readline)).strip() not in ("STOP", ""):
@@ -380,6 +385,7 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         if counter is not None and before is not None:
             for key in ("statements", "commits", "path_statements", "path_commits"):
                 report[f"sql_{key}"] = getattr(counter, key) - before[key]
+            report["sql_path_statements"] += counter.lock_statements - before["lock_statements"]
         if serving is not None:
             await serving.stop()
         else:
