@@ -30,7 +30,7 @@ from bot.outbox import PROCESSING, Superseded, unit
 from bot.sender import Sender
 from bot.settings import Settings
 from bot.staff import announce_overdue, redeliver, remind_callbacks, schedule_pending_callbacks
-from bot.transport import BotAPIRequest
+from bot.transport import make_request
 from flows import COMMANDS, t
 from storage import (
     AsyncSession,
@@ -83,12 +83,15 @@ def build_application(
         settings.telegram_token.get_secret_value(),
         base_url=settings.telegram_base_url,
         base_file_url=settings.telegram_base_file_url,
-        # The lean client of bot.transport, not httpx: a sixth of the CPU per call.
+        # The lean client of bot.transport (httpx only behind a proxy): a sixth of the CPU
+        # per call.
         # A generous read timeout: a send whose answer is late is not repeated (the sender
         # cannot know whether Telegram showed it), so "late" should mean "lost". A call that
         # waited ``pool_timeout`` for a free connection was never sent: retried.
-        request=BotAPIRequest(HTTP_CONNECTIONS, read_timeout=20, pool_timeout=10),
-        get_updates_request=BotAPIRequest(1),
+        request=make_request(
+            settings.telegram_base_url, HTTP_CONNECTIONS, read_timeout=20, pool_timeout=10
+        ),
+        get_updates_request=make_request(settings.telegram_base_url, 1),
         rate_limiter=(
             AIORateLimiter(max_retries=3)
             if (settings.rate_limit if rate_limit is None else rate_limit)

@@ -20,6 +20,7 @@ import logging
 import warnings
 from typing import Any
 
+import httpx
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import InputFile
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
@@ -255,5 +256,7 @@ def _message_id(value: Any) -> int | None:
 
 
 def _never_sent(exc: TimedOut) -> bool:
-    """Whether a timeout happened before the request left (so a repeat cannot duplicate)."""
-    return isinstance(exc, NotSent)
+    """Whether a timeout happened before the request left (so a repeat cannot duplicate):
+    ``NotSent`` from ``bot.transport``, or httpx's pool or connect timeout (behind a proxy)."""
+    cause = exc.__cause__
+    return isinstance(exc, NotSent) or isinstance(cause, httpx.ConnectTimeout | httpx.PoolTimeout)

@@ -25,7 +25,10 @@ What it does, and no more, as the Bot API needs:
   written into a dead connection; one that breaks mid-request is not repeated here (the
   sender decides what may be repeated).
 
-No proxies, redirects, cookies or HTTP/2: the Bot API needs none of them.
+No redirects, cookies or HTTP/2: the Bot API needs none of them. No proxies either: when the
+environment names one for the Bot API's address (``HTTPS_PROXY``, ``ALL_PROXY``, ... and not
+excluded by ``NO_PROXY``, as PTB and httpx read them), ``make_request`` returns PTB's own
+``HTTPXRequest``, which goes through it.
 """
 
 from __future__ import annotations
@@ -39,13 +42,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
-from telegram.request import BaseRequest, RequestData
+from telegram.request import BaseRequest, HTTPXRequest, RequestData
 
-__all__ = ["KEEPALIVE", "BotAPIRequest", "NotSent"]
+__all__ = ["KEEPALIVE", "BotAPIRequest", "NotSent", "make_request", "proxy_for"]
 
 _MAX_HEADER_BYTES = 64 * 1024
 #: Seconds an unused connection is kept for reuse.
@@ -75,8 +79,7 @@ def _split(url: str) -> tuple[_Origin, str, str]:
         raise NetworkError(f"unsupported URL scheme or host: {parts.scheme}://…")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    default = (parts.scheme, port) in (("http", 80), ("https", 443))
-    host = parts.hostname if default else f"{parts.hostname}:{port}"
+    host = parts.netloc.rpartition("@")[2]  # as written, an IPv6 address in its brackets
     return _Origin(parts.scheme, parts.hostname, port), target, host
 
 
@@ -104,6 +107,31 @@ class _Connection:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.close()
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (None if none, or ``NO_PROXY`` excludes it)."""
+    parts = urlsplit(url)
+    proxies = getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or (parts.hostname and proxy_bypass(parts.hostname)):
+        return None
+    return proxy
+
+
+def make_request(
+    base_url: str,
+    connections: int,
+    *,
+    read_timeout: float | None = 5.0,
+    pool_timeout: float | None = 1.0,
+) -> BaseRequest:
+    """The client for calls to ``base_url``: this module's, or PTB's behind a proxy."""
+    if proxy_for(base_url) is not None:
+        return HTTPXRequest(
+            connection_pool_size=connections, read_timeout=read_timeout, pool_timeout=pool_timeout
+        )
+    return BotAPIRequest(connections, read_timeout=read_timeout, pool_timeout=pool_timeout)
 
 
 class BotAPIRequest(BaseRequest):

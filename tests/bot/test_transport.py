@@ -401,3 +401,55 @@ async def test_https_works_with_a_trusted_certificate_and_fails_with_an_unknown_
         server.close()
     assert served.connections == 1  # one reused; the refused handshake never got this far
     assert b"Host: localhost:" in served.requests[0][0]
+
+
+# --- behind a proxy ---------------------------------------------------------------------------
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+PROXY_VARIABLES += ("ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
+
+
+@pytest.fixture
+def no_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("environment", "through_proxy"),
+    [
+        ({}, False),
+        ({"HTTPS_PROXY": "http://proxy.example:3128"}, True),
+        ({"ALL_PROXY": "http://proxy.example:8080"}, True),
+        ({"HTTP_PROXY": "http://proxy.example:3128"}, False),  # for http:// only
+        ({"HTTPS_PROXY": "http://proxy.example:3128", "NO_PROXY": "api.telegram.org"}, False),
+    ],
+    ids=["none", "https proxy", "all proxy", "http proxy only", "excluded"],
+)
+def test_a_proxy_in_the_environment_is_honoured_through_ptbs_client(
+    no_proxy_settings: pytest.MonkeyPatch, environment: dict[str, str], through_proxy: bool
+) -> None:
+    from telegram.request import HTTPXRequest
+
+    for name, value in environment.items():
+        no_proxy_settings.setenv(name, value)
+    request = bot.transport.make_request("https://api.telegram.org/bot", 4)
+    assert isinstance(request, HTTPXRequest if through_proxy else BotAPIRequest)
+
+
+async def test_the_host_header_keeps_an_ipv6_address_in_brackets() -> None:
+    server = RawServer(lambda r, w: asyncio.sleep(0))
+    server.handler = keep_alive()(server)
+    try:
+        listening = await asyncio.start_server(server._serve, "::1", 0)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = listening.sockets[0].getsockname()[1]
+    try:
+        request = BotAPIRequest(1)
+        assert await post(request, f"http://[::1]:{port}/bot{TOKEN}/getMe") == (200, OK)
+        await request.shutdown()
+    finally:
+        listening.close()
+    assert f"\r\nHost: [::1]:{port}\r\n".encode() in server.requests[0][0]
