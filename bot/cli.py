@@ -42,6 +42,7 @@ from bot.sender import Sender
 from bot.serve import serve
 from bot.settings import Settings
 from bot.staff import local_time, redeliver, refresh_card
+from bot.transport import make_request
 from bot.workflow import MAX_REQUEST_ID, Acted, RequestNotFoundError, act
 from flows import (
     Flow,
@@ -586,6 +587,7 @@ async def _reach_telegram_or_exit(settings: Settings) -> None:
         settings.telegram_token.get_secret_value(),
         base_url=settings.telegram_base_url,
         base_file_url=settings.telegram_base_file_url,
+        request=make_request(settings.telegram_base_url, 1),  # the client the bot will use
     )
     try:
         async with bot:

@@ -28,7 +28,7 @@ from telegram.ext import ExtBot
 from telegram.warnings import PTBUserWarning
 
 from bot.lanes import LaneWorker, seconds
-from bot.transport import NotSent
+from bot.transport import MaybeDelivered, NotSent
 from storage import (
     AsyncSession,
     OutboxMessage,
@@ -151,8 +151,18 @@ class Sender(LaneWorker[OutboxMessage]):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            except NetworkError:
-                # Connection refused or reset before an answer, or Telegram's 5xx.
+            except NetworkError as exc:
+                if method not in _IDEMPOTENT and _maybe_delivered(exc):
+                    # The connection broke after the request left: a repeat could show it
+                    # twice, as after a timeout.
+                    logger.warning(
+                        "%s in chat %s: connection lost; not repeated", method, call.lane
+                    )
+                    await self._record(
+                        call, None, "connection lost; may have been delivered", deferred
+                    )
+                    return
+                # No connection made, or Telegram's 5xx answer: try again.
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
@@ -253,6 +263,15 @@ class Sender(LaneWorker[OutboxMessage]):
 
 def _message_id(value: Any) -> int | None:
     return value if isinstance(value, int) else None
+
+
+def _maybe_delivered(exc: NetworkError) -> bool:
+    """Whether the connection broke after the request was written (so Telegram may have acted
+    on it): ``MaybeDelivered`` from ``bot.transport``, or httpx's read or protocol error."""
+    cause = exc.__cause__
+    return isinstance(exc, MaybeDelivered) or isinstance(
+        cause, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError
+    )
 
 
 def _never_sent(exc: TimedOut) -> bool:

@@ -585,3 +585,70 @@ async def test_a_send_that_never_left_is_made_once_a_connection_is_free(
     assert [m["text"] for m in api.messages(waiting)] == ["waits for the connection"]
     assert [m["text"] for m in api.messages(slow)] == ["slow"]
     assert len(api.calls_of("sendMessage")) == 2
+
+
+async def test_a_send_whose_connection_breaks_after_it_left_is_not_repeated(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    """Telegram took the message, then the connection broke before its answer came back: a
+    repeat would show it twice. (A proxy between the bot and the fake cuts the connection
+    once the fake has answered the first sendMessage, without passing the answer on.)"""
+    api = fake_bot_api
+    assert api.port is not None
+    cut: list[bytes] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", api.port)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                upstream.write(head + await reader.readexactly(length))
+                answer_head = await upstream_reader.readuntil(b"\r\n\r\n")
+                size = next(
+                    int(line.split(b":")[1])
+                    for line in answer_head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                answer = answer_head + await upstream_reader.readexactly(size)
+                if b"/sendMessage " in head and not cut:
+                    cut.append(head)
+                    writer.transport.abort()  # the answer never reaches the bot
+                    return
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            upstream.close()
+            writer.close()
+
+    proxy = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    services, _, _ = await _sender_with(api, database[1], BotAPIRequest(2))
+    bot: ExtBot[None] = ExtBot(
+        TEST_TOKEN, base_url=f"http://127.0.0.1:{port}/bot", request=BotAPIRequest(2)
+    )
+    sender = Sender(bot, services.sessionmaker, owner="test", shared=False)
+    user = 3023
+    async with unit(services, claim=False) as work:
+        await work.out.send(user, "shown once")
+        await work.out.send(user, "and the next one")
+    try:
+        async with bot:
+            sender.wake({user})
+            await asyncio.wait_for(sender.idle(), 60)
+    finally:
+        proxy.close()
+    assert cut, "the proxy never cut a sendMessage"
+    assert [m["text"] for m in api.messages(user)] == ["shown once", "and the next one"]
+    async with services.sessionmaker() as session:
+        errors = (await session.exec(text("SELECT error FROM outbox ORDER BY id"))).all()  # type: ignore[call-overload]
+    assert [e for (e,) in errors] == ["connection lost; may have been delivered", None]
