@@ -603,11 +603,18 @@ def _telegram_failed(settings: Settings, exc: Exception) -> NoReturn:
     # The error's text may hold the request URL, and with it the token: name its type only.
     where = urlparse(settings.telegram_base_url).netloc or settings.telegram_base_url
     typer.echo(
-        f"Cannot reach Telegram at {where} ({type(exc).__name__}): check the network "
+        f"Cannot reach Telegram at {where} ({_kind(exc)}): check the network "
         "connection (or TELEGRAM_BASE_URL) and start again.",
         err=True,
     )
     raise typer.Exit(1) from exc
+
+
+def _kind(exc: Exception) -> str:
+    """PTB's name for the failure, not the name of our client's subclasses of it."""
+    if isinstance(exc, TimedOut):
+        return "TimedOut"
+    return "NetworkError" if isinstance(exc, NetworkError) else type(exc).__name__
 
 
 async def _active_or_exit(
