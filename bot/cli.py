@@ -79,6 +79,7 @@ from storage import (
     upgrade,
     upgrade_apart,
 )
+from storage.migrate import upgrade_url
 
 __all__ = ["app", "main"]
 
@@ -640,14 +641,6 @@ async def _prepare(url: str, registry: FlowRegistry) -> Flow:
         await engine.dispose()
 
 
-async def _migrate(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
 def _safe(url: str) -> str:
     """The database URL without its password, for logs."""
     return make_url(normalize_url(url)).render_as_string(hide_password=True)
@@ -895,7 +888,7 @@ def db_upgrade() -> None:
     """Apply database migrations (also done automatically on start)."""
     settings = _settings()
 
-    asyncio.run(_migrate(settings.database_url))
+    asyncio.run(upgrade_url(settings.database_url))
     typer.echo(f"Database is up to date: {_safe(settings.database_url)}")
 
 

@@ -12,7 +12,8 @@ import sys
 from storage.db import make_engine, upgrade
 
 
-async def _upgrade(url: str) -> None:
+async def upgrade_url(url: str) -> None:
+    """Apply every migration up to head to the database at ``url``, in this process."""
     engine = make_engine(url)
     try:
         await upgrade(engine)
@@ -26,7 +27,7 @@ def main() -> None:
     if not url:
         sys.exit("no database URL on standard input")
     try:
-        asyncio.run(_upgrade(url))
+        asyncio.run(upgrade_url(url))
     except Exception as exc:  # the parent shows the last line
         sys.exit(f"{type(exc).__name__}: {exc}")
 

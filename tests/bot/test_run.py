@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
+from storage.db import HEAD
 
 
 @pytest.fixture(autouse=True)
@@ -41,3 +43,16 @@ def test_no_network_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monkey
         "(or TELEGRAM_BASE_URL) and start again."
     ]
     assert "Traceback" not in result.output and "SECRET-TOKEN" not in result.output
+
+
+def test_db_upgrade_migrates_a_new_database_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        app, ["db", "upgrade"], env={"DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "Database is up to date" in result.output
+    with sqlite3.connect(tmp_path / "new.db") as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
