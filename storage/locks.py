@@ -120,9 +120,9 @@ class LaneLocks:
         """
         number = lock_key(key)
         async with self._turn:
-            connection = await self._connect()
+            await self._connect()
             generation = self._generation
-            got = await self._run(connection, _TRY_LOCK, number)
+            got = await self._run(_TRY_LOCK, number)
             if not got or not self.holds(generation):
                 return None  # another's, or the connection closed as it answered
             self._held[number] += 1
@@ -138,9 +138,8 @@ class LaneLocks:
             self._held[number] -= 1
             if not self._held[number]:
                 del self._held[number]
-            assert self._connection is not None
             try:
-                await self._run(self._connection, _UNLOCK, number)
+                await self._run(_UNLOCK, number)
             except Exception:  # noqa: BLE001 - dropped with the connection, and the lock with it
                 return
 
@@ -153,7 +152,7 @@ class LaneLocks:
             if self._connection is None or not self.holds(self._generation):
                 return
             with contextlib.suppress(Exception):  # dropped: ``holds`` says so
-                await self._run(self._connection, _PING, None)
+                await self._run(_PING, None)
 
     async def close(self) -> None:
         """Unlock everything and connect no more: the connection is closed, and when this
@@ -184,11 +183,12 @@ class LaneLocks:
         self._used = time.monotonic()
         return connection
 
-    async def _run(self, connection: AsyncConnection, statement: str, key: int | None) -> Any:
-        """Run one statement under the turn; drop the connection if it does not come back."""
+    async def _run(self, statement: str, key: int | None) -> Any:
+        """Run one statement on the lock connection, under the turn; drop the connection if it
+        does not come back."""
         params = () if key is None else (key,)
         try:
-            if self._driver is None or self._connection is not connection:
+            if self._driver is None:
                 raise ConnectionError("the lock connection was given up")
             LaneLocks.statements += 1
             async with asyncio.timeout(self._timeout):

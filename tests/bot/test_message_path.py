@@ -25,7 +25,7 @@ from bot.context import Services
 from bot.inbox import Receipts
 from bot.outbox import call_ref, unit
 from bot.sender import Sender
-from bot.transport import BotAPIRequest
+from bot.transport import BotAPIRequest, NotSent
 from storage import (
     get_client,
     get_dialogue,
@@ -570,7 +570,21 @@ async def test_a_send_that_never_left_is_made_once_a_connection_is_free(
     """One connection, busy with another chat's slow call: the wait for it times out before
     anything is sent, so the send is tried again, and shown once."""
     api = fake_bot_api
-    services, bot, sender = await _sender_with(api, database[1], BotAPIRequest(1, pool_timeout=0.1))
+
+    class Watched(BotAPIRequest):
+        """The real client; it also says when a call timed out waiting for the connection."""
+
+        timed_out = asyncio.Event()
+
+        async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+            try:
+                return await super().do_request(*args, **kwargs)
+            except NotSent:
+                self.timed_out.set()
+                raise
+
+    request = Watched(1, pool_timeout=0.1)
+    services, bot, sender = await _sender_with(api, database[1], request)
     slow, waiting = 3021, 3022
     async with unit(services, claim=False) as work:
         await work.out.send(slow, "slow")
@@ -579,7 +593,7 @@ async def test_a_send_that_never_left_is_made_once_a_connection_is_free(
     async with bot:
         sender.wake({slow, waiting})
         await api.wait_held("sendMessage")
-        await asyncio.sleep(0.6)  # the other chat's send times out in the pool, more than once
+        await asyncio.wait_for(request.timed_out.wait(), 60)  # the other chat's send did
         api.release("sendMessage", slow)
         await sender.idle()
     assert [m["text"] for m in api.messages(waiting)] == ["waits for the connection"]
