@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, inspect
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.util import await_only
@@ -151,6 +151,10 @@ def make_engine(url: str) -> AsyncEngine:
         _ensure_sqlite_directory(url)
         if parsed.get_driver_name() == "aiosqlite":
             options["connect_args"] = {"async_creator_fn": sqlitedriver.connect}
+        if _file_database(parsed):
+            # SQLAlchemy keeps 5 file connections; the lanes' bursts opened (a thread, the
+            # file, the pragmas) and closed one for one transaction in seven.
+            options.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
     else:
         options.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
     engine = create_async_engine(url, json_serializer=_json_dumps, **options)
@@ -348,6 +352,11 @@ def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
         length = getattr(obj.impl, "length", None)
         return f"sa.String(length={length})" if length else "sa.String()"
     return False
+
+
+def _file_database(url: URL) -> bool:
+    """Whether a SQLite URL names a file (SQLAlchemy pools only those; as its dialect decides)."""
+    return url.database not in (None, "", ":memory:") and url.query.get("mode") != "memory"
 
 
 def _ensure_sqlite_directory(url: str) -> None:

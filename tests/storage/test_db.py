@@ -9,7 +9,7 @@ import pytest
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, String, inspect, text
+from sqlalchemy import Column, String, event, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -114,6 +114,30 @@ async def test_make_engine_sets_sqlite_pragmas(tmp_path: Path) -> None:
         # SQLite does not sleep on the event loop: the driver waits for other processes
         "busy_timeout": 0,
     }
+
+
+async def test_a_sqlite_file_keeps_its_connections_between_bursts(tmp_path: Path) -> None:
+    """Opening a SQLite connection costs a thread, the file and the pragmas: a burst of
+    concurrent transactions (the lanes) reuses the connections the last burst opened."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'burst.db'}")
+    opened: list[object] = []
+    event.listen(engine.sync_engine, "connect", lambda dbapi, record: opened.append(dbapi))
+    reads = make_sessionmaker(engine, read_only=True)
+    both_in = asyncio.Barrier(12)
+
+    async def read() -> None:
+        async with reads() as session:
+            await (await session.connection()).exec_driver_sql("SELECT 1")
+            await both_in.wait()  # all twelve hold a connection at once
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(read() for _ in range(12))), NOT_FOREVER)
+        first = len(opened)
+        await asyncio.wait_for(asyncio.gather(*(read() for _ in range(12))), NOT_FOREVER)
+    finally:
+        await engine.dispose()
+    assert first == 12
+    assert len(opened) == first  # none closed in between, none opened again
 
 
 async def test_make_engine_accepts_memory_sqlite() -> None:
