@@ -11,7 +11,7 @@ from telegram.ext import CallbackContext, ExtBot
 
 from bot.flowsource import FlowRegistry
 from bot.settings import Settings
-from storage import AsyncSession, utcnow
+from storage import AsyncSession, OutboxMessage, utcnow
 
 if TYPE_CHECKING:
     from bot.inbox import Dispatcher
@@ -51,11 +51,11 @@ class Services:
         self.settings = settings
         self.clock = clock
 
-    def wake_sender(self, lanes: set[int]) -> None:
-        """Calls were committed in ``lanes``: send them now."""
+    def hand_sender(self, calls: list[OutboxMessage]) -> None:
+        """These calls were just committed to the outbox: send them now."""
         sender = getattr(self, "sender", None)
-        if lanes and sender is not None:
-            sender.wake(lanes)
+        if calls and sender is not None:
+            sender.hand(calls)
 
 
 class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], Services]):

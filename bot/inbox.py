@@ -60,18 +60,23 @@ def lane_of(payload: dict[str, Any]) -> int:
 
 async def receive(
     sessionmaker: async_sessionmaker[AsyncSession], payloads: list[dict[str, Any]]
-) -> set[int]:
-    """Store updates (one transaction); return the lanes that got new ones."""
+) -> list[InboxUpdate]:
+    """Store updates (one transaction); return the new ones (not stored before), as stored."""
     rows = [
         (int(p["update_id"]), lane_of(p), p)
         for p in payloads
         if isinstance(p, dict) and isinstance(p.get("update_id"), int)
     ]
     if not rows:
-        return set()
+        return []
+    at = utcnow()
     async with sessionmaker() as session, session.begin():
-        new = set(await store_updates(session=session, updates=rows, at=utcnow()))
-    return {lane for update_id, lane, _ in rows if update_id in new}
+        new = set(await store_updates(session=session, updates=rows, at=at))
+    return [
+        InboxUpdate(update_id=update_id, lane=lane, payload=payload, received_at=at, attempts=0)
+        for update_id, lane, payload in rows
+        if update_id in new
+    ]
 
 
 class Dispatcher(LaneWorker[InboxUpdate]):
@@ -98,6 +103,10 @@ class Dispatcher(LaneWorker[InboxUpdate]):
     async def batch(self, session: AsyncSession, lane: int) -> list[InboxUpdate]:
         """The chat's oldest updates not processed yet."""
         return await next_updates(session=session, lane=lane)
+
+    def key(self, item: InboxUpdate) -> tuple[int, int]:
+        """An update's chat and id."""
+        return item.lane, item.update_id
 
     async def handle(self, items: list[InboxUpdate]) -> None:
         """Run the updates through the handlers, one after the other."""
@@ -129,7 +138,8 @@ class Dispatcher(LaneWorker[InboxUpdate]):
                 )
 
 
-Wake = Callable[[set[int]], None]
+#: Takes updates just stored (the dispatcher's ``hand``).
+Hand = Callable[[list[InboxUpdate]], None]
 
 
 class Poller:
@@ -139,14 +149,14 @@ class Poller:
         self,
         app: Application,  # type: ignore[type-arg]
         sessionmaker: async_sessionmaker[AsyncSession],
-        wake: Wake,
+        hand: Hand,
         *,
         allowed_updates: list[str],
         timeout: int = 30,
     ) -> None:
         self.app = app
         self._sessionmaker = sessionmaker
-        self._wake = wake
+        self._hand = hand
         self._allowed = allowed_updates
         self._timeout = timeout
         self._stopping = False
@@ -180,12 +190,12 @@ class Poller:
             delay = 1.0
             if not isinstance(updates, list) or not updates:
                 continue
-            lanes = await self._store(updates)
+            new = await self._store(updates)
             # Stored: the next request's offset tells Telegram they arrived.
             self.offset = max(int(u["update_id"]) for u in updates) + 1
-            self._wake(lanes)
+            self._hand(new)
 
-    async def _store(self, updates: list[dict[str, Any]]) -> set[int]:
+    async def _store(self, updates: list[dict[str, Any]]) -> list[InboxUpdate]:
         delay = 1.0
         while True:
             try:
@@ -203,11 +213,11 @@ class Poller:
 class Receipts:
     """Stores posted updates in as few transactions as possible (a group commit): while one
     batch is being written, the updates that arrive meanwhile wait and go together in the
-    next. Each poster learns when its update is stored; the dispatcher is woken per batch."""
+    next. Each poster learns when its update is stored; the dispatcher is handed each batch."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], wake: Wake) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], hand: Hand) -> None:
         self._sessionmaker = sessionmaker
-        self._wake = wake
+        self._hand = hand
         self._waiting: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -223,7 +233,7 @@ class Receipts:
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
-                lanes = await receive(self._sessionmaker, [payload for payload, _ in batch])
+                new = await receive(self._sessionmaker, [payload for payload, _ in batch])
             except Exception as exc:  # noqa: BLE001 - each poster answers for its own
                 for _, stored in batch:
                     if not stored.done():
@@ -232,7 +242,7 @@ class Receipts:
             for _, stored in batch:
                 if not stored.done():
                     stored.set_result(None)
-            self._wake(lanes)
+            self._hand(new)
 
 
 class WebhookServer:
@@ -241,14 +251,14 @@ class WebhookServer:
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
-        wake: Wake,
+        hand: Hand,
         *,
         secret: str,
         path: str,
         listen: str,
         port: int,
     ) -> None:
-        self._receipts = Receipts(sessionmaker, wake)
+        self._receipts = Receipts(sessionmaker, hand)
         self._secret = secret
         self._path = "/" + path.lstrip("/")
         self._listen = listen

@@ -3,7 +3,14 @@
 The inbox's dispatcher and the outbox's sender are both lane workers. ``wake`` starts (or
 nudges) the lanes that got new work after a commit in this process; ``run`` sweeps the
 database every ``tick`` for work nobody woke us for (stored before a restart, or by another
-process). With ``shared`` (several processes on one PostgreSQL database) a lane is locked
+process).
+
+Alone on its database (SQLite: one bot process), a worker is also handed what this process
+commits (``hand``): a lane read from the database to its end then takes what is handed to it
+from memory instead of reading it back, until something happens that memory cannot vouch
+for (``wake`` without the items, a failure, an item older than one already taken, a lane the
+sweep finds waiting), and then it reads the database again. With ``shared`` (several
+processes on one PostgreSQL database) nothing is taken from memory, and a lane is locked
 before it is worked on, so one process at a time serves a chat: a session-level advisory lock
 on a connection the worker keeps for its locks (``storage.LaneLocks``), taken when the lane
 starts and given back when it ends, with no transaction of its own. A process that dies
@@ -17,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict, deque
+from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -33,6 +42,8 @@ Item = TypeVar("Item")
 BATCH = 16
 #: Seconds after which a lane another process held is tried again (then the sweep's turn).
 RETRY = (0.02, 0.05, 0.1, 0.2, 0.4)
+#: Lanes whose waiting items are kept in memory, at most (the least recently used go first).
+KNOWN_LANES = 4096
 
 
 def seconds(value: Any) -> float:
@@ -83,6 +94,11 @@ class LaneWorker(Generic[Item]):
         self._dirty: set[int] = set()
         self._poke = asyncio.Event()
         self._stopping = False
+        # Alone on the database: lane -> every item of it waiting in the database, in order
+        # (only for lanes read to their end since); and the ids that read returned.
+        self._alone = not shared
+        self._known: OrderedDict[int, deque[Item]] = OrderedDict()
+        self._read: dict[int, set[int]] = {}
 
     # --- what subclasses provide ------------------------------------------------------
 
@@ -101,20 +117,53 @@ class LaneWorker(Generic[Item]):
         """
         raise NotImplementedError
 
+    def key(self, item: Item) -> tuple[int, int]:
+        """An item's lane and id (ids grow in the order items are committed in a lane)."""
+        raise NotImplementedError
+
     # --- scheduling -------------------------------------------------------------------
 
     def wake(self, lanes: set[int] | None = None) -> None:
-        """New work was committed (in ``lanes``, or somewhere)."""
+        """New work was committed (in ``lanes``, or somewhere): the lanes read it."""
         if self._stopping:
             return
         if lanes is None:
+            self._known.clear()
             self._poke.set()
             return
         for lane in lanes:
-            if lane in self._active:
-                self._dirty.add(lane)
+            self._forget(lane)
+            self._go(lane)
+
+    def hand(self, items: Iterable[Item]) -> None:
+        """These items were committed (each one once, right after its commit): work on them,
+        from memory where the lane's waiting items are all known."""
+        if self._stopping:
+            return
+        lanes: set[int] = set()
+        for item in items:
+            lane, number = self.key(item)
+            lanes.add(lane)
+            known = self._known.get(lane)
+            if known is None or number in self._read.get(lane, ()):
+                continue  # the lane reads it from the database (or just did)
+            if known and number < self.key(known[-1])[1]:
+                self._forget(lane)  # it goes before one in memory: read the lane again
             else:
-                self._start(lane)
+                known.append(item)
+        for lane in lanes:
+            self._go(lane)
+
+    def _go(self, lane: int) -> None:
+        if lane in self._active:
+            self._dirty.add(lane)
+        else:
+            self._start(lane)
+
+    def _forget(self, lane: int) -> None:
+        """Memory no longer vouches for the lane: it reads the database next."""
+        self._known.pop(lane, None)
+        self._read.pop(lane, None)
 
     def _start(self, lane: int) -> None:
         self._active[lane] = asyncio.create_task(self._lane(lane), name=f"{self.name}:{lane}")
@@ -130,6 +179,7 @@ class LaneWorker(Generic[Item]):
                 lanes = []
             for lane in lanes:
                 if lane not in self._active and not self._stopping:
+                    self._forget(lane)  # waiting with nobody at it: memory missed something
                     self._start(lane)
             if self._locks is not None:
                 await self._locks.check(every=self._check)
@@ -210,8 +260,7 @@ class LaneWorker(Generic[Item]):
                     # tries the lane again).
                     while self.working(lane):
                         self._dirty.discard(lane)
-                        async with self._reader() as session:
-                            items = await self.batch(session, lane)
+                        items = await self._next(lane)
                         if not items:
                             if lane in self._dirty:
                                 continue
@@ -225,13 +274,47 @@ class LaneWorker(Generic[Item]):
                     if locks is not None and taken is not None:
                         await locks.give(key=key, generation=taken)
         except asyncio.CancelledError:
+            self._forget(lane)
             raise
         except Exception:  # noqa: BLE001 - the sweep tries the lane again
+            self._forget(lane)
             logger.exception("%s: lane %s failed", self.name, lane)
             await asyncio.sleep(self._tick)
         finally:
+            if self._stopping:
+                self._forget(lane)
             self._active.pop(lane, None)
             if lane in self._dirty and not self._stopping:
                 # Work came while the lane was ending (giving its lock back): go on.
                 self._dirty.discard(lane)
                 self._start(lane)
+
+    async def _next(self, lane: int) -> list[Item]:
+        """The lane's next items: from memory if it knows them all, else from the database
+        (and if that read reaches the lane's end, memory knows the lane from then on)."""
+        known = self._known.get(lane)
+        if known is not None:
+            self._known.move_to_end(lane)
+            return [known.popleft() for _ in range(min(BATCH, len(known)))]
+        if self._alone:
+            # Collect what is handed during the read; what the read returns is dropped.
+            self._known[lane] = known = deque()
+            self._read.pop(lane, None)
+            while len(self._known) > KNOWN_LANES:
+                evicted, _ = self._known.popitem(last=False)
+                self._read.pop(evicted, None)
+        async with self._reader() as session:
+            items = await self.batch(session, lane)
+        if known is None or self._known.get(lane) is not known:
+            return items  # shared, or forgotten during the read
+        numbers = {self.key(item)[1] for item in items}
+        if len(items) >= BATCH:
+            self._forget(lane)  # more may wait behind them: read again
+            self._dirty.add(lane)
+            return items
+        # What was handed during the read and the read did not return came after it.
+        handed = [item for item in known if self.key(item)[1] not in numbers]
+        known.clear()
+        known.extend(handed)
+        self._read[lane] = numbers
+        return items

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from telegram import InlineKeyboardMarkup, ReplyKeyboardMarkup, ReplyKeyboardRemove
 
-from storage import AsyncSession, claim_update, enqueue_calls, utcnow
+from storage import AsyncSession, OutboxMessage, claim_update, enqueue_calls, utcnow
 
 if TYPE_CHECKING:
     from bot.context import Services
@@ -83,8 +83,9 @@ class Out:
 
     session: AsyncSession
     at: datetime
-    lanes: set[int] = field(default_factory=set)
     pending: list[dict[str, Any]] = field(default_factory=list)
+    #: The calls stored, as stored (handed to the sender after the commit).
+    stored: list[OutboxMessage] = field(default_factory=list)
 
     async def call(
         self, lane: int, method: str, params: dict[str, Any], bind: dict[str, Any] | None = None
@@ -98,13 +99,17 @@ class Out:
                 "bind": bind,
             }
         )
-        self.lanes.add(lane)
 
     async def flush(self, *, ids: bool = False) -> list[int]:
         """Store the calls recorded so far; with ``ids``, returns their outbox ids (for
         ``call_ref``)."""
         calls, self.pending = self.pending, []
-        return await enqueue_calls(session=self.session, calls=calls, at=self.at, ids=ids)
+        numbers = await enqueue_calls(session=self.session, calls=calls, at=self.at, ids=True)
+        self.stored.extend(
+            OutboxMessage(id=number, created_at=self.at, attempts=0, **call)
+            for number, call in zip(numbers, calls, strict=True)
+        )
+        return numbers if ids else []
 
     async def send(
         self,
@@ -220,7 +225,7 @@ class Work:
 async def unit(
     services: Services, *, claim: bool = True, outcome: str = "done"
 ) -> AsyncIterator[Work]:
-    """One transaction with an output port; the sender is woken after the commit.
+    """One transaction with an output port; the sender is handed its calls after the commit.
 
     Inside the dispatcher, the first unit of an update claims it (``claim``); if it was
     already processed, ``Superseded`` is raised before anything is done.
@@ -239,7 +244,8 @@ async def unit(
             out = Out(session, at)
             yield Work(session, out, at)
             await out.flush()
+        # Committed: the sender takes the calls at once (not after closing the session).
+        services.hand_sender(out.stored)
         if claiming:
             assert processing is not None
             processing.claimed = True  # committed: its effects and its mark together
-    services.wake_sender(out.lanes)

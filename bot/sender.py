@@ -94,6 +94,11 @@ class Sender(LaneWorker[OutboxMessage]):
         """The chat's next calls."""
         return await next_calls(session=session, lane=lane)
 
+    def key(self, item: OutboxMessage) -> tuple[int, int]:
+        """A call's chat and id."""
+        assert item.id is not None
+        return item.lane, item.id
+
     async def handle(self, items: list[OutboxMessage]) -> None:
         """Make the calls in order and record them.
 

@@ -84,7 +84,7 @@ async def start_serving(
     if settings.webhook_url and settings.webhook_secret is not None:
         serving.webhook = WebhookServer(
             ahead_of(services.sessionmaker),  # Telegram waits for the receipt
-            services.dispatcher.wake,
+            services.dispatcher.hand,
             secret=settings.webhook_secret.get_secret_value(),
             path=urlparse(settings.webhook_url).path,
             listen=settings.webhook_listen,
@@ -100,7 +100,7 @@ async def start_serving(
         serving.poller = Poller(
             app,
             ahead_of(services.sessionmaker),  # the next poll waits for the receipt
-            services.dispatcher.wake,
+            services.dispatcher.hand,
             allowed_updates=allowed_updates,
             timeout=poll_timeout,
         )

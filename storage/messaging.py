@@ -144,7 +144,8 @@ async def enqueue_calls(
     """Store Bot API calls (each with ``lane``, ``method``, ``params`` and ``bind``) to make
     after the commit, in this order; with ``ids``, returns their ids.
 
-    Without ``ids`` it is one statement for all of them (the driver's ``executemany``).
+    It is one statement for all of them: the driver's ``executemany``, or with ``ids`` a
+    multi-row INSERT (on PostgreSQL, one returning the ids).
     """
     if not calls:
         return []
@@ -152,15 +153,24 @@ async def enqueue_calls(
     if not ids:
         await run(session, _ENQUEUE, rows)
         return []
-    return [int(call_id) for call_id in await run(session, _ENQUEUE_IDS, rows, take=_ids)]
+    if session.get_bind().dialect.name != "sqlite":
+        return [int(call_id) for call_id in await run(session, _ENQUEUE_IDS, rows, take=_ids)]
+    # One multi-row INSERT with no ids given: SQLite numbers the rows one after the other
+    # (each one above the largest id so far), the last one ``lastrowid``.
+    last = await run(session, insert(_OUTBOX).values(rows), take=_last_id)
+    return list(range(last - len(rows) + 1, last + 1))
 
 
 def _ids(result: CursorResult[Any]) -> list[Any]:
     return list(result.scalars())
 
 
+def _last_id(result: CursorResult[Any]) -> int:
+    return int(result.lastrowid)
+
+
 _ENQUEUE = insert(_OUTBOX)
-# Ids returned in the rows' order (SQLite then inserts them one by one).
+# Ids returned in the rows' order.
 _ENQUEUE_IDS = insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True)
 
 

@@ -27,6 +27,7 @@ from bot.outbox import call_ref, unit
 from bot.sender import Sender
 from bot.transport import BotAPIRequest, NotSent
 from storage import (
+    InboxUpdate,
     get_client,
     get_dialogue,
     list_events,
@@ -501,8 +502,8 @@ async def test_updates_posted_while_the_database_is_busy_are_stored_together(
     is stored in one transaction, not one each; every poster learns its update is stored."""
     url, engine = database
     sessions = make_sessionmaker(engine)
-    woken: list[set[int]] = []
-    receipts = Receipts(sessions, woken.append)
+    handed: list[InboxUpdate] = []
+    receipts = Receipts(sessions, handed.extend)
     inserts: list[str] = []
 
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -524,7 +525,7 @@ async def test_updates_posted_while_the_database_is_busy_are_stored_together(
     finally:
         sqlalchemy.event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert len(inserts) == 1, inserts
-    assert set().union(*woken) == {7000 + n for n in range(30)}
+    assert sorted((u.lane, u.update_id) for u in handed) == [(7000 + n, 500 + n) for n in range(30)]
     async with sessions() as session:
         stored = (await session.exec(text("SELECT count(*) FROM inbox"))).one()[0]  # type: ignore[call-overload]
     assert stored == 30
