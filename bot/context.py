@@ -11,7 +11,7 @@ from telegram.ext import CallbackContext, ExtBot
 
 from bot.flowsource import FlowRegistry
 from bot.settings import Settings
-from storage import AsyncSession, OutboxMessage, utcnow
+from storage import AsyncSession, WaitingCall, utcnow
 
 if TYPE_CHECKING:
     from bot.inbox import Dispatcher
@@ -51,7 +51,7 @@ class Services:
         self.settings = settings
         self.clock = clock
 
-    def hand_sender(self, calls: list[OutboxMessage]) -> None:
+    def hand_sender(self, calls: list[WaitingCall]) -> None:
         """These calls were just committed to the outbox: send them now."""
         sender = getattr(self, "sender", None)
         if calls and sender is not None:

@@ -26,7 +26,7 @@ from bot.lanes import LaneWorker, seconds
 from bot.outbox import PROCESSING, Processing
 from storage import (
     AsyncSession,
-    InboxUpdate,
+    WaitingUpdate,
     claim_update,
     inbox_lanes,
     next_updates,
@@ -60,7 +60,7 @@ def lane_of(payload: dict[str, Any]) -> int:
 
 async def receive(
     sessionmaker: async_sessionmaker[AsyncSession], payloads: list[dict[str, Any]]
-) -> list[InboxUpdate]:
+) -> list[WaitingUpdate]:
     """Store updates (one transaction); return the new ones (not stored before), as stored."""
     rows = [
         (int(p["update_id"]), lane_of(p), p)
@@ -73,13 +73,13 @@ async def receive(
     async with sessionmaker() as session, session.begin():
         new = set(await store_updates(session=session, updates=rows, at=at))
     return [
-        InboxUpdate(update_id=update_id, lane=lane, payload=payload, received_at=at, attempts=0)
+        WaitingUpdate(update_id, lane, payload)
         for update_id, lane, payload in rows
         if update_id in new
     ]
 
 
-class Dispatcher(LaneWorker[InboxUpdate]):
+class Dispatcher(LaneWorker[WaitingUpdate]):
     """Processes the stored updates through the Application's handlers."""
 
     name = "in"
@@ -100,22 +100,22 @@ class Dispatcher(LaneWorker[InboxUpdate]):
         """Chats with updates waiting."""
         return await inbox_lanes(session=session)
 
-    async def batch(self, session: AsyncSession, lane: int) -> list[InboxUpdate]:
+    async def batch(self, session: AsyncSession, lane: int) -> list[WaitingUpdate]:
         """The chat's oldest updates not processed yet."""
         return await next_updates(session=session, lane=lane)
 
-    def key(self, item: InboxUpdate) -> tuple[int, int]:
+    def key(self, item: WaitingUpdate) -> tuple[int, int]:
         """An update's chat and id."""
         return item.lane, item.update_id
 
-    async def handle(self, items: list[InboxUpdate]) -> None:
+    async def handle(self, items: list[WaitingUpdate]) -> None:
         """Run the updates through the handlers, one after the other."""
         for item in items:
             if not self.working(item.lane):
                 return  # the rest stay in the inbox
             await self._process(item)
 
-    async def _process(self, item: InboxUpdate) -> None:
+    async def _process(self, item: WaitingUpdate) -> None:
         """Run one update through the handlers; close it if no unit of work claimed it."""
         processing = Processing(item.update_id)
         token = PROCESSING.set(processing)
@@ -139,7 +139,7 @@ class Dispatcher(LaneWorker[InboxUpdate]):
 
 
 #: Takes updates just stored (the dispatcher's ``hand``).
-Hand = Callable[[list[InboxUpdate]], None]
+Hand = Callable[[list[WaitingUpdate]], None]
 
 
 class Poller:
@@ -195,7 +195,7 @@ class Poller:
             self.offset = max(int(u["update_id"]) for u in updates) + 1
             self._hand(new)
 
-    async def _store(self, updates: list[dict[str, Any]]) -> list[InboxUpdate]:
+    async def _store(self, updates: list[dict[str, Any]]) -> list[WaitingUpdate]:
         delay = 1.0
         while True:
             try:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from telegram import InlineKeyboardMarkup, ReplyKeyboardMarkup, ReplyKeyboardRemove
 
-from storage import AsyncSession, OutboxMessage, claim_update, enqueue_calls, utcnow
+from storage import AsyncSession, WaitingCall, claim_update, enqueue_calls, utcnow
 
 if TYPE_CHECKING:
     from bot.context import Services
@@ -85,7 +85,7 @@ class Out:
     at: datetime
     pending: list[dict[str, Any]] = field(default_factory=list)
     #: The calls stored, as stored (handed to the sender after the commit).
-    stored: list[OutboxMessage] = field(default_factory=list)
+    stored: list[WaitingCall] = field(default_factory=list)
 
     async def call(
         self, lane: int, method: str, params: dict[str, Any], bind: dict[str, Any] | None = None
@@ -106,7 +106,7 @@ class Out:
         calls, self.pending = self.pending, []
         numbers = await enqueue_calls(session=self.session, calls=calls, at=self.at, ids=True)
         self.stored.extend(
-            OutboxMessage(id=number, created_at=self.at, attempts=0, **call)
+            WaitingCall(number, call["lane"], call["method"], call["params"], call["bind"])
             for number, call in zip(numbers, calls, strict=True)
         )
         return numbers if ids else []

@@ -31,7 +31,7 @@ from bot.lanes import LaneWorker, seconds
 from bot.transport import MaybeDelivered, NotSent
 from storage import (
     AsyncSession,
-    OutboxMessage,
+    WaitingCall,
     add_relay,
     ahead_of,
     get_prompt_message_id,
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 # method names and parameters); PTB suggests the named methods for known ones.
 warnings.filterwarnings("ignore", message=r"Please use 'Bot\.", category=PTBUserWarning)
 
-Record = tuple[OutboxMessage, int | None, str | None]
+Record = tuple[WaitingCall, int | None, str | None]
 
 #: Calls recorded with the next one: made again after a crash, they show nothing twice.
 _DEFERRABLE = {"answerCallbackQuery"}
@@ -69,7 +69,7 @@ _IDEMPOTENT = {
 # spinner a few seconds longer: after an uncertain timeout it is not repeated either.)
 
 
-class Sender(LaneWorker[OutboxMessage]):
+class Sender(LaneWorker[WaitingCall]):
     """Makes the outbox's calls; ``wake`` it after a commit, ``run`` it in the background."""
 
     name = "out"
@@ -90,16 +90,15 @@ class Sender(LaneWorker[OutboxMessage]):
         """Chats with calls waiting."""
         return await outbox_lanes(session=session)
 
-    async def batch(self, session: AsyncSession, lane: int) -> list[OutboxMessage]:
+    async def batch(self, session: AsyncSession, lane: int) -> list[WaitingCall]:
         """The chat's next calls."""
         return await next_calls(session=session, lane=lane)
 
-    def key(self, item: OutboxMessage) -> tuple[int, int]:
+    def key(self, item: WaitingCall) -> tuple[int, int]:
         """A call's chat and id."""
-        assert item.id is not None
         return item.lane, item.id
 
-    async def handle(self, items: list[OutboxMessage]) -> None:
+    async def handle(self, items: list[WaitingCall]) -> None:
         """Make the calls in order and record them.
 
         A call whose repeat is harmless (answering a press) is recorded together with the
@@ -114,9 +113,8 @@ class Sender(LaneWorker[OutboxMessage]):
 
     # --- one call ---------------------------------------------------------------------
 
-    async def _make(self, call: OutboxMessage, deferred: list[Record]) -> None:
+    async def _make(self, call: WaitingCall, deferred: list[Record]) -> None:
         """Make one call until it is made or given up, and record it."""
-        assert call.id is not None
         bind = call.bind or {}
         params = await self._resolve(call.params)
         if params is None:  # what it edits was never shown: nothing to do
@@ -206,7 +204,7 @@ class Sender(LaneWorker[OutboxMessage]):
 
     async def _record(
         self,
-        call: OutboxMessage,
+        call: WaitingCall,
         message_id: int | None,
         error: str | None,
         deferred: list[Record],
@@ -228,12 +226,11 @@ class Sender(LaneWorker[OutboxMessage]):
     async def _record_one(
         self,
         session: AsyncSession,
-        call: OutboxMessage,
+        call: WaitingCall,
         message_id: int | None,
         error: str | None,
     ) -> None:
         """Record one call and what its message id means."""
-        assert call.id is not None
         bind = call.bind or {}
         if not await record_call(
             session=session, call_id=call.id, at=utcnow(), message_id=message_id, error=error

@@ -57,6 +57,8 @@ from storage.lifecycle import (
 )
 from storage.locks import LaneLocks, lock_key
 from storage.messaging import (
+    WaitingCall,
+    WaitingUpdate,
     claim_update,
     enqueue_call,
     enqueue_calls,
@@ -114,6 +116,8 @@ from storage.sqltypes import utcnow
 __all__ = [
     "Turn",
     "claim_update",
+    "WaitingCall",
+    "WaitingUpdate",
     "enqueue_call",
     "enqueue_calls",
     "inbox_lanes",

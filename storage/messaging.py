@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import CursorResult, bindparam, delete, func, insert, update
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,6 +22,8 @@ from storage.core import run, table
 from storage.models import InboxUpdate, OutboxMessage
 
 __all__ = [
+    "WaitingCall",
+    "WaitingUpdate",
     "claim_update",
     "enqueue_call",
     "enqueue_calls",
@@ -39,6 +42,24 @@ __all__ = [
 
 _INBOX = table(InboxUpdate)
 _OUTBOX = table(OutboxMessage)
+
+
+class WaitingUpdate(NamedTuple):
+    """An update in the inbox not processed yet: what processing it needs of its row."""
+
+    update_id: int
+    lane: int
+    payload: dict[str, Any]
+
+
+class WaitingCall(NamedTuple):
+    """A call in the outbox not made yet: what making it needs of its row."""
+
+    id: int
+    lane: int
+    method: str
+    params: dict[str, Any]
+    bind: dict[str, Any] | None
 
 
 def _insert(session: AsyncSession, into: Any) -> Any:
@@ -83,16 +104,20 @@ async def inbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
     return [int(lane) for lane in (await session.exec(statement)).all()]
 
 
-async def next_updates(*, session: AsyncSession, lane: int, limit: int = 16) -> list[InboxUpdate]:
+async def next_updates(*, session: AsyncSession, lane: int, limit: int = 16) -> list[WaitingUpdate]:
     """The oldest updates of ``lane`` not processed yet, in order."""
     params = {"next_lane": lane, "next_limit": limit}
-    return list((await session.exec(_NEXT_UPDATES, params=params)).all())
+    return await run(session, _NEXT_UPDATES, params, take=_updates)
+
+
+def _updates(result: CursorResult[Any]) -> list[WaitingUpdate]:
+    return [WaitingUpdate._make(row) for row in result]
 
 
 _NEXT_UPDATES = (
-    select(InboxUpdate)
-    .where(InboxUpdate.lane == bindparam("next_lane"), col(InboxUpdate.done_at).is_(None))
-    .order_by(col(InboxUpdate.update_id))
+    core_select(_INBOX.c.update_id, _INBOX.c.lane, _INBOX.c.payload)
+    .where(_INBOX.c.lane == bindparam("next_lane"), _INBOX.c.done_at.is_(None))
+    .order_by(_INBOX.c.update_id)
     .limit(bindparam("next_limit"))
 )
 
@@ -186,16 +211,20 @@ async def outbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
     return [int(lane) for lane in (await session.exec(statement)).all()]
 
 
-async def next_calls(*, session: AsyncSession, lane: int, limit: int = 16) -> list[OutboxMessage]:
+async def next_calls(*, session: AsyncSession, lane: int, limit: int = 16) -> list[WaitingCall]:
     """The oldest calls of ``lane`` not made yet, in order."""
     params = {"next_lane": lane, "next_limit": limit}
-    return list((await session.exec(_NEXT_CALLS, params=params)).all())
+    return await run(session, _NEXT_CALLS, params, take=_calls)
+
+
+def _calls(result: CursorResult[Any]) -> list[WaitingCall]:
+    return [WaitingCall._make(row) for row in result]
 
 
 _NEXT_CALLS = (
-    select(OutboxMessage)
-    .where(OutboxMessage.lane == bindparam("next_lane"), col(OutboxMessage.sent_at).is_(None))
-    .order_by(col(OutboxMessage.id))
+    core_select(_OUTBOX.c.id, _OUTBOX.c.lane, _OUTBOX.c.method, _OUTBOX.c.params, _OUTBOX.c.bind)
+    .where(_OUTBOX.c.lane == bindparam("next_lane"), _OUTBOX.c.sent_at.is_(None))
+    .order_by(_OUTBOX.c.id)
     .limit(bindparam("next_limit"))
 )
 

@@ -27,7 +27,7 @@ from bot.outbox import call_ref, unit
 from bot.sender import Sender
 from bot.transport import BotAPIRequest, NotSent
 from storage import (
-    InboxUpdate,
+    WaitingUpdate,
     get_client,
     get_dialogue,
     list_events,
@@ -502,7 +502,7 @@ async def test_updates_posted_while_the_database_is_busy_are_stored_together(
     is stored in one transaction, not one each; every poster learns its update is stored."""
     url, engine = database
     sessions = make_sessionmaker(engine)
-    handed: list[InboxUpdate] = []
+    handed: list[WaitingUpdate] = []
     receipts = Receipts(sessions, handed.extend)
     inserts: list[str] = []
 

@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from storage import (
     AsyncSession,
+    InboxUpdate,
+    OutboxMessage,
     claim_update,
     enqueue_call,
     enqueue_calls,
@@ -47,7 +49,7 @@ async def test_an_update_is_stored_once_and_claimed_once(sessionmaker: Sessions)
         assert left is not None and left.update_id == 8
         assert await pending_updates(session=session) == 1
     async with sessionmaker() as session:
-        done = await session.get(type(left), 7)
+        done = await session.get(InboxUpdate, 7)
         assert done is not None and done.payload == {}, "the client's text is not kept"
 
 
@@ -87,7 +89,7 @@ async def test_a_call_is_recorded_once_and_its_parameters_go(sessionmaker: Sessi
         assert not await record_call(session=session, call_id=first, at=now, message_id=6)
     async with sessionmaker() as session:
         assert await pending_calls(session=session, lane=42) == 1
-        made = await session.get(type(call), first)
+        made = await session.get(OutboxMessage, first)
         assert made is not None and made.params == {} and made.message_id == 5
     async with sessionmaker() as session, session.begin():
         assert await record_call(session=session, call_id=second, at=now)
