@@ -18,6 +18,7 @@ import asyncio
 import base64
 import logging
 import warnings
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -81,10 +82,16 @@ class Sender(LaneWorker[WaitingCall]):
         super().__init__(sessionmaker, **lanes)
         self.bot = bot
         # Until a call Telegram took is recorded, a crash would make it again: the record
-        # goes ahead of the steps waiting to write (on SQLite; see storage.db).
-        self._recorder = ahead_of(sessionmaker)
+        # goes ahead of the steps waiting to write (on SQLite; see storage.db), together
+        # with the records of other chats that came meanwhile.
+        self._records = _GroupCommit(ahead_of(sessionmaker), self._record_one)
         #: Calls made, for the benchmark and the logs.
         self.made = 0
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Finish the calls in hand within ``grace`` seconds, and record what was made."""
+        await super().stop(grace)
+        await self._records.drain()
 
     async def lanes(self, session: AsyncSession) -> list[int]:
         """Chats with calls waiting."""
@@ -217,11 +224,8 @@ class Sender(LaneWorker[WaitingCall]):
     async def _flush(self, deferred: list[Record]) -> None:
         records = list(deferred)
         deferred.clear()
-        if not records:
-            return
-        async with self._recorder() as session, session.begin():
-            for call, message_id, error in records:
-                await self._record_one(session, call, message_id, error)
+        if records:
+            await self._records.write(records)
 
     async def _record_one(
         self,
@@ -261,6 +265,69 @@ class Sender(LaneWorker[WaitingCall]):
                 staff_chat_id=chat_id,
                 staff_message_id=message_id,
             )
+
+
+class _GroupCommit:
+    """Writes records in as few transactions as possible: while one batch is being written,
+    the records that come meanwhile (from other chats) wait and go together in the next.
+
+    If a batch fails, each chat's records are written again on their own, so that one chat's
+    trouble does not leave the others' calls unrecorded (made again after a crash).
+    """
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        write_one: Callable[[AsyncSession, WaitingCall, int | None, str | None], Awaitable[None]],
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._write_one = write_one
+        self._waiting: list[tuple[list[Record], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def write(self, records: list[Record]) -> None:
+        """Return once ``records`` are committed (or raise what writing them raised)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((records, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="outbox records")
+        await done
+
+    async def drain(self) -> None:
+        """Wait until every record handed in is written (or failed)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    async def _write(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                await self._commit([record for records, _ in batch for record in records])
+            except Exception:  # noqa: BLE001 - each chat's records alone, then
+                for records, done in batch:
+                    try:
+                        await self._commit(records)
+                    except Exception as exc:  # noqa: BLE001 - its lane answers for it
+                        _settle(done, exc)
+                    else:
+                        _settle(done, None)
+                continue
+            for _, done in batch:
+                _settle(done, None)
+
+    async def _commit(self, records: list[Record]) -> None:
+        async with self._sessionmaker() as session, session.begin():
+            for call, message_id, error in records:
+                await self._write_one(session, call, message_id, error)
+
+
+def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
+    if done.done():
+        return  # its lane was cancelled (stopping)
+    if exc is None:
+        done.set_result(None)
+    else:
+        done.set_exception(exc)
 
 
 def _message_id(value: Any) -> int | None:

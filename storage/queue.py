@@ -389,8 +389,11 @@ async def set_client_asking(*, session: AsyncSession, client_id: int, asking: bo
 
 async def add_relay(
     *, session: AsyncSession, client_id: int, staff_chat_id: int, staff_message_id: int
-) -> Relay:
-    """Remember that a staff-group message carries this client's question."""
+) -> Relay | None:
+    """Remember that a staff-group message carries this client's question; None if the client
+    has erased their data meanwhile (the message was posted before the erasure reached it)."""
+    if await session.get(Client, client_id) is None:
+        return None
     relay = Relay(
         client_id=client_id, staff_chat_id=staff_chat_id, staff_message_id=staff_message_id
     )

@@ -667,3 +667,48 @@ async def test_a_send_whose_connection_breaks_after_it_left_is_not_repeated(
     async with services.sessionmaker() as session:
         errors = (await session.exec(text("SELECT error FROM outbox ORDER BY id"))).all()  # type: ignore[call-overload]
     assert [e for (e,) in errors] == ["connection lost; may have been delivered", None]
+
+
+async def test_sends_of_many_chats_made_while_the_database_is_busy_are_recorded_together(
+    fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    """Each made send waits for its record (until then a crash would make it again); those
+    of other chats that come meanwhile go into the same transaction, not one each."""
+    url, engine = database
+    api = fake_bot_api
+    services, bot, sender = await _sender_with(api, engine, BotAPIRequest(16))
+    users = range(3100, 3112)
+    for user in users:
+        async with unit(services, claim=False) as work:
+            await work.out.send(user, f"answer for {user}")
+    records: list[int] = []
+    statements: dict[int, list[str]] = {}
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.setdefault(id(conn), []).append(statement.lstrip().upper())
+
+    def committed(conn: Any) -> None:
+        done = statements.pop(id(conn), [])
+        records.extend([sum(1 for s in done if s.startswith("UPDATE OUTBOX SET"))] * any(done))
+
+    sqlalchemy.event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    sqlalchemy.event.listen(engine.sync_engine, "commit", committed)
+    try:
+        async with bot:
+            async with services.sessionmaker() as busy, busy.begin():
+                await busy.exec(text("SELECT 1"))  # type: ignore[call-overload]
+                sender.wake(set(users))  # another writer holds the database meanwhile
+
+                for user in users:  # every send made (Telegram took it) before any record
+                    await api.wait_for(
+                        "sendMessage", lambda c, u=user: c.params["chat_id"] == u, timeout=30
+                    )
+            await asyncio.wait_for(sender.idle(), 30)
+    finally:
+        sqlalchemy.event.remove(engine.sync_engine, "before_cursor_execute", seen)
+        sqlalchemy.event.remove(engine.sync_engine, "commit", committed)
+    written = [n for n in records if n]
+    assert sum(written) == len(users), written  # every send recorded once
+    assert len(written) <= 2, written  # the first one that waited, then all the others
+    async with services.sessionmaker() as session:
+        assert await pending_calls(session=session) == 0

@@ -24,6 +24,7 @@ from storage import (
     card_actions,
     create_client,
     create_request,
+    delete_client_data,
     erase_expired,
     get_request,
     list_events,
@@ -150,6 +151,27 @@ async def test_the_command_lines_order_is_the_queues(sessionmaker: Sessions) -> 
         doctor = await new_request(session, outcome="CLEAR", created_at=T0 + timedelta(hours=1))
         found = await search_requests(session=session, queue_order=True)
     assert [r.id for r in found] == [doctor, plain, done]
+
+
+async def test_a_relay_for_a_client_who_erased_their_data_is_not_kept(
+    sessionmaker: Sessions,
+) -> None:
+    """A question relayed to the staff group and posted after the client's /forget: recording
+    it must neither fail (the sender would post it again and again) nor bring the client back."""
+    async with sessionmaker() as session, session.begin():
+        client = await create_client(
+            session=session, telegram_id=77, channel="telegram", language="ru"
+        )
+        assert client.id is not None
+        client_id = client.id
+        await delete_client_data(session=session, client_id=client_id)
+    async with sessionmaker() as session, session.begin():
+        kept = await add_relay(
+            session=session, client_id=client_id, staff_chat_id=-1, staff_message_id=9
+        )
+    assert kept is None
+    async with sessionmaker() as session:
+        assert (await session.exec(select(Relay))).all() == []
 
 
 # --- retention ---------------------------------------------------------------------------
