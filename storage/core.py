@@ -9,16 +9,17 @@ using them say what they keep in step by hand.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, Executable, Table
+from sqlalchemy import CursorResult, Executable, Table, TextClause, bindparam, text
 from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 _T = TypeVar("_T")
 
-__all__ = ["run", "table"]
+__all__ = ["insert_rows", "run", "table"]
 
 
 def _rowcount(result: CursorResult[Any]) -> int:
@@ -51,3 +52,34 @@ async def run(
         return take(sync.connection().execute(statement, params))
 
     return await session.run_sync(go)
+
+
+def insert_rows(
+    into: Table, rows: Sequence[Mapping[str, Any]], *, suffix: str = ""
+) -> tuple[TextClause, dict[str, Any]]:
+    """One multi-row INSERT of ``rows`` (all with the same columns) into ``into``, followed by
+    ``suffix`` (``ON CONFLICT ...``, ``RETURNING ...``), and its parameters.
+
+    SQLAlchemy does not cache a multi-row ``insert().values([...])``: it compiled the
+    statement again for every batch. This one is built once per table, columns, row count
+    and suffix, and its parameters are typed by the table's columns.
+    """
+    columns = tuple(rows[0])
+    statement = _insert_rows(into, columns, len(rows), suffix)
+    params = {f"{name}_{n}": row[name] for n, row in enumerate(rows) for name in columns}
+    return statement, params
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_rows(into: Table, columns: tuple[str, ...], count: int, suffix: str) -> TextClause:
+    values = ", ".join(
+        "(" + ", ".join(f":{name}_{n}" for name in columns) + ")" for n in range(count)
+    )
+    statement = text(f"INSERT INTO {into.name} ({', '.join(columns)}) VALUES {values} {suffix}")
+    return statement.bindparams(
+        *(
+            bindparam(f"{name}_{n}", type_=into.c[name].type)
+            for n in range(count)
+            for name in columns
+        )
+    )

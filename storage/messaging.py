@@ -14,11 +14,10 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import CursorResult, bindparam, delete, func, insert, update
 from sqlalchemy import select as core_select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.core import run, table
+from storage.core import insert_rows, run, table
 from storage.models import InboxUpdate, OutboxMessage
 
 __all__ = [
@@ -62,11 +61,6 @@ class WaitingCall(NamedTuple):
     bind: dict[str, Any] | None
 
 
-def _insert(session: AsyncSession, into: Any) -> Any:
-    name = session.get_bind().dialect.name
-    return (postgresql.insert if name == "postgresql" else sqlite.insert)(into)
-
-
 async def store_updates(
     *, session: AsyncSession, updates: Sequence[tuple[int, int, dict[str, Any]]], at: datetime
 ) -> list[int]:
@@ -77,18 +71,15 @@ async def store_updates(
     """
     if not updates:
         return []
-    statement = (
-        _insert(session, _INBOX)
-        .values(
-            [
-                {"update_id": u, "lane": lane, "payload": payload, "received_at": at, "attempts": 0}
-                for u, lane, payload in updates
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["update_id"])
-        .returning(_INBOX.c.update_id)
+    statement, params = insert_rows(
+        _INBOX,
+        [
+            {"update_id": u, "lane": lane, "payload": payload, "received_at": at, "attempts": 0}
+            for u, lane, payload in updates
+        ],
+        suffix="ON CONFLICT (update_id) DO NOTHING RETURNING update_id",
     )
-    rows = await run(session, statement, take=CursorResult.all)
+    rows = await run(session, statement, params, take=CursorResult.all)
     return sorted(int(row[0]) for row in rows)
 
 
@@ -182,7 +173,8 @@ async def enqueue_calls(
         return [int(call_id) for call_id in await run(session, _ENQUEUE_IDS, rows, take=_ids)]
     # One multi-row INSERT with no ids given: SQLite numbers the rows one after the other
     # (each one above the largest id so far), the last one ``lastrowid``.
-    last = await run(session, insert(_OUTBOX).values(rows), take=_last_id)
+    statement, params = insert_rows(_OUTBOX, rows)
+    last = await run(session, statement, params, take=_last_id)
     return list(range(last - len(rows) + 1, last + 1))
 
 

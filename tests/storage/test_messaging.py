@@ -115,3 +115,47 @@ async def test_old_rows_are_pruned_in_batches(sessionmaker: Sessions) -> None:
         assert await prune_messaging(session=session, before=cut, limit=3) == 0
     async with sessionmaker() as session:
         assert await pending_calls(session=session, lane=7) == 1
+
+
+async def test_calls_stored_together_get_their_own_ids_in_order(sessionmaker: Sessions) -> None:
+    """The sender is handed the stored calls with these ids: each must name its own row."""
+    now = utcnow()
+    async with sessionmaker() as session, session.begin():
+        await enqueue_calls(
+            session=session,
+            calls=[{"lane": 1, "method": "first", "params": {}, "bind": None}],
+            at=now,
+        )
+    for count in (1, 3, 5):
+        calls = [
+            {"lane": 2, "method": f"m{count}-{n}", "params": {"n": n}, "bind": {"prompt": n}}
+            for n in range(count)
+        ]
+        async with sessionmaker() as session, session.begin():
+            ids = await enqueue_calls(session=session, calls=calls, at=now, ids=True)
+        assert len(ids) == count and ids == sorted(ids)
+        async with sessionmaker() as session:
+            for call_id, call in zip(ids, calls, strict=True):
+                row = await session.get(OutboxMessage, call_id)
+                assert row is not None
+                assert (row.method, row.params, row.bind) == (
+                    call["method"],
+                    call["params"],
+                    call["bind"],
+                )
+
+
+async def test_a_batch_of_updates_with_redeliveries_stores_only_the_new_ones(
+    sessionmaker: Sessions,
+) -> None:
+    now = utcnow()
+    async with sessionmaker() as session, session.begin():
+        assert await store_updates(session=session, updates=[(20, 1, {"a": 1})], at=now) == [20]
+    batch = [(21, 1, {"b": 2}), (20, 1, {"again": True}), (22, 3, {"текст": "Анна"})]
+    async with sessionmaker() as session, session.begin():
+        assert await store_updates(session=session, updates=batch, at=now) == [21, 22]
+    async with sessionmaker() as session:
+        stored = {u.update_id: u.payload for u in await next_updates(session=session, lane=1)}
+        [other] = await next_updates(session=session, lane=3)
+    assert stored == {20: {"a": 1}, 21: {"b": 2}}, "the redelivery changed nothing"
+    assert other.payload == {"текст": "Анна"}
