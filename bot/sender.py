@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from telegram import InputFile
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 from telegram.ext import ExtBot
@@ -82,9 +82,13 @@ class Sender(LaneWorker[WaitingCall]):
         super().__init__(sessionmaker, **lanes)
         self.bot = bot
         # Until a call Telegram took is recorded, a crash would make it again: the record
-        # goes ahead of the steps waiting to write (on SQLite; see storage.db), together
-        # with the records of other chats that came meanwhile.
-        self._records = _GroupCommit(ahead_of(sessionmaker), self._record_one)
+        # goes ahead of the steps waiting to write (on SQLite; see storage.db). On SQLite,
+        # whose writes take turns anyway, together with the records of other chats that came
+        # meanwhile; on PostgreSQL each chat's in a transaction of its own, in parallel (one
+        # transaction for many would make each wait for all the others' round trips).
+        bind = sessionmaker.kw.get("bind")
+        grouped = isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite"
+        self._records = _GroupCommit(ahead_of(sessionmaker), self._record_one, grouped=grouped)
         #: Calls made, for the benchmark and the logs.
         self.made = 0
 
@@ -279,14 +283,21 @@ class _GroupCommit:
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         write_one: Callable[[AsyncSession, WaitingCall, int | None, str | None], Awaitable[None]],
+        *,
+        grouped: bool,
     ) -> None:
+        """Without ``grouped``, each ``write`` is a transaction of its own."""
         self._sessionmaker = sessionmaker
         self._write_one = write_one
+        self._grouped = grouped
         self._waiting: list[tuple[list[Record], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def write(self, records: list[Record]) -> None:
         """Return once ``records`` are committed (or raise what writing them raised)."""
+        if not self._grouped:
+            await self._commit(records)
+            return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((records, done))
         if self._writer is None or self._writer.done():
