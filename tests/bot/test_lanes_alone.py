@@ -94,13 +94,19 @@ async def until(condition: Callable[[], Any], what: str, ceiling: float = 30.0) 
         await asyncio.sleep(0.01)
 
 
+async def knowing(chats: Chats, lane: int = 1) -> None:
+    """Hand the worker the lane's first item and let it finish: from then on memory knows
+    the lane (it was read to its end once)."""
+    chats.hand([chats.store(lane, 1)])
+    await chats.idle()
+
+
 async def test_what_the_process_hands_over_is_done_in_order_without_reading_it_back(
     engine: AsyncEngine,
 ) -> None:
     chats = Chats(engine)
     async with running(chats):
-        chats.hand([chats.store(1, 1)])
-        await chats.idle()
+        await knowing(chats)
         assert chats.done == [(1, 1)] and chats.reads == 1  # the first time, read to its end
         for number in range(2, 40):
             chats.hand([chats.store(1, number)])
@@ -115,8 +121,7 @@ async def test_work_stored_by_another_process_in_a_known_lane_is_still_done_in_o
 ) -> None:
     chats = Chats(engine)
     async with running(chats):
-        chats.hand([chats.store(1, 1)])
-        await chats.idle()
+        await knowing(chats)
         chats.store(1, 2)  # the command line, behind the bot's back: nobody hands it
         await until(lambda: (1, 2) in chats.done, "the sweep finds it")
         chats.store(1, 3)  # again; and then the bot's own next item is handed
@@ -135,8 +140,7 @@ async def test_work_stored_by_another_process_in_a_known_lane_is_still_done_in_o
 async def test_woken_without_the_items_the_lane_reads_them(engine: AsyncEngine) -> None:
     chats = Chats(engine)
     async with running(chats):
-        chats.hand([chats.store(1, 1)])
-        await chats.idle()
+        await knowing(chats)
         chats.store(1, 2)
         chats.store(1, 3)
         chats.wake({1})  # committed here, but not handed (a job, the command line's sender)
@@ -152,8 +156,7 @@ async def test_an_item_handed_after_a_newer_one_is_done_first_if_not_started(
     would go after; the lane reads the database instead, which has them in order."""
     chats = Chats(engine)
     async with running(chats):
-        chats.hand([chats.store(1, 1)])
-        await chats.idle()
+        await knowing(chats)
         chats.gate.clear()
         chats.inside.clear()
         chats.hand([chats.store(1, 10)])
@@ -232,8 +235,7 @@ async def test_a_shared_worker_never_takes_from_memory(engine: AsyncEngine) -> N
     """Several processes on PostgreSQL: another may have stored work for the lane."""
     chats = Chats(engine, shared=True)
     async with running(chats):
-        chats.hand([chats.store(1, 1)])
-        await chats.idle()
+        await knowing(chats)
         chats.hand([chats.store(1, 2)])
         await chats.idle()
         assert chats.done == [(1, 1), (1, 2)] and chats.reads == 2
