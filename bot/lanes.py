@@ -118,7 +118,7 @@ class LaneWorker(Generic[Item]):
         raise NotImplementedError
 
     def key(self, item: Item) -> tuple[int, int]:
-        """An item's lane and id (ids grow in the order items are committed in a lane)."""
+        """An item's lane and its id, which orders the lane's items."""
         raise NotImplementedError
 
     # --- scheduling -------------------------------------------------------------------
@@ -129,6 +129,7 @@ class LaneWorker(Generic[Item]):
             return
         if lanes is None:
             self._known.clear()
+            self._read.clear()
             self._poke.set()
             return
         for lane in lanes:
@@ -299,7 +300,6 @@ class LaneWorker(Generic[Item]):
         if self._alone:
             # Collect what is handed during the read; what the read returns is dropped.
             self._known[lane] = known = deque()
-            self._read.pop(lane, None)
             while len(self._known) > KNOWN_LANES:
                 evicted, _ = self._known.popitem(last=False)
                 self._read.pop(evicted, None)

@@ -100,16 +100,15 @@ class Out:
             }
         )
 
-    async def flush(self, *, ids: bool = False) -> list[int]:
-        """Store the calls recorded so far; with ``ids``, returns their outbox ids (for
-        ``call_ref``)."""
+    async def flush(self) -> list[int]:
+        """Store the calls recorded so far; returns their outbox ids (for ``call_ref``)."""
         calls, self.pending = self.pending, []
-        numbers = await enqueue_calls(session=self.session, calls=calls, at=self.at, ids=True)
+        numbers = await enqueue_calls(session=self.session, calls=calls, at=self.at)
         self.stored.extend(
             WaitingCall(number, call["lane"], call["method"], call["params"], call["bind"])
             for number, call in zip(numbers, calls, strict=True)
         )
-        return numbers if ids else []
+        return numbers
 
     async def send(
         self,

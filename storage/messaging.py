@@ -150,25 +150,22 @@ async def enqueue_call(
 ) -> int:
     """Store a Bot API call to make after the commit; returns its id."""
     call = {"lane": lane, "method": method, "params": params, "bind": bind}
-    [call_id] = await enqueue_calls(session=session, calls=[call], at=at, ids=True)
+    [call_id] = await enqueue_calls(session=session, calls=[call], at=at)
     return call_id
 
 
 async def enqueue_calls(
-    *, session: AsyncSession, calls: Sequence[Mapping[str, Any]], at: datetime, ids: bool = False
+    *, session: AsyncSession, calls: Sequence[Mapping[str, Any]], at: datetime
 ) -> list[int]:
     """Store Bot API calls (each with ``lane``, ``method``, ``params`` and ``bind``) to make
-    after the commit, in this order; with ``ids``, returns their ids.
+    after the commit, in this order; returns their ids, in the same order.
 
-    It is one statement for all of them: the driver's ``executemany``, or with ``ids`` a
-    multi-row INSERT (on PostgreSQL, one returning the ids).
+    It is one statement for all of them: a multi-row INSERT (on PostgreSQL, one returning
+    the ids).
     """
     if not calls:
         return []
     rows = [{**call, "created_at": at, "attempts": 0} for call in calls]
-    if not ids:
-        await run(session, _ENQUEUE, rows)
-        return []
     if session.get_bind().dialect.name != "sqlite":
         return [int(call_id) for call_id in await run(session, _ENQUEUE_IDS, rows, take=_ids)]
     # One multi-row INSERT with no ids given: SQLite numbers the rows one after the other
@@ -186,7 +183,6 @@ def _last_id(result: CursorResult[Any]) -> int:
     return int(result.lastrowid)
 
 
-_ENQUEUE = insert(_OUTBOX)
 # Ids returned in the rows' order.
 _ENQUEUE_IDS = insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True)
 

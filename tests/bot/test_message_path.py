@@ -451,7 +451,7 @@ async def test_the_output_port_sends_only_the_parameters_each_method_takes(
     async with unit(services, claim=False) as work:
         button = InlineKeyboardMarkup([[InlineKeyboardButton("A", callback_data="a")]])
         await work.out.send(user, "<b>hi</b>", markup=button)
-        [sent] = await work.out.flush(ids=True)
+        [sent] = await work.out.flush()
         await work.out.edit_markup(user, call_ref(sent))
     bot: ExtBot[None] = ExtBot(TEST_TOKEN, base_url=api.base_url, base_file_url=api.base_file_url)
     sender = Sender(bot, services.sessionmaker, owner="test", shared=False)

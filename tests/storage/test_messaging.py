@@ -101,7 +101,7 @@ async def test_old_rows_are_pruned_in_batches(sessionmaker: Sessions) -> None:
     now = utcnow()
     async with sessionmaker() as session, session.begin():
         calls = [{"lane": 7, "method": "sendMessage", "params": {}, "bind": None}] * 5
-        ids = await enqueue_calls(session=session, calls=calls, at=now, ids=True)
+        ids = await enqueue_calls(session=session, calls=calls, at=now)
         for call_id in ids[:4]:
             assert await record_call(session=session, call_id=call_id, at=now)
     cut = now + timedelta(seconds=1)
@@ -132,7 +132,7 @@ async def test_calls_stored_together_get_their_own_ids_in_order(sessionmaker: Se
             for n in range(count)
         ]
         async with sessionmaker() as session, session.begin():
-            ids = await enqueue_calls(session=session, calls=calls, at=now, ids=True)
+            ids = await enqueue_calls(session=session, calls=calls, at=now)
         assert len(ids) == count and ids == sorted(ids)
         async with sessionmaker() as session:
             for call_id, call in zip(ids, calls, strict=True):
