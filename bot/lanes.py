@@ -73,12 +73,11 @@ class LaneWorker(Generic[Item]):
         connection may stay quiet while locks are held before the sweep makes a round trip
         on it (a broken network is found that way)."""
         self._sessionmaker = sessionmaker
-        # Looking for work only reads: on SQLite it must not queue behind the writers.
+        # Looking for work only reads, a statement at a time: on SQLite it must not queue
+        # behind the writers; on PostgreSQL each read is one round trip, with no BEGIN.
         bind = sessionmaker.kw.get("bind")
         self._reader = (
-            make_sessionmaker(bind, read_only=True)
-            if isinstance(bind, AsyncEngine)
-            else sessionmaker
+            make_sessionmaker(bind, lone=True) if isinstance(bind, AsyncEngine) else sessionmaker
         )
         self._locks = (
             LaneLocks(engine=bind, label=f"intake-bot {self.name} {owner}")

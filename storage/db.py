@@ -24,7 +24,10 @@ storing an update Telegram is waiting to have confirmed).
 Reads: a session of ``make_sessionmaker(engine, read_only=True)`` begins with a plain
 (deferred) BEGIN under ``PRAGMA query_only``: it takes no lock, reads the last committed state
 while a writer is busy, and fails at once if it tries to write. On PostgreSQL it is a READ
-ONLY transaction. The ``AUTOCOMMIT`` isolation level must not be used with these engines.
+ONLY transaction. A session of ``make_sessionmaker(engine, lone=True)`` is for fixed reads of
+one statement each (the lanes looking for work): on PostgreSQL each statement runs alone in
+autocommit, one round trip instead of three. Otherwise the ``AUTOCOMMIT`` isolation level must
+not be used with these engines (on SQLite it would bypass the write lock).
 
 PostgreSQL notes. The pool keeps ``POOL_SIZE`` connections open and opens up to
 ``POOL_OVERFLOW`` more for a burst: with SQLAlchemy's default of 5 kept, the lanes' bursts
@@ -177,16 +180,22 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 def make_sessionmaker(
-    engine: AsyncEngine, *, read_only: bool = False, first: bool = False
+    engine: AsyncEngine, *, read_only: bool = False, first: bool = False, lone: bool = False
 ) -> async_sessionmaker[AsyncSession]:
     """Return the session factory for ``engine``; objects stay usable after commit.
 
     With ``read_only`` the sessions are for transactions that only read: they do not queue
     behind writers on SQLite, and any write in them fails; with ``first`` their write
-    transactions wait ahead of the others on SQLite (see the module's notes).
+    transactions wait ahead of the others on SQLite (see the module's notes). With ``lone``
+    they are for reads that are one statement each (a single statement sees one consistent
+    state on its own): on PostgreSQL each runs alone in autocommit, one round trip instead of
+    three (BEGIN READ ONLY, the statement, COMMIT), and nothing refuses a write, so only fixed
+    reads of this package may use them; on SQLite they are ``read_only`` sessions.
     """
     bind = engine
-    if read_only:
+    if lone and engine.dialect.name == "postgresql":
+        bind = engine.execution_options(isolation_level="AUTOCOMMIT")
+    elif read_only or lone:
         bind = engine.execution_options(**{_READ_ONLY: True}, postgresql_readonly=True)
     elif first:
         bind = engine.execution_options(**{_FIRST: True})

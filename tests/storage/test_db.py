@@ -348,6 +348,36 @@ async def test_a_read_does_not_wait_for_a_write_in_progress(migrated_engine: Asy
     assert await asyncio.wait_for(read(), NOT_FOREVER) == (True, True)
 
 
+async def test_a_lone_read_runs_on_its_own_and_leaves_the_connection_as_it_was(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """On PostgreSQL a lone read is one statement outside any transaction block (no BEGIN and
+    COMMIT round trips); the pooled connection then runs ordinary transactions again. On
+    SQLite it is a read-only session."""
+    postgresql = migrated_engine.dialect.name == "postgresql"
+
+    async def in_transaction(session: AsyncSession) -> bool:
+        raw = await (await session.connection()).get_raw_connection()
+        return bool(raw.driver_connection.is_in_transaction())  # type: ignore[union-attr]
+
+    async with make_sessionmaker(migrated_engine, lone=True)() as session:
+        assert await get_client(session=session, telegram_id=2) is None
+        if postgresql:
+            assert not await in_transaction(session)
+        else:
+            with pytest.raises(DBAPIError):
+                await _new_client(session, 1)
+    for _ in range(3):  # whichever pooled connection the lone read used
+        async with make_sessionmaker(migrated_engine)() as session:
+            await get_client(session=session, telegram_id=2)
+            if postgresql:
+                assert await in_transaction(session)
+    async with make_sessionmaker(migrated_engine)() as session, session.begin():
+        await _new_client(session, 2)
+    async with make_sessionmaker(migrated_engine, lone=True)() as session:
+        assert await get_client(session=session, telegram_id=2) is not None
+
+
 async def test_a_read_only_session_refuses_to_write(migrated_engine: AsyncEngine) -> None:
     async with make_sessionmaker(migrated_engine, read_only=True)() as session:
         with pytest.raises(DBAPIError):
