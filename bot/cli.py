@@ -62,6 +62,7 @@ from storage import (
     Action,
     AsyncSession,
     ConsultationRequest,
+    DatabaseInUseError,
     FlowVersion,
     IllegalMoveError,
     Status,
@@ -74,8 +75,10 @@ from storage import (
     make_sessionmaker,
     normalize_url,
     outbox_lanes,
+    pending_calls,
     requests_to_deliver,
     search_requests,
+    serving_alone,
     upgrade,
     upgrade_apart,
 )
@@ -424,48 +427,85 @@ def requests_export(
 
 @requests_app.command("redeliver")
 def requests_redeliver() -> None:
-    """Post to the staff group every request card that could not be posted before."""
+    """Post to the staff group every request card that could not be posted before.
+
+    If a bot is running on the same SQLite file, the cards are queued for it to post (two
+    processes must not send from one SQLite file), and this waits up to a minute for them.
+    """
     settings = _settings()
     if settings.telegram_token is None or settings.staff_chat_id is None:
         typer.echo(
             "Set TELEGRAM_TOKEN and STAFF_CHAT_ID to post cards to the staff group.", err=True
         )
         raise typer.Exit(2)
-    token = settings.telegram_token.get_secret_value()
-
-    async def go() -> tuple[int, int]:
-        engine = make_engine(settings.database_url)
-        bot: ExtBot[None] = ExtBot(
-            token,
-            base_url=settings.telegram_base_url,
-            base_file_url=settings.telegram_base_file_url,
-        )
-        try:
-            await upgrade(engine)
-            sessionmaker = make_sessionmaker(engine)
-            async with sessionmaker() as session:
-                before = len(await requests_to_deliver(session=session))
-            await redeliver(_services(settings, sessionmaker))
-            # Send what waits in the outbox now (locked lanes: a running bot on PostgreSQL is
-            # not doubled).
-            sender = Sender(bot, sessionmaker, owner=f"cli:{os.getpid()}", shared=True)
-            async with bot:
-                async with sessionmaker() as session:
-                    lanes = set(await outbox_lanes(session=session))
-                sender.wake(lanes)
-                await sender.idle()
-                await sender.stop()
-            async with sessionmaker() as session:
-                waiting = await requests_to_deliver(session=session)
-            failing = sum(1 for r in waiting if r.delivery_error is not None)
-            return before - len(waiting), failing
-        finally:
-            await engine.dispose()
-
-    delivered, failing = asyncio.run(go())
-    typer.echo(f"Delivered {delivered} card(s); {failing} still failing.")
-    if failing:
+    try:
+        with serving_alone(settings.database_url):
+            delivered, failing, queued = asyncio.run(_redeliver(settings, send=True))
+        by = ""
+    except DatabaseInUseError as exc:
+        delivered, failing, queued = asyncio.run(_redeliver(settings, send=False))
+        by = f" by the running bot ({_holder(exc)})"
+    line = f"Delivered {delivered} card(s){by}; {failing} still failing."
+    if queued:
+        line += f" {queued} still queued: the bot posts them when it runs."
+    typer.echo(line)
+    if failing or queued:
         raise typer.Exit(1)
+
+
+#: Seconds ``requests redeliver`` waits for a running bot to post the cards it queued.
+REDELIVER_WAIT = 60.0
+
+
+async def _redeliver(settings: Settings, *, send: bool) -> tuple[int, int, int]:
+    """Queue the cards to post again, then post them (``send``) or wait for the running bot
+    to; how many were delivered, how many are failing, how many are still queued."""
+    assert settings.telegram_token is not None and settings.staff_chat_id is not None
+    engine = make_engine(settings.database_url)
+    try:
+        await upgrade(engine)
+        sessionmaker = make_sessionmaker(engine)
+        async with sessionmaker() as session:
+            before = len(await requests_to_deliver(session=session))
+        await redeliver(_services(settings, sessionmaker))
+        if send:
+            await _send_waiting(settings, sessionmaker)
+        else:
+            deadline = time.monotonic() + REDELIVER_WAIT
+            while time.monotonic() < deadline:
+                async with sessionmaker() as session:
+                    if not await pending_calls(session=session, lane=settings.staff_chat_id):
+                        break
+                await asyncio.sleep(0.2)
+        async with sessionmaker() as session:
+            waiting = await requests_to_deliver(session=session)
+            queued = await pending_calls(session=session, lane=settings.staff_chat_id)
+        failing = sum(1 for r in waiting if r.delivery_error is not None)
+        return before - len(waiting), failing, queued
+    finally:
+        await engine.dispose()
+
+
+async def _send_waiting(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """Make every call waiting in the outbox, as the bot's sender would (on PostgreSQL with
+    the lanes locked, so a running bot's sends are not doubled)."""
+    assert settings.telegram_token is not None
+    bot: ExtBot[None] = ExtBot(
+        settings.telegram_token.get_secret_value(),
+        base_url=settings.telegram_base_url,
+        base_file_url=settings.telegram_base_file_url,
+    )
+    sender = Sender(bot, sessionmaker, owner=f"cli:{os.getpid()}", shared=True)
+    async with bot:
+        async with sessionmaker() as session:
+            lanes = set(await outbox_lanes(session=session))
+        sender.wake(lanes)
+        await sender.idle()
+        await sender.stop()
+
+
+def _holder(exc: DatabaseInUseError) -> str:
+    return f"process {exc.pid}" if exc.pid is not None else "another process"
 
 
 def _services(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> Services:
@@ -562,6 +602,20 @@ def run() -> None:
         )
         raise typer.Exit(2)
     registry = _registry_or_exit(settings)
+    try:
+        with serving_alone(settings.database_url):  # one bot per SQLite file
+            _run(settings, registry)
+    except DatabaseInUseError as exc:
+        typer.echo(
+            f"Another bot ({_holder(exc)}) is already serving this database "
+            f"({_safe(settings.database_url)}). Stop it first: one bot process per SQLite "
+            "file. To run several processes, use PostgreSQL (DATABASE_URL).",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
+def _run(settings: Settings, registry: FlowRegistry) -> None:
     asyncio.run(_reach_telegram_or_exit(settings))
     flow = asyncio.run(_prepare(settings.database_url, registry))
     engine = make_engine(settings.database_url)

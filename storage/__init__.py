@@ -33,7 +33,13 @@ from storage.db import (
     upgrade,
     upgrade_apart,
 )
-from storage.errors import DatabaseURLError, DuplicateClientError, MigrationError, StorageError
+from storage.errors import (
+    DatabaseInUseError,
+    DatabaseURLError,
+    DuplicateClientError,
+    MigrationError,
+    StorageError,
+)
 from storage.flowstore import (
     activate_flow_version,
     active_flow_checksum,
@@ -111,9 +117,13 @@ from storage.queue import (
     set_client_asking,
     stats,
 )
+from storage.serving import lock_path, serving_alone
 from storage.sqltypes import utcnow
 
 __all__ = [
+    "DatabaseInUseError",
+    "lock_path",
+    "serving_alone",
     "Turn",
     "claim_update",
     "WaitingCall",

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["DatabaseURLError", "DuplicateClientError", "MigrationError", "StorageError"]
+from pathlib import Path
+
+__all__ = [
+    "DatabaseInUseError",
+    "DatabaseURLError",
+    "DuplicateClientError",
+    "MigrationError",
+    "StorageError",
+]
 
 
 class StorageError(Exception):
@@ -23,3 +31,13 @@ class DuplicateClientError(StorageError):
     def __init__(self, telegram_id: int) -> None:
         self.telegram_id = telegram_id
         super().__init__(f"a client with telegram_id={telegram_id} already exists")
+
+
+class DatabaseInUseError(StorageError):
+    """Another process serves this SQLite file (``storage.serving``)."""
+
+    def __init__(self, lock: Path, pid: int | None) -> None:
+        self.lock = lock
+        self.pid = pid
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(f"{holder} holds {lock}")

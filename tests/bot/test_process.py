@@ -7,15 +7,23 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+import bot.cli
+from tests.bot.test_requests_cli import cli, seed
 from tests.fakebotapi import FakeBotAPI
 from tests.fakebotapi.fixtures import TEST_TOKEN
 
 
-def _start(api: FakeBotAPI, tmp_path: Path) -> subprocess.Popen[bytes]:
+def _start(api: FakeBotAPI, tmp_path: Path, **more: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **more,
         "TELEGRAM_TOKEN": TEST_TOKEN,
         "TELEGRAM_BASE_URL": api.base_url,
         "TELEGRAM_BASE_FILE_URL": api.base_file_url,
@@ -74,6 +82,97 @@ async def test_sigkill_then_restart_resumes_the_client_at_the_same_question(
         again.send_signal(signal.SIGTERM)
         await asyncio.to_thread(again.wait, 30)
     assert again.returncode == 0, (again.stderr.read() if again.stderr else b"").decode()[-2000:]
+
+
+async def test_a_second_bot_on_the_same_sqlite_file_refuses_and_the_first_goes_on(
+    fake_bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    api, user = fake_bot_api, 5002
+    first = _start(api, tmp_path)
+    try:
+        api.user_message(user, "/start")
+        await api.wait_for("sendMessage", lambda c: c.params.get("chat_id") == user, timeout=30)
+        second = _start(api, tmp_path)
+        _, err = await asyncio.to_thread(second.communicate, None, 60)
+        assert second.returncode == 1
+        lines = err.decode().strip().splitlines()
+        assert lines == [
+            f"Another bot (process {first.pid}) is already serving this database "
+            f"(sqlite+aiosqlite:///{tmp_path / 'data' / 'intake.db'}). Stop it first: one bot "
+            "process per SQLite file. To run several processes, use PostgreSQL (DATABASE_URL)."
+        ]
+        api.user_message(user, "/help")
+        await api.wait_for(
+            "sendMessage",
+            lambda c: c.params.get("chat_id") == user and "/start" in c.params["text"],
+            timeout=30,
+        )
+    finally:
+        first.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(first.wait, 30)
+    assert first.returncode == 0
+    assert (tmp_path / "data" / "intake.db.lock").read_text() == "", "the pid is cleared"
+
+
+async def test_redeliver_beside_a_running_bot_on_sqlite_lets_the_bot_post_each_card_once(
+    fake_bot_api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes sending from one SQLite file would post a card twice: the command
+    queues the cards and the running bot posts them."""
+    monkeypatch.chdir(tmp_path)  # the command runs here: no developer's .env
+    api, staff = fake_bot_api, -100777
+    api.add_chat(staff, title="Staff")
+    process = _start(api, tmp_path, STAFF_CHAT_ID=str(staff))
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'intake.db'}"
+    try:
+        api.user_message(5003, "/start")  # the bot is up, and has migrated the file
+        await api.wait_for("sendMessage", lambda c: c.params.get("chat_id") == 5003, timeout=30)
+        await seed(url)  # two requests whose cards were never posted
+        api.hold("sendMessage", staff)
+        env = {
+            "TELEGRAM_TOKEN": TEST_TOKEN,
+            "TELEGRAM_BASE_URL": api.base_url,
+            "TELEGRAM_BASE_FILE_URL": api.base_file_url,
+            "STAFF_CHAT_ID": str(staff),
+        }
+        # Telegram holds the first card: the command waits for the bot, then says what is
+        # still queued.
+        monkeypatch.setattr(bot.cli, "REDELIVER_WAIT", 1.0)
+        early = await asyncio.to_thread(cli, "redeliver", url=url, env=env)
+        await api.wait_held("sendMessage", 1, timeout=30)
+        # A second sender would post the same card within its sweep (a second): none comes.
+        with pytest.raises(AssertionError, match="no held"):
+            await api.wait_held("sendMessage", 2, timeout=2.5)
+        monkeypatch.setattr(bot.cli, "REDELIVER_WAIT", 60.0)
+        command = asyncio.create_task(asyncio.to_thread(cli, "redeliver", url=url, env=env))
+        # Telegram lets the cards through once the command waits for them.
+        waiting = threading.Event()
+
+        def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+            if "count(*)" in statement and "outbox" in statement:
+                waiting.set()
+
+        event.listen(Engine, "before_cursor_execute", seen)
+        try:
+            assert await asyncio.to_thread(waiting.wait, 30)
+            api.release("sendMessage", staff)
+            done = await command
+        finally:
+            event.remove(Engine, "before_cursor_execute", seen)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 30)
+    assert early.exit_code == 1
+    assert early.stdout.strip() == (
+        f"Delivered 0 card(s) by the running bot (process {process.pid}); 0 still failing. "
+        "2 still queued: the bot posts them when it runs."
+    )
+    assert done.exit_code == 0, done.output
+    assert done.stdout.strip() == (
+        f"Delivered 2 card(s) by the running bot (process {process.pid}); 0 still failing."
+    )
+    cards = [m["text"].split("\n")[0] for m in api.messages(staff)]
+    assert cards == ["Заявка #1 · 🆕 новая", "Заявка #2 · 🆕 новая"]
 
 
 def test_a_bot_on_a_migrated_database_loads_neither_migrations_nor_drawing(

@@ -1,0 +1,73 @@
+"""One bot process per SQLite file: a second one is told who serves it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from storage import DatabaseInUseError, lock_path, serving_alone
+
+HOLD = (
+    "import sys, time\n"
+    "from storage import serving_alone\n"
+    "with serving_alone(sys.argv[1]):\n"
+    "    print('held', flush=True)\n"
+    "    time.sleep(120)\n"
+)
+
+
+def test_a_second_holder_of_a_sqlite_file_is_refused_and_told_the_first_ones_pid(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'intake.db'}"
+    same = f"sqlite:///{tmp_path / 'data' / 'intake.db'}"
+    with serving_alone(url):
+        with pytest.raises(DatabaseInUseError) as refused, serving_alone(same):
+            pytest.fail("two holders at once")
+        assert refused.value.pid == os.getpid()
+        assert refused.value.lock == tmp_path / "data" / "intake.db.lock"
+        with serving_alone(f"sqlite:///{tmp_path / 'other.db'}"):  # another file: free
+            pass
+    with serving_alone(url):  # given back on leaving
+        pass
+
+
+def test_a_killed_holder_leaves_the_file_free(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'intake.db'}"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(DatabaseInUseError) as refused, serving_alone(url):
+            pytest.fail("held by the other process")
+        assert refused.value.pid == holder.pid
+        assert f"process {holder.pid} holds" in str(refused.value)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=20)
+    with serving_alone(url):  # the system gave the lock back with the process
+        pass
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
+        "sqlite://",
+        "sqlite+aiosqlite:///:memory:",
+        "sqlite+aiosqlite:///file:mem?mode=memory&cache=shared&uri=true",
+    ],
+)
+def test_databases_that_are_not_a_sqlite_file_are_not_held(url: str) -> None:
+    assert lock_path(url) is None
+    with serving_alone(url), serving_alone(url):
+        pass
+
+
+def test_a_sqlite_uri_file_is_held_by_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "intake.db"
+    assert lock_path(f"sqlite:///file:{path}?uri=true") == tmp_path / "intake.db.lock"
