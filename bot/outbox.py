@@ -71,7 +71,21 @@ def call_ref(call_id: int) -> dict[str, int]:
 
 
 def _markup(markup: Markup | None) -> dict[str, Any] | None:
-    return markup.to_dict() if markup is not None else None
+    """The markup as the Bot API takes it (what PTB's ``to_dict`` gives, built directly for
+    the common inline keyboard of callback buttons: ``to_dict`` was 2% of the bot's time)."""
+    if markup is None:
+        return None
+    if isinstance(markup, InlineKeyboardMarkup) and markup.inline_keyboard:
+        rows = []
+        for row in markup.inline_keyboard:
+            buttons = []
+            for button in row:
+                if button.callback_data is None or not isinstance(button.callback_data, str):
+                    return markup.to_dict()  # a link, a web app...: PTB knows the fields
+                buttons.append({"text": button.text, "callback_data": button.callback_data})
+            rows.append(buttons)
+        return {"inline_keyboard": rows}
+    return markup.to_dict()
 
 
 @dataclass

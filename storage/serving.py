@@ -41,7 +41,8 @@ def lock_path(url: str) -> Path | None:
         database = database[len("file:") :].split("?", 1)[0]
         if not database or parsed.query.get("mode") == "memory" or "mode=memory" in url:
             return None
-    return Path(database).with_name(Path(database).name + ".lock")
+    real = Path(database).resolve()  # the file itself, however the URL reaches it
+    return real.with_name(real.name + ".lock")
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ def test_a_second_holder_of_a_sqlite_file_is_refused_and_told_the_first_ones_pid
         with pytest.raises(DatabaseInUseError) as refused, serving_alone(same):
             pytest.fail("two holders at once")
         assert refused.value.pid == os.getpid()
-        assert refused.value.lock == tmp_path / "data" / "intake.db.lock"
+        assert refused.value.lock == (tmp_path / "data" / "intake.db.lock").resolve()
         with serving_alone(f"sqlite:///{tmp_path / 'other.db'}"):  # another file: free
             pass
     with serving_alone(url):  # given back on leaving
@@ -71,3 +71,20 @@ def test_databases_that_are_not_a_sqlite_file_are_not_held(url: str) -> None:
 def test_a_sqlite_uri_file_is_held_by_its_path(tmp_path: Path) -> None:
     path = tmp_path / "intake.db"
     assert lock_path(f"sqlite:///file:{path}?uri=true") == tmp_path / "intake.db.lock"
+
+
+def test_a_file_reached_through_a_link_or_a_relative_path_is_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "intake.db").touch()
+    (tmp_path / "link.db").symlink_to(tmp_path / "data" / "intake.db")
+    monkeypatch.chdir(tmp_path)
+    with serving_alone(f"sqlite:///{tmp_path / 'data' / 'intake.db'}"):
+        for other in (
+            "sqlite:///data/intake.db",
+            "sqlite:///link.db",
+            "sqlite:///./data/../link.db",
+        ):
+            with pytest.raises(DatabaseInUseError), serving_alone(other):
+                pytest.fail(f"{other} is the same file")
