@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import getpass
 import io
@@ -75,7 +76,6 @@ from storage import (
     make_sessionmaker,
     normalize_url,
     outbox_lanes,
-    pending_calls,
     requests_to_deliver,
     search_requests,
     serving_alone,
@@ -83,6 +83,7 @@ from storage import (
     upgrade_apart,
 )
 from storage.migrate import upgrade_url
+from storage.serving import BOT
 
 __all__ = ["app", "main"]
 
@@ -430,7 +431,8 @@ def requests_redeliver() -> None:
     """Post to the staff group every request card that could not be posted before.
 
     If a bot is running on the same SQLite file, the cards are queued for it to post (two
-    processes must not send from one SQLite file), and this waits up to a minute for them.
+    processes must not send from one SQLite file). Either way this waits up to a minute for
+    them; what is left stays queued for the bot.
     """
     settings = _settings()
     if settings.telegram_token is None or settings.staff_chat_id is None:
@@ -439,10 +441,13 @@ def requests_redeliver() -> None:
         )
         raise typer.Exit(2)
     try:
-        with serving_alone(settings.database_url):
+        with serving_alone(settings.database_url, role=REDELIVER):
             delivered, failing, queued = asyncio.run(_redeliver(settings, send=True))
         by = ""
     except DatabaseInUseError as exc:
+        if exc.role != BOT:
+            typer.echo(f"The database is in use by {_holder(exc)}; try again later.", err=True)
+            raise typer.Exit(1) from None
         delivered, failing, queued = asyncio.run(_redeliver(settings, send=False))
         by = f" by the running bot ({_holder(exc)})"
     line = f"Delivered {delivered} card(s){by}; {failing} still failing."
@@ -453,42 +458,65 @@ def requests_redeliver() -> None:
         raise typer.Exit(1)
 
 
-#: Seconds ``requests redeliver`` waits for a running bot to post the cards it queued.
+#: The role ``requests redeliver`` holds a SQLite file under (a starting bot waits for it).
+REDELIVER = "intake-bot requests redeliver"
+#: Seconds ``requests redeliver`` waits for the cards to be posted (by itself or the bot).
 REDELIVER_WAIT = 60.0
+#: Seconds a starting bot waits for a command that holds its SQLite file (``REDELIVER``
+#: posting cards gives it back within ``REDELIVER_WAIT`` and its sender's grace).
+COMMAND_WAIT = REDELIVER_WAIT + 30.0
 
 
 async def _redeliver(settings: Settings, *, send: bool) -> tuple[int, int, int]:
-    """Queue the cards to post again, then post them (``send``) or wait for the running bot
-    to; how many were delivered, how many are failing, how many are still queued."""
+    """Queue the cards to post again, then post them (``send``) or let the running bot; wait
+    for them, up to ``REDELIVER_WAIT``. Of the requests whose card was not posted at the
+    start: how many are posted now, how many failing, how many still queued."""
     assert settings.telegram_token is not None and settings.staff_chat_id is not None
     engine = make_engine(settings.database_url)
     try:
-        await upgrade(engine)
+        if send:
+            await upgrade(engine)  # (beside a running bot, the bot keeps the schema)
         sessionmaker = make_sessionmaker(engine)
         async with sessionmaker() as session:
-            before = len(await requests_to_deliver(session=session))
+            watched = [r.id for r in await requests_to_deliver(session=session)]
         await redeliver(_services(settings, sessionmaker))
+        deadline = time.monotonic() + REDELIVER_WAIT
         if send:
-            await _send_waiting(settings, sessionmaker)
-        else:
-            deadline = time.monotonic() + REDELIVER_WAIT
-            while time.monotonic() < deadline:
-                async with sessionmaker() as session:
-                    if not await pending_calls(session=session, lane=settings.staff_chat_id):
-                        break
-                await asyncio.sleep(0.2)
-        async with sessionmaker() as session:
-            waiting = await requests_to_deliver(session=session)
-            queued = await pending_calls(session=session, lane=settings.staff_chat_id)
-        failing = sum(1 for r in waiting if r.delivery_error is not None)
-        return before - len(waiting), failing, queued
+            await _send_waiting(settings, sessionmaker, deadline)
+        while True:
+            states = await _card_states(sessionmaker, watched)
+            if not states["queued"] or time.monotonic() >= deadline:
+                return states["posted"], states["failing"], states["queued"]
+            await asyncio.sleep(0.2)
     finally:
         await engine.dispose()
 
 
-async def _send_waiting(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-    """Make every call waiting in the outbox, as the bot's sender would (on PostgreSQL with
-    the lanes locked, so a running bot's sends are not doubled)."""
+async def _card_states(
+    sessionmaker: async_sessionmaker[AsyncSession], ids: list[int | None]
+) -> dict[str, int]:
+    """How many of these requests have their card posted, failing, or queued (in flight)."""
+    states = {"posted": 0, "failing": 0, "queued": 0}
+    async with sessionmaker() as session:
+        for request_id in ids:
+            request = await get_request(session=session, request_id=request_id or 0)
+            if request is None:
+                continue  # erased meanwhile (/forget)
+            if request.card_message_id is not None:
+                states["posted"] += 1
+            elif request.delivery_error is not None or request.card_chat_id is None:
+                states["failing"] += 1
+            else:
+                states["queued"] += 1
+    return states
+
+
+async def _send_waiting(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], deadline: float
+) -> None:
+    """Make the calls waiting in the outbox until ``deadline``, as the bot's sender would (on
+    PostgreSQL with the lanes locked, so a running bot's sends are not doubled); what is not
+    made by then stays in the outbox for the bot."""
     assert settings.telegram_token is not None
     bot: ExtBot[None] = ExtBot(
         settings.telegram_token.get_secret_value(),
@@ -500,12 +528,15 @@ async def _send_waiting(settings: Settings, sessionmaker: async_sessionmaker[Asy
         async with sessionmaker() as session:
             lanes = set(await outbox_lanes(session=session))
         sender.wake(lanes)
-        await sender.idle()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sender.idle(), max(deadline - time.monotonic(), 0.1))
         await sender.stop()
 
 
 def _holder(exc: DatabaseInUseError) -> str:
-    return f"process {exc.pid}" if exc.pid is not None else "another process"
+    """Who holds a SQLite file, for a message."""
+    who = f"process {exc.pid}" if exc.pid is not None else "another process"
+    return f"{exc.role}, {who}" if exc.role not in (None, BOT) else who
 
 
 def _services(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> Services:
@@ -603,13 +634,15 @@ def run() -> None:
         raise typer.Exit(2)
     registry = _registry_or_exit(settings)
     try:
-        with serving_alone(settings.database_url):  # one bot per SQLite file
+        # One bot per SQLite file; a command posting cards is waited for.
+        with serving_alone(settings.database_url, patient=COMMAND_WAIT):
             _run(settings, registry)
     except DatabaseInUseError as exc:
+        who = "Another bot" if exc.role == BOT else "Another program"
         typer.echo(
-            f"Another bot ({_holder(exc)}) is already serving this database "
-            f"({_safe(settings.database_url)}). Stop it first: one bot process per SQLite "
-            "file. To run several processes, use PostgreSQL (DATABASE_URL).",
+            f"{who} ({_holder(exc)}) is using this database ({_safe(settings.database_url)}). "
+            "Stop it first: one bot process per SQLite file. To run several processes, use "
+            "PostgreSQL (DATABASE_URL).",
             err=True,
         )
         raise typer.Exit(1) from None

@@ -36,8 +36,11 @@ class DuplicateClientError(StorageError):
 class DatabaseInUseError(StorageError):
     """Another process serves this SQLite file (``storage.serving``)."""
 
-    def __init__(self, lock: Path, pid: int | None) -> None:
+    def __init__(self, lock: Path, pid: int | None, role: str | None = None) -> None:
         self.lock = lock
         self.pid = pid
+        self.role = role
         holder = f"process {pid}" if pid is not None else "another process"
+        if role is not None:
+            holder += f" ({role})"
         super().__init__(f"{holder} holds {lock}")

@@ -15,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 import bot.cli
+from storage import serving_alone
 from tests.bot.test_requests_cli import cli, seed
 from tests.fakebotapi import FakeBotAPI
 from tests.fakebotapi.fixtures import TEST_TOKEN
@@ -97,7 +98,7 @@ async def test_a_second_bot_on_the_same_sqlite_file_refuses_and_the_first_goes_o
         assert second.returncode == 1
         lines = err.decode().strip().splitlines()
         assert lines == [
-            f"Another bot (process {first.pid}) is already serving this database "
+            f"Another bot (process {first.pid}) is using this database "
             f"(sqlite+aiosqlite:///{tmp_path / 'data' / 'intake.db'}). Stop it first: one bot "
             "process per SQLite file. To run several processes, use PostgreSQL (DATABASE_URL)."
         ]
@@ -112,6 +113,27 @@ async def test_a_second_bot_on_the_same_sqlite_file_refuses_and_the_first_goes_o
         await asyncio.to_thread(first.wait, 30)
     assert first.returncode == 0
     assert (tmp_path / "data" / "intake.db.lock").read_text() == "", "the pid is cleared"
+
+
+async def test_a_bot_starting_while_a_command_posts_cards_waits_for_it(
+    fake_bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    api, user = fake_bot_api, 5004
+    url = f"sqlite:///{tmp_path / 'data' / 'intake.db'}"
+    with serving_alone(url, role="intake-bot requests redeliver"):
+        bot = _start(api, tmp_path)
+        assert bot.stderr is not None
+        line = await asyncio.to_thread(bot.stderr.readline)
+        assert f"waiting for intake-bot requests redeliver (process {os.getpid()})" in (
+            line.decode()
+        )
+    try:
+        api.user_message(user, "/start")
+        await api.wait_for("sendMessage", lambda c: c.params.get("chat_id") == user, timeout=30)
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(bot.wait, 30)
+    assert bot.returncode == 0
 
 
 async def test_redeliver_beside_a_running_bot_on_sqlite_lets_the_bot_post_each_card_once(
@@ -145,11 +167,11 @@ async def test_redeliver_beside_a_running_bot_on_sqlite_lets_the_bot_post_each_c
             await api.wait_held("sendMessage", 2, timeout=2.5)
         monkeypatch.setattr(bot.cli, "REDELIVER_WAIT", 60.0)
         command = asyncio.create_task(asyncio.to_thread(cli, "redeliver", url=url, env=env))
-        # Telegram lets the cards through once the command waits for them.
+        # Telegram lets the cards through once the command knows which it waits for.
         waiting = threading.Event()
 
         def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
-            if "count(*)" in statement and "outbox" in statement:
+            if "card_message_id IS NULL" in statement:  # it has read the cards to watch
                 waiting.set()
 
         event.listen(Engine, "before_cursor_execute", seen)

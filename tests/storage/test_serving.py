@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,8 @@ def test_a_killed_holder_leaves_the_file_free(tmp_path: Path) -> None:
         with pytest.raises(DatabaseInUseError) as refused, serving_alone(url):
             pytest.fail("held by the other process")
         assert refused.value.pid == holder.pid
-        assert f"process {holder.pid} holds" in str(refused.value)
+        assert refused.value.role == "bot"
+        assert f"process {holder.pid} (bot) holds" in str(refused.value)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=20)
@@ -60,6 +62,7 @@ def test_a_killed_holder_leaves_the_file_free(tmp_path: Path) -> None:
         "sqlite://",
         "sqlite+aiosqlite:///:memory:",
         "sqlite+aiosqlite:///file:mem?mode=memory&cache=shared&uri=true",
+        "sqlite+aiosqlite:///file::memory:?cache=shared&uri=true",
     ],
 )
 def test_databases_that_are_not_a_sqlite_file_are_not_held(url: str) -> None:
@@ -88,3 +91,43 @@ def test_a_file_reached_through_a_link_or_a_relative_path_is_the_same_file(
         ):
             with pytest.raises(DatabaseInUseError), serving_alone(other):
                 pytest.fail(f"{other} is the same file")
+
+
+def test_a_command_is_waited_for_and_a_bot_is_not(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'intake.db'}"
+    given_back = threading.Event()
+
+    def command() -> None:
+        with serving_alone(url, role="intake-bot requests redeliver"):
+            holding.set()
+            given_back.wait(30)
+
+    holding = threading.Event()
+    worker = threading.Thread(target=command)
+    worker.start()
+    try:
+        assert holding.wait(30)
+        with pytest.raises(DatabaseInUseError) as refused, serving_alone(url):
+            pytest.fail("not without patience")
+        assert refused.value.role == "intake-bot requests redeliver"
+        threading.Timer(0.3, given_back.set).start()
+        with serving_alone(url, patient=30):  # taken once the command gives it back
+            assert given_back.is_set()
+    finally:
+        given_back.set()
+        worker.join(30)
+    with (
+        serving_alone(url),
+        pytest.raises(DatabaseInUseError) as refused,
+        serving_alone(url, patient=30),
+    ):
+        pytest.fail("a bot is not waited for")
+    assert refused.value.role == "bot"
+
+
+@pytest.mark.parametrize("written", ["SQLite:///{}", " sqlite:///{} ", "sqlite+aiosqlite:///{}"])
+def test_any_spelling_of_the_url_that_the_engine_takes_is_held(
+    tmp_path: Path, written: str
+) -> None:
+    path = tmp_path / "intake.db"
+    assert lock_path(written.format(path)) == path.resolve().with_name("intake.db.lock")
