@@ -14,7 +14,7 @@ from telegram.error import TelegramError
 from telegram.ext import JobQueue
 
 from bot.context import BotContext, Services
-from bot.outbox import Work, unit
+from bot.outbox import Work, markup_dict, unit
 from bot.settings import Settings
 from flows import Lang, t
 from storage import (
@@ -249,7 +249,7 @@ async def _post_again(
             "chat_id": settings.staff_chat_id,
             "text": f"{headline}\n\n{card_text(request, settings, work.at)}",
             "parse_mode": "HTML",
-            "reply_markup": _markup(card_keyboard(request, settings)),
+            "reply_markup": markup_dict(card_keyboard(request, settings)),
             "link_preview_options": {"is_disabled": True},
         }
         if request.card_message_id is not None:
@@ -258,10 +258,6 @@ async def _post_again(
                 "allow_sending_without_reply": True,
             }
         await work.out.call(settings.staff_chat_id, "sendMessage", params)
-
-
-def _markup(markup: InlineKeyboardMarkup | None) -> dict[str, Any] | None:
-    return markup.to_dict() if markup is not None else None
 
 
 def into_opening_hours(at: datetime, settings: Settings) -> datetime:
