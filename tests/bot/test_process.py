@@ -41,6 +41,16 @@ def _start(api: FakeBotAPI, tmp_path: Path, **more: str) -> subprocess.Popen[byt
     )
 
 
+async def _serving(
+    api: FakeBotAPI, tmp_path: Path, user: int, **more: str
+) -> subprocess.Popen[bytes]:
+    """A bot started, and answering: it has replied to ``user``'s /start."""
+    bot = _start(api, tmp_path, **more)
+    api.user_message(user, "/start")
+    await api.wait_for("sendMessage", lambda c: c.params.get("chat_id") == user, timeout=30)
+    return bot
+
+
 async def _press(api: FakeBotAPI, user: int, label: str) -> None:
     message_id, data = api.find_button(user, label)
     api.user_callback(user, message_id, data)
@@ -89,10 +99,8 @@ async def test_a_second_bot_on_the_same_sqlite_file_refuses_and_the_first_goes_o
     fake_bot_api: FakeBotAPI, tmp_path: Path
 ) -> None:
     api, user = fake_bot_api, 5002
-    first = _start(api, tmp_path)
+    first = await _serving(api, tmp_path, user)
     try:
-        api.user_message(user, "/start")
-        await api.wait_for("sendMessage", lambda c: c.params.get("chat_id") == user, timeout=30)
         second = _start(api, tmp_path)
         _, err = await asyncio.to_thread(second.communicate, None, 60)
         assert second.returncode == 1
@@ -144,11 +152,9 @@ async def test_redeliver_beside_a_running_bot_on_sqlite_lets_the_bot_post_each_c
     monkeypatch.chdir(tmp_path)  # the command runs here: no developer's .env
     api, staff = fake_bot_api, -100777
     api.add_chat(staff, title="Staff")
-    process = _start(api, tmp_path, STAFF_CHAT_ID=str(staff))
+    process = await _serving(api, tmp_path, 5003, STAFF_CHAT_ID=str(staff))  # file migrated
     url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'intake.db'}"
     try:
-        api.user_message(5003, "/start")  # the bot is up, and has migrated the file
-        await api.wait_for("sendMessage", lambda c: c.params.get("chat_id") == 5003, timeout=30)
         await seed(url)  # two requests whose cards were never posted
         api.hold("sendMessage", staff)
         env = {
