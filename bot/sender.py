@@ -6,10 +6,13 @@ call the sender records, in one transaction, that it was made, the message id it
 what that id means (the client's live keyboard, a request's card, a relayed question).
 
 Retries live here and in the rate limiter: 429s are waited out; a call that never reached
-Telegram (connection refused, connect timeout, Telegram's 5xx) is retried with back-off for as
-long as it takes; a send whose answer was lost on the way back (read timeout) is not repeated,
-because Telegram may have delivered it. Across processes (PostgreSQL), a lane is locked (see
-``bot.lanes``), so one process at a time sends a chat's messages.
+Telegram (connection refused, connect timeout) is retried with back-off for as long as it
+takes; one Telegram answers with a server error (5xx) is retried for up to ``GIVE_UP_AFTER``
+seconds and then recorded as failed, so that a call Telegram cannot handle does not hold up
+its chat for good (a card is posted again by the housekeeping); a send whose answer was lost
+on the way back (read timeout) is not repeated, because Telegram may have delivered it.
+Across processes (PostgreSQL), a lane is locked (see ``bot.lanes``), so one process at a time
+sends a chat's messages.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,7 +33,7 @@ from telegram.ext import ExtBot
 from telegram.warnings import PTBUserWarning
 
 from bot.lanes import LaneWorker, seconds
-from bot.transport import MaybeDelivered, NotSent
+from bot.transport import MaybeDelivered, NotDelivered, NotSent
 from storage import (
     AsyncSession,
     WaitingCall,
@@ -68,6 +72,10 @@ _IDEMPOTENT = {
 }
 # (Answering a press twice is refused by Telegram, and a lost answer only leaves the button's
 # spinner a few seconds longer: after an uncertain timeout it is not repeated either.)
+
+#: Seconds a call Telegram keeps answering with a server error (5xx) is tried again before
+#: it is given up (recorded as failed): during an outage a reply older than this is stale.
+GIVE_UP_AFTER = 600.0
 
 
 class Sender(LaneWorker[WaitingCall]):
@@ -133,6 +141,7 @@ class Sender(LaneWorker[WaitingCall]):
             return
         method = call.method
         delay = 0.5
+        failing_since: float | None = None  # when Telegram first answered a server error
         while True:
             try:
                 result = await self.bot.do_api_request(method, api_kwargs=params)
@@ -176,6 +185,18 @@ class Sender(LaneWorker[WaitingCall]):
                         call, None, "connection lost; may have been delivered", deferred
                     )
                     return
+                if _server_error(exc):
+                    now = time.monotonic()
+                    failing_since = now if failing_since is None else failing_since
+                    if now - failing_since >= GIVE_UP_AFTER:
+                        logger.warning(
+                            "%s in chat %s: Telegram kept answering %s; given up",
+                            method, call.lane, exc,
+                        )  # fmt: skip
+                        await self._record(
+                            call, None, f"given up: Telegram kept answering {exc}"[:500], deferred
+                        )
+                        return
                 # No connection made, or Telegram's 5xx answer: try again.
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -351,6 +372,14 @@ def _maybe_delivered(exc: NetworkError) -> bool:
     cause = exc.__cause__
     return isinstance(exc, MaybeDelivered) or isinstance(
         cause, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError
+    )
+
+
+def _server_error(exc: NetworkError) -> bool:
+    """Whether Telegram answered with a server error (5xx), rather than no connection being
+    made (``NotDelivered``, or an httpx error behind a proxy)."""
+    return not isinstance(exc, NotDelivered | MaybeDelivered) and not isinstance(
+        exc.__cause__, httpx.HTTPError
     )
 
 

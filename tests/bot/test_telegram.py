@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import sender
 from flows import is_question
 from storage import (
     Client,
@@ -541,6 +542,26 @@ async def test_429_and_5xx_from_the_api_are_retried_without_losing_anything(
     )
     state = await state_of(bot, person.id)
     assert state is not None and state["node"] == "emergency"
+
+
+async def test_a_send_telegram_keeps_answering_with_5xx_is_given_up_and_the_chat_goes_on(
+    bot: RunningBot, fake_bot_api: FakeBotAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call Telegram cannot handle must not hold up its chat for good."""
+    monkeypatch.setattr(sender, "GIVE_UP_AFTER", 1.0)
+    user = 1030
+    fake_bot_api.fail_next("sendMessage", status=500, times=3)
+    fake_bot_api.user_message(user, "/start")
+    for _ in range(3):  # tried again after 0.5 s and 1 s more, then given up
+        await fake_bot_api.wait_for(
+            "sendMessage", lambda c: c.params.get("chat_id") == user and not c.ok, timeout=20
+        )
+    fake_bot_api.user_message(user, "/help")
+    answer = await fake_bot_api.wait_for(
+        "sendMessage", lambda c: c.params.get("chat_id") == user and c.ok, timeout=20
+    )
+    assert "Where shall we start?" not in answer.params["text"], "the welcome was given up"
+    assert "/start" in answer.params["text"], "the help came next"
 
 
 async def test_a_client_who_blocked_the_bot_keeps_their_state(
