@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import EllipsisType
 from typing import Any
 
 from sqlalchemy import CursorResult, bindparam, delete, update
@@ -221,14 +222,15 @@ async def save_dialogue(
     flow_version: str,
     state: Mapping[str, Any],
     last_update_id: int | None = None,
-    stored: DialogueSession | None = None,
+    stored: DialogueSession | None | EllipsisType = ...,
 ) -> DialogueSession:
     """Store the dialogue of a client, replacing the one stored before (one row per client).
 
     ``last_update_id`` None keeps the stored id: the mark only ever moves forward. ``stored``
-    is the client's row if the caller read it already in this transaction.
+    is the client's row if the caller read it already in this transaction, None if it read
+    that there is none (with the client's row locked, so none can appear meanwhile).
     """
-    dialogue = stored or await get_dialogue(session=session, client_id=client_id)
+    dialogue = await get_dialogue(session=session, client_id=client_id) if stored is ... else stored
     if dialogue is None:
         dialogue = DialogueSession(
             client_id=client_id,

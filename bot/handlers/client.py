@@ -33,6 +33,9 @@ from flows import Begin, Flow, Input, Lang, Restart, SetLang, TextInput, decode,
 from storage import (
     AsyncSession,
     Client,
+    DuplicateClientError,
+    Turn,
+    create_client,
     delete_client_data,
     get_client,
     get_dialogue,
@@ -114,9 +117,8 @@ async def step_client(
     """
     session = work.session
     turn = await read_turn(session=session, telegram_id=user.id, flow_name=svc.registry.name)
-    if turn.client is None:  # first contact: the client is created, and read again locked
-        await _telegram_client(session, user, svc.settings, source)
-        turn = await read_turn(session=session, telegram_id=user.id, flow_name=svc.registry.name)
+    if turn.client is None:  # first contact: the client is created (its new row is ours)
+        turn = await _first_contact(session, user, svc, source, turn)
     client, before = turn.client, turn.dialogue
     assert client is not None and client.id is not None
     client_id = client.id
@@ -168,8 +170,11 @@ async def step_client(
         query_id=query.id if query is not None else None,
         pressed=pressed,
         changed=result.state.seq != old_seq or result.state.node != old_node,
-        # A question answered by typing was shown without buttons: nothing to take away.
-        retire=result.restarted or _kind(result.flow, old_node) not in TYPED,
+        # A question answered by typing was shown without buttons, and a client with no
+        # dialogue yet was shown none (its live keyboard is the dialogue's): nothing to take
+        # away.
+        retire=before is not None
+        and (result.restarted or _kind(result.flow, old_node) not in TYPED),
         left_phone=old_node != result.state.node
         and _kind(result.flow, old_node) == "phone"
         and not contact,
@@ -205,6 +210,24 @@ async def drive(
             query=query,
             notices=(notice,) if notice else (),
         )
+
+
+async def _first_contact(
+    session: AsyncSession, user: User, svc: Services, source: str | None, turn: Turn
+) -> Turn:
+    """Create the client who wrote for the first time: no dialogue yet, and their row is this
+    transaction's until it ends. If another transaction created them first, read them (locked)."""
+    try:
+        client = await create_client(
+            session=session,
+            telegram_id=user.id,
+            channel="telegram",
+            language=language_of(user, svc.settings.default_language),
+            source=source,
+        )
+    except DuplicateClientError:
+        return await read_turn(session=session, telegram_id=user.id, flow_name=svc.registry.name)
+    return Turn(client, None, turn.active)
 
 
 async def _telegram_client(

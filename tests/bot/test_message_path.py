@@ -18,16 +18,19 @@ import pytest
 import sqlalchemy
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, User
 from telegram.ext import ExtBot
 
 from bot.context import Services
+from bot.handlers.client import step_client
 from bot.inbox import Receipts
 from bot.outbox import call_ref, unit
 from bot.sender import Sender
 from bot.transport import BotAPIRequest, NotSent
+from flows import Restart
 from storage import (
     WaitingUpdate,
+    create_client,
     get_client,
     get_dialogue,
     list_events,
@@ -712,3 +715,62 @@ async def test_sends_of_many_chats_made_while_the_database_is_busy_are_recorded_
     assert len(written) <= 2, written  # the first one that waited, then all the others
     async with services.sessionmaker() as session:
         assert await pending_calls(session=session) == 0
+
+
+async def test_a_new_client_created_meanwhile_by_another_transaction_is_stepped_not_doubled(
+    fake_bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    """A first message inserts the client without reading it first; if another transaction
+    (another process) inserted the same client meanwhile, the step waits for it, then takes
+    that client, locked, and goes on: one client, one dialogue, the message answered."""
+    user = User(id=3201, first_name="Anna", is_bot=False, language_code="en")
+    async with fresh_database("postgresql", tmp_path) as url:
+        engine = make_engine(url)
+        await upgrade(engine)
+        running = await start_bot(fake_bot_api, url, engine, receive=False)
+        services = running.serving.services
+        try:
+            async with running.sessionmaker() as other, other.begin():
+                await create_client(
+                    session=other, telegram_id=user.id, channel="telegram", language="ru"
+                )
+
+                async def first_message() -> None:
+                    async with unit(services, claim=False) as work:
+                        await step_client(work, services, user, user.id, Restart())
+
+                step = asyncio.create_task(first_message())
+                # the step's own INSERT of the client waits for this transaction (the
+                # server's activity view is read afresh in a transaction of its own each time)
+                while not await _waiting_to_insert_a_client(running):
+                    assert not step.done(), step
+                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(step, 30)
+            async with running.sessionmaker() as session:
+                clients = (
+                    await (await session.connection()).execute(
+                        text("SELECT id, language FROM clients WHERE telegram_id = :u"),
+                        {"u": user.id},
+                    )
+                ).all()
+                assert len(clients) == 1 and clients[0].language == "ru", "the first one's"
+                dialogue = await get_dialogue(session=session, client_id=clients[0].id)
+            assert dialogue is not None and dialogue.state["node"] != ""
+            welcome = await fake_bot_api.wait_for(
+                "sendMessage", lambda c: c.params.get("chat_id") == user.id, timeout=20
+            )
+            assert "start?" in welcome.params["text"] or "начн" in welcome.params["text"]
+        finally:
+            await running.stop()
+            await engine.dispose()
+
+
+async def _waiting_to_insert_a_client(running: RunningBot) -> bool:
+    async with running.sessionmaker() as watch:
+        found = await (await watch.connection()).execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE 'INSERT INTO clients%'"
+            )
+        )
+        return bool(found.scalar_one())
