@@ -478,7 +478,7 @@ async def _redeliver(settings: Settings, *, send: bool) -> tuple[int, int, int]:
             await upgrade(engine)  # (beside a running bot, the bot keeps the schema)
         sessionmaker = make_sessionmaker(engine)
         async with sessionmaker() as session:
-            watched = [r.id for r in await requests_to_deliver(session=session)]
+            watched = [r.id for r in await requests_to_deliver(session=session) if r.id]
         await redeliver(_services(settings, sessionmaker))
         deadline = time.monotonic() + REDELIVER_WAIT
         if send:
@@ -493,13 +493,13 @@ async def _redeliver(settings: Settings, *, send: bool) -> tuple[int, int, int]:
 
 
 async def _card_states(
-    sessionmaker: async_sessionmaker[AsyncSession], ids: list[int | None]
+    sessionmaker: async_sessionmaker[AsyncSession], ids: list[int]
 ) -> dict[str, int]:
     """How many of these requests have their card posted, failing, or queued (in flight)."""
     states = {"posted": 0, "failing": 0, "queued": 0}
     async with sessionmaker() as session:
         for request_id in ids:
-            request = await get_request(session=session, request_id=request_id or 0)
+            request = await get_request(session=session, request_id=request_id)
             if request is None:
                 continue  # erased meanwhile (/forget)
             if request.card_message_id is not None:

@@ -186,9 +186,9 @@ class Sender(LaneWorker[WaitingCall]):
                     )
                     return
                 if _server_error(exc):
-                    now = time.monotonic()
-                    failing_since = now if failing_since is None else failing_since
-                    if now - failing_since >= GIVE_UP_AFTER:
+                    if failing_since is None:
+                        failing_since = time.monotonic()
+                    if time.monotonic() - failing_since >= GIVE_UP_AFTER:
                         logger.warning(
                             "%s in chat %s: Telegram kept answering %s; given up",
                             method, call.lane, exc,
