@@ -26,10 +26,12 @@ from bot.lanes import LaneWorker, seconds
 from bot.outbox import PROCESSING, Processing
 from storage import (
     AsyncSession,
+    LaneLocks,
     WaitingUpdate,
     claim_update,
     inbox_lanes,
     next_updates,
+    next_updates_held,
     store_updates,
     utcnow,
 )
@@ -103,6 +105,12 @@ class Dispatcher(LaneWorker[WaitingUpdate]):
     async def batch(self, session: AsyncSession, lane: int) -> list[WaitingUpdate]:
         """The chat's oldest updates not processed yet."""
         return await next_updates(session=session, lane=lane)
+
+    async def batch_held(
+        self, locks: LaneLocks, generation: int, lane: int
+    ) -> list[WaitingUpdate] | None:
+        """The chat's next updates, read on the lock connection."""
+        return await next_updates_held(locks=locks, generation=generation, lane=lane)
 
     def key(self, item: WaitingUpdate) -> tuple[int, int]:
         """An update's chat and id."""

@@ -109,6 +109,12 @@ class LaneWorker(Generic[Item]):
         """The lane's next items, oldest first (empty when there is no work)."""
         raise NotImplementedError
 
+    async def batch_held(self, locks: LaneLocks, generation: int, lane: int) -> list[Item] | None:
+        """``batch`` on the lock connection while the lane's lock is held; None: read it
+        through a session instead (the lock is no longer held, or the worker has no such
+        read)."""
+        return None
+
     async def handle(self, items: list[Item]) -> None:
         """Do the items in order; each must be marked done in the database (or raise).
 
@@ -302,8 +308,16 @@ class LaneWorker(Generic[Item]):
             while len(self._known) > KNOWN_LANES:
                 evicted, _ = self._known.popitem(last=False)
                 self._read.pop(evicted, None)
-        async with self._reader() as session:
-            items = await self.batch(session, lane)
+        held = self._held.get(lane) if self._locks is not None else None
+        found = None
+        if self._locks is not None and held is not None:
+            # Shared: read on the lock connection (one cheap round trip), in a statement that
+            # starts after the lock was taken, so it sees all the last holder committed.
+            found = await self.batch_held(self._locks, held, lane)
+        if found is None:
+            async with self._reader() as session:
+                found = await self.batch(session, lane)
+        items = found
         if known is None or self._known.get(lane) is not known:
             return items  # shared, or forgotten during the read
         numbers = {self.key(item)[1] for item in items}

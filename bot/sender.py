@@ -36,6 +36,8 @@ from bot.lanes import LaneWorker, seconds
 from bot.transport import MaybeDelivered, NotDelivered, NotSent
 from storage import (
     AsyncSession,
+    LaneLocks,
+    Made,
     WaitingCall,
     add_relay,
     ahead_of,
@@ -43,8 +45,10 @@ from storage import (
     mark_delivered,
     mark_delivery_failed,
     next_calls,
+    next_calls_held,
     outbox_lanes,
     record_call,
+    record_calls_held,
     sent_message_id,
     set_prompt_message_id,
     utcnow,
@@ -112,6 +116,12 @@ class Sender(LaneWorker[WaitingCall]):
     async def batch(self, session: AsyncSession, lane: int) -> list[WaitingCall]:
         """The chat's next calls."""
         return await next_calls(session=session, lane=lane)
+
+    async def batch_held(
+        self, locks: LaneLocks, generation: int, lane: int
+    ) -> list[WaitingCall] | None:
+        """The chat's next calls, read on the lock connection."""
+        return await next_calls_held(locks=locks, generation=generation, lane=lane)
 
     def key(self, item: WaitingCall) -> tuple[int, int]:
         """A call's chat and id."""
@@ -249,8 +259,38 @@ class Sender(LaneWorker[WaitingCall]):
     async def _flush(self, deferred: list[Record]) -> None:
         records = list(deferred)
         deferred.clear()
-        if records:
+        if records and not await self._record_held(records):
             await self._records.write(records)
+
+    async def _record_held(self, records: list[Record]) -> bool:
+        """On PostgreSQL, record the lane's calls in one statement on the lock connection
+        while the lane's lock is held, if all they record beside themselves is a client's
+        keyboard (once each);
+        False if that is not done (then they are recorded in a transaction of their own: a
+        call recorded here meanwhile is recorded once, as by another process)."""
+        locks = self.locks
+        generation = self._held.get(records[0][0].lane) if locks is not None else None
+        if locks is None or generation is None:
+            return False
+        made: list[Made] = []
+        for call, message_id, error in records:
+            bind = call.bind or {}
+            if set(bind) - {"prompt", "or_send"}:  # a card, a relay or an unprompt
+                return False
+            made.append(Made(call.id, message_id, error, bind.get("prompt")))
+        prompts = [m.prompt for m in made if m.prompt is not None]
+        if len(prompts) != len(set(prompts)):
+            return False
+        try:
+            done = await record_calls_held(
+                locks=locks, generation=generation, made=made, at=utcnow()
+            )
+        except Exception:  # noqa: BLE001 - recorded in a transaction of their own instead
+            logger.warning(
+                "recording calls in chat %s on the lock connection failed", exc_info=True
+            )
+            return False
+        return done is not None
 
     async def _record_one(
         self,

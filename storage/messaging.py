@@ -18,6 +18,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.core import insert_rows, run, table
+from storage.locks import LaneLocks
 from storage.models import InboxUpdate, OutboxMessage
 
 __all__ = [
@@ -28,12 +29,16 @@ __all__ = [
     "enqueue_calls",
     "inbox_lanes",
     "next_calls",
+    "next_calls_held",
     "next_updates",
+    "next_updates_held",
     "outbox_lanes",
     "pending_calls",
     "pending_updates",
+    "Made",
     "prune_messaging",
     "record_call",
+    "record_calls_held",
     "sent_message_id",
     "store_updates",
 ]
@@ -110,6 +115,21 @@ _NEXT_UPDATES = (
     .where(_INBOX.c.lane == bindparam("next_lane"), _INBOX.c.done_at.is_(None))
     .order_by(_INBOX.c.update_id)
     .limit(bindparam("next_limit"))
+)
+
+
+async def next_updates_held(
+    *, locks: LaneLocks, generation: int, lane: int, limit: int = 16
+) -> list[WaitingUpdate] | None:
+    """``next_updates`` on PostgreSQL's lock connection while the lane's lock (taken under
+    ``generation``) is held; None if it no longer is."""
+    rows = await locks.fetch(_NEXT_UPDATES_PG, lane, limit, generation=generation)
+    return None if rows is None else [WaitingUpdate(*row) for row in rows]
+
+
+_NEXT_UPDATES_PG = (
+    "SELECT update_id, lane, payload FROM inbox"
+    " WHERE lane = $1 AND done_at IS NULL ORDER BY update_id LIMIT $2"
 )
 
 
@@ -217,6 +237,21 @@ _NEXT_CALLS = (
 )
 
 
+async def next_calls_held(
+    *, locks: LaneLocks, generation: int, lane: int, limit: int = 16
+) -> list[WaitingCall] | None:
+    """``next_calls`` on PostgreSQL's lock connection while the lane's lock (taken under
+    ``generation``) is held; None if it no longer is."""
+    rows = await locks.fetch(_NEXT_CALLS_PG, lane, limit, generation=generation)
+    return None if rows is None else [WaitingCall(*row) for row in rows]
+
+
+_NEXT_CALLS_PG = (
+    "SELECT id, lane, method, params, bind FROM outbox"
+    " WHERE lane = $1 AND sent_at IS NULL ORDER BY id LIMIT $2"
+)
+
+
 async def pending_calls(*, session: AsyncSession, lane: int | None = None) -> int:
     """How many calls are waiting to be made (in ``lane``, or in all)."""
     statement = (
@@ -253,6 +288,63 @@ _RECORD = (
         params={},
     )
 )
+
+
+class Made(NamedTuple):
+    """A call made (or given up), to record: its message id or error, and the client whose
+    live keyboard the message carries (None: no client's)."""
+
+    call_id: int
+    message_id: int | None
+    error: str | None
+    prompt: int | None
+
+
+async def record_calls_held(
+    *, locks: LaneLocks, generation: int, made: Sequence[Made], at: datetime
+) -> list[int] | None:
+    """``record_call`` for each of ``made`` and, for one that carries a client's keyboard and
+    was not refused, ``set_prompt_message_id``: one statement on PostgreSQL's lock
+    connection while the lane's lock (taken under ``generation``) is held. Returns the ids
+    recorded now (the others were recorded before), or None if the lock is no longer held.
+
+    A client's keyboard may be named by one of ``made`` at most.
+    """
+    if at.utcoffset() is None:
+        raise ValueError(f"naive datetime {at!r}: storage keeps aware UTC timestamps only")
+    prompts = [m.prompt for m in made if m.prompt is not None]
+    if len(prompts) != len(set(prompts)):
+        raise ValueError("one client's keyboard named twice in one record")
+    rows = await locks.fetch(
+        _RECORD_PG,
+        at,
+        [m.call_id for m in made],
+        [m.message_id for m in made],
+        [m.error for m in made],
+        [m.prompt for m in made],
+        generation=generation,
+    )
+    return None if rows is None else [int(row[0]) for row in rows]
+
+
+# Data-modifying WITH queries run to completion whether read or not, in the statement's one
+# transaction; a call recorded before (by another process) changes nothing.
+_RECORD_PG = """
+WITH made AS (
+    SELECT * FROM unnest($2::integer[], $3::bigint[], $4::varchar[], $5::integer[])
+        AS m(id, message_id, error, prompt)
+), recorded AS (
+    UPDATE outbox SET sent_at = $1, message_id = made.message_id, error = made.error,
+        params = '{}'::json
+    FROM made WHERE outbox.id = made.id AND outbox.sent_at IS NULL
+    RETURNING outbox.id
+), prompted AS (
+    UPDATE dialogue_sessions SET prompt_message_id = made.message_id, updated_at = $1
+    FROM made JOIN recorded ON recorded.id = made.id
+    WHERE dialogue_sessions.client_id = made.prompt AND made.error IS NULL
+)
+SELECT id FROM recorded
+"""
 
 
 async def sent_message_id(*, session: AsyncSession, call_id: int) -> int | None:

@@ -10,7 +10,27 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage import LaneLocks, lock_key, make_engine
+from storage import (
+    LaneLocks,
+    Made,
+    OutboxMessage,
+    create_client,
+    enqueue_calls,
+    get_dialogue,
+    lock_key,
+    make_engine,
+    make_sessionmaker,
+    next_calls,
+    next_calls_held,
+    next_updates,
+    next_updates_held,
+    record_call,
+    record_calls_held,
+    save_dialogue,
+    store_updates,
+    upgrade,
+    utcnow,
+)
 from tests.dbs import connect_admin, fresh_database
 
 
@@ -132,3 +152,91 @@ async def test_a_lane_taken_twice_in_one_process_is_held_until_given_twice(
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_lanes_reads_and_records_on_the_lock_connection_match_the_sessions(
+    engine: AsyncEngine,
+) -> None:
+    """While a lane is held, its next updates and calls are read, and its calls recorded
+    (with the client's keyboard), on the lock connection; the rows are those the session
+    functions read and write, a call recorded before stays as it was, and with the lock gone
+    nothing is read or written there."""
+    await upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    now = utcnow()
+    async with sessions() as session, session.begin():
+        client = await create_client(
+            session=session, telegram_id=77, channel="telegram", language="ru"
+        )
+        assert client.id is not None
+        await save_dialogue(
+            session=session, client_id=client.id, flow_name="f", flow_version="1", state={}
+        )
+        await store_updates(
+            session=session, updates=[(5, 77, {"text": "Анна"}), (4, 77, {}), (6, 8, {})], at=now
+        )
+        ids = await enqueue_calls(
+            session=session,
+            calls=[
+                {"lane": 77, "method": "answerCallbackQuery", "params": {"a": 1}, "bind": None},
+                {"lane": 77, "method": "sendMessage", "params": {"text": "Привет"},
+                 "bind": {"prompt": client.id}},
+                {"lane": 77, "method": "sendMessage", "params": {}, "bind": None},
+                {"lane": 9, "method": "sendMessage", "params": {}, "bind": None},
+            ],
+            at=now,
+        )  # fmt: skip
+    locks = LaneLocks(engine=engine, label="reader")
+    try:
+        held = await locks.take(key="in:77")
+        assert held is not None
+        updates = await next_updates_held(locks=locks, generation=held, lane=77)
+        async with sessions() as session:
+            assert updates == await next_updates(session=session, lane=77)
+        assert updates is not None and [u.update_id for u in updates] == [4, 5]
+        assert updates[1].payload == {"text": "Анна"}
+        calls = await next_calls_held(locks=locks, generation=held, lane=77)
+        assert calls is not None and [c.id for c in calls] == ids[:3]
+        assert calls[1].bind == {"prompt": client.id} and calls[1].params == {"text": "Привет"}
+
+        async with sessions() as session, session.begin():
+            assert await record_call(session=session, call_id=ids[0], at=now, message_id=1)
+        made = [
+            Made(ids[0], None, None, None),  # recorded before: left as it was
+            Made(ids[1], 2**33, None, client.id),
+            Made(ids[2], None, "refused: chat not found", None),
+        ]
+        recorded = await record_calls_held(locks=locks, generation=held, made=made, at=now)
+        assert recorded is not None and sorted(recorded) == ids[1:3]
+        async with sessions() as session:
+            rows = {i: await session.get(OutboxMessage, i) for i in ids}
+            dialogue = await get_dialogue(session=session, client_id=client.id)
+            assert await next_calls(session=session, lane=77) == []
+        assert dialogue is not None and dialogue.prompt_message_id == 2**33
+        first, sent, refused, other = (rows[i] for i in ids)
+        assert first is not None and first.message_id == 1
+        assert sent is not None and sent.sent_at is not None and sent.params == {}
+        assert refused is not None and refused.error == "refused: chat not found"
+        assert other is not None and other.sent_at is None, "another chat's call is untouched"
+
+        # One client's keyboard named twice in one record is a mistake of the caller.
+        with pytest.raises(ValueError, match="twice"):
+            await record_calls_held(
+                locks=locks,
+                generation=held,
+                made=[Made(ids[3], 3, None, client.id), Made(ids[3], 4, None, client.id)],
+                at=now,
+            )
+        await locks.give(key="in:77", generation=held)
+        assert await next_updates_held(locks=locks, generation=held + 1, lane=77) is None
+        await locks.close()
+        assert await next_calls_held(locks=locks, generation=held, lane=77) is None
+        gone = await record_calls_held(
+            locks=locks, generation=held, made=[Made(ids[3], 3, None, None)], at=now
+        )
+        assert gone is None
+        async with sessions() as session:
+            still = await session.get(OutboxMessage, ids[3])
+        assert still is not None and still.sent_at is None, "nothing written without the lock"
+    finally:
+        await locks.close()
