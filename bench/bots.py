@@ -226,16 +226,6 @@ class SqlCounter:
         event.listen(Engine, "commit", self._commit)
 
     def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        import os, collections
-        if os.environ.get("SQLLOG"):
-            global _HIST
-            try:
-                _HIST
-            except NameError:
-                _HIST = collections.Counter()
-                import atexit, json
-                atexit.register(lambda: open(os.environ["SQLLOG"], "w").write(json.dumps(_HIST.most_common(), indent=1)))
-            _HIST[" ".join(statement.split())[:160]] += 1
         text = statement.lstrip().upper()
         if text.startswith("BEGIN"):
             return
