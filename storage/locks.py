@@ -7,6 +7,11 @@ engine's pool, in autocommit: no transaction, no commit). A session-level adviso
 as long as the session that took it, so a process that dies (its socket closes) frees its
 lanes at once, and nothing is written to any table.
 
+While a lane is held, its reads and the sender's bookkeeping run on the same connection
+(``fetch``: one statement each, alone, on the driver's connection): a statement that starts
+after the lock was taken sees everything the lane's last holder committed, and a round trip
+there costs about a tenth of the CPU of one through a session.
+
 The price is that the locks are only as good as that one connection: when it breaks (the
 server restarts, the network fails, the backend is terminated), every lock it held is gone
 and another process may take those lanes. ``holds`` says so without a round trip (the
