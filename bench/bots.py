@@ -247,11 +247,13 @@ class SqlCounter:
             conn.info["bench_step"] = True
 
     @property
-    def lock_statements(self) -> int:
-        """The lanes' lock statements, run on the driver's connection (no engine events)."""
+    def driver_statements(self) -> int:
+        """The lanes' lock statements and the message path's statements run alone, both on
+        the driver's connection (no engine events)."""
+        from storage.core import Alone
         from storage.locks import LaneLocks
 
-        return LaneLocks.statements
+        return LaneLocks.statements + Alone.statements
 
     def _commit(self, conn: Any) -> None:
         if conn.info.pop("bench_step", False):
@@ -373,7 +375,7 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
             await start_bot(app, args.mode)
         cpu, before = _cpu_seconds(), None
         if counter is not None:
-            before = dict(vars(counter), lock_statements=counter.lock_statements)
+            before = dict(vars(counter), driver_statements=counter.driver_statements)
         print("READY", flush=True)
         loop = asyncio.get_running_loop()
         while (await loop.run_in_executor(None, sys.stdin.readline)).strip() not in ("STOP", ""):
@@ -385,7 +387,7 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         if counter is not None and before is not None:
             for key in ("statements", "commits", "path_statements", "path_commits"):
                 report[f"sql_{key}"] = getattr(counter, key) - before[key]
-            report["sql_path_statements"] += counter.lock_statements - before["lock_statements"]
+            report["sql_path_statements"] += counter.driver_statements - before["driver_statements"]
         if serving is not None:
             await serving.stop()
         else:

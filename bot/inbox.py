@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.ext import Application
@@ -26,12 +26,11 @@ from bot.lanes import LaneWorker, seconds
 from bot.outbox import PROCESSING, Processing
 from storage import (
     AsyncSession,
-    LaneLocks,
     WaitingUpdate,
     claim_update,
     inbox_lanes,
     next_updates,
-    next_updates_held,
+    next_updates_alone,
     store_updates,
     utcnow,
 )
@@ -106,11 +105,9 @@ class Dispatcher(LaneWorker[WaitingUpdate]):
         """The chat's oldest updates not processed yet."""
         return await next_updates(session=session, lane=lane)
 
-    async def batch_held(
-        self, locks: LaneLocks, generation: int, lane: int
-    ) -> list[WaitingUpdate] | None:
-        """The chat's next updates, read on the lock connection."""
-        return await next_updates_held(locks=locks, generation=generation, lane=lane)
+    async def batch_alone(self, engine: AsyncEngine, lane: int) -> list[WaitingUpdate] | None:
+        """The chat's next updates, read alone on PostgreSQL."""
+        return await next_updates_alone(engine=engine, lane=lane)
 
     def key(self, item: WaitingUpdate) -> tuple[int, int]:
         """An update's chat and id."""

@@ -79,6 +79,10 @@ class LaneWorker(Generic[Item]):
         self._reader = (
             make_sessionmaker(bind, lone=True) if isinstance(bind, AsyncEngine) else sessionmaker
         )
+        #: PostgreSQL's engine: one-statement reads and records skip the session.
+        self._direct = (
+            bind if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql" else None
+        )
         self._locks = (
             LaneLocks(engine=bind, label=f"intake-bot {self.name} {owner}")
             if shared and isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql"
@@ -109,10 +113,9 @@ class LaneWorker(Generic[Item]):
         """The lane's next items, oldest first (empty when there is no work)."""
         raise NotImplementedError
 
-    async def batch_held(self, locks: LaneLocks, generation: int, lane: int) -> list[Item] | None:
-        """``batch`` on the lock connection while the lane's lock is held; None: read it
-        through a session instead (the lock is no longer held, or the worker has no such
-        read)."""
+    async def batch_alone(self, engine: AsyncEngine, lane: int) -> list[Item] | None:
+        """``batch`` on PostgreSQL as one statement alone on the driver (no session); None:
+        read it through a session instead (the worker has no such read)."""
         return None
 
     async def handle(self, items: list[Item]) -> None:
@@ -308,12 +311,11 @@ class LaneWorker(Generic[Item]):
             while len(self._known) > KNOWN_LANES:
                 evicted, _ = self._known.popitem(last=False)
                 self._read.pop(evicted, None)
-        held = self._held.get(lane) if self._locks is not None else None
         found = None
-        if self._locks is not None and held is not None:
-            # Shared: read on the lock connection (one cheap round trip), in a statement that
-            # starts after the lock was taken, so it sees all the last holder committed.
-            found = await self.batch_held(self._locks, held, lane)
+        if self._direct is not None:
+            # A statement that starts after the lane's lock was taken sees all its last
+            # holder committed.
+            found = await self.batch_alone(self._direct, lane)
         if found is None:
             async with self._reader() as session:
                 found = await self.batch(session, lane)

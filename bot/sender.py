@@ -36,7 +36,6 @@ from bot.lanes import LaneWorker, seconds
 from bot.transport import MaybeDelivered, NotDelivered, NotSent
 from storage import (
     AsyncSession,
-    LaneLocks,
     Made,
     WaitingCall,
     add_relay,
@@ -45,10 +44,10 @@ from storage import (
     mark_delivered,
     mark_delivery_failed,
     next_calls,
-    next_calls_held,
+    next_calls_alone,
     outbox_lanes,
     record_call,
-    record_calls_held,
+    record_calls_alone,
     sent_message_id,
     set_prompt_message_id,
     utcnow,
@@ -117,11 +116,9 @@ class Sender(LaneWorker[WaitingCall]):
         """The chat's next calls."""
         return await next_calls(session=session, lane=lane)
 
-    async def batch_held(
-        self, locks: LaneLocks, generation: int, lane: int
-    ) -> list[WaitingCall] | None:
-        """The chat's next calls, read on the lock connection."""
-        return await next_calls_held(locks=locks, generation=generation, lane=lane)
+    async def batch_alone(self, engine: AsyncEngine, lane: int) -> list[WaitingCall] | None:
+        """The chat's next calls, read alone on PostgreSQL."""
+        return await next_calls_alone(engine=engine, lane=lane)
 
     def key(self, item: WaitingCall) -> tuple[int, int]:
         """A call's chat and id."""
@@ -259,18 +256,16 @@ class Sender(LaneWorker[WaitingCall]):
     async def _flush(self, deferred: list[Record]) -> None:
         records = list(deferred)
         deferred.clear()
-        if records and not await self._record_held(records):
+        if records and not await self._record_alone(records):
             await self._records.write(records)
 
-    async def _record_held(self, records: list[Record]) -> bool:
-        """On PostgreSQL, record the lane's calls in one statement on the lock connection
-        while the lane's lock is held, if all they record beside themselves is a client's
-        keyboard (once each);
-        False if that is not done (then they are recorded in a transaction of their own: a
-        call recorded here meanwhile is recorded once, as by another process)."""
-        locks = self.locks
-        generation = self._held.get(records[0][0].lane) if locks is not None else None
-        if locks is None or generation is None:
+    async def _record_alone(self, records: list[Record]) -> bool:
+        """On PostgreSQL, record a lane's calls in one statement alone, if all they record
+        beside themselves is a client's keyboard (once each); False if that is not done
+        (then they are recorded in a transaction: a call recorded here meanwhile is
+        recorded once, as by another process)."""
+        engine = self._direct
+        if engine is None:
             return False
         made: list[Made] = []
         for call, message_id, error in records:
@@ -282,15 +277,11 @@ class Sender(LaneWorker[WaitingCall]):
         if len(prompts) != len(set(prompts)):
             return False
         try:
-            done = await record_calls_held(
-                locks=locks, generation=generation, made=made, at=utcnow()
-            )
-        except Exception:  # noqa: BLE001 - recorded in a transaction of their own instead
-            logger.warning(
-                "recording calls in chat %s on the lock connection failed", exc_info=True
-            )
+            await record_calls_alone(engine=engine, made=made, at=utcnow())
+        except Exception:  # noqa: BLE001 - recorded in a transaction instead
+            logger.warning("recording calls in chat %s alone failed", call.lane, exc_info=True)
             return False
-        return done is not None
+        return True
 
     async def _record_one(
         self,

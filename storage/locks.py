@@ -7,11 +7,6 @@ engine's pool, in autocommit: no transaction, no commit). A session-level adviso
 as long as the session that took it, so a process that dies (its socket closes) frees its
 lanes at once, and nothing is written to any table.
 
-While a lane is held, its reads and the sender's bookkeeping run on the same connection
-(``fetch``: one statement each, alone, on the driver's connection): a statement that starts
-after the lock was taken sees everything the lane's last holder committed, and a round trip
-there costs about a tenth of the CPU of one through a session.
-
 The price is that the locks are only as good as that one connection: when it breaks (the
 server restarts, the network fails, the backend is terminated), every lock it held is gone
 and another process may take those lanes. ``holds`` says so without a round trip (the
@@ -58,10 +53,6 @@ _KEEPALIVES = {
     "tcp_keepalives_interval": "5",
     "tcp_keepalives_count": "3",
 }
-
-
-class _Args(tuple[Any, ...]):
-    """A statement's parameters (not a lock key)."""
 
 
 def lock_key(key: str) -> int:
@@ -152,22 +143,6 @@ class LaneLocks:
             except Exception:  # noqa: BLE001 - dropped with the connection, and the lock with it
                 return
 
-    async def fetch(self, statement: str, *args: Any, generation: int) -> list[Any] | None:
-        """Run one statement of this package on the lock connection, alone (autocommit), and
-        return its rows; None if the locks of ``generation`` are no longer held (the caller
-        uses a session then).
-
-        A lane's reads and bookkeeping run here while its lock is held: one round trip on
-        the driver's connection costs about a tenth of the CPU of the same statement through
-        a session (pool checkout, session and SQLAlchemy's execution). Raises what the
-        statement raises; then the connection is dropped, and its locks with it.
-        """
-        async with self._turn:
-            if not self.holds(generation):
-                return None
-            rows: list[Any] = await self._run(statement, _Args(args), "fetch")
-            return rows
-
     async def check(self, *, every: float) -> None:
         """While locks are held, make a round trip if the connection has been quiet for
         ``every`` seconds: a connection that does not answer is dropped (see ``holds``)."""
@@ -208,16 +183,16 @@ class LaneLocks:
         self._used = time.monotonic()
         return connection
 
-    async def _run(self, statement: str, key: int | _Args | None, method: str = "fetchval") -> Any:
+    async def _run(self, statement: str, key: int | None) -> Any:
         """Run one statement on the lock connection, under the turn; drop the connection if it
         does not come back."""
-        params = key if isinstance(key, _Args) else () if key is None else (key,)
+        params = () if key is None else (key,)
         try:
             if self._driver is None:
                 raise ConnectionError("the lock connection was given up")
             LaneLocks.statements += 1
             async with asyncio.timeout(self._timeout):
-                value = await getattr(self._driver, method)(statement, *params)
+                value = await self._driver.fetchval(statement, *params)
         except BaseException:
             # Failed, timed out or cancelled half way: the server's side is unknown.
             self._lose()

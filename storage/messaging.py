@@ -14,11 +14,11 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import CursorResult, bindparam, delete, func, insert, update
 from sqlalchemy import select as core_select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.core import insert_rows, run, table
-from storage.locks import LaneLocks
+from storage.core import fetch_alone, insert_rows, run, table
 from storage.models import InboxUpdate, OutboxMessage
 
 __all__ = [
@@ -29,16 +29,16 @@ __all__ = [
     "enqueue_calls",
     "inbox_lanes",
     "next_calls",
-    "next_calls_held",
+    "next_calls_alone",
     "next_updates",
-    "next_updates_held",
+    "next_updates_alone",
     "outbox_lanes",
     "pending_calls",
     "pending_updates",
     "Made",
     "prune_messaging",
     "record_call",
-    "record_calls_held",
+    "record_calls_alone",
     "sent_message_id",
     "store_updates",
 ]
@@ -118,13 +118,11 @@ _NEXT_UPDATES = (
 )
 
 
-async def next_updates_held(
-    *, locks: LaneLocks, generation: int, lane: int, limit: int = 16
-) -> list[WaitingUpdate] | None:
-    """``next_updates`` on PostgreSQL's lock connection while the lane's lock (taken under
-    ``generation``) is held; None if it no longer is."""
-    rows = await locks.fetch(_NEXT_UPDATES_PG, lane, limit, generation=generation)
-    return None if rows is None else [WaitingUpdate(*row) for row in rows]
+async def next_updates_alone(
+    *, engine: AsyncEngine, lane: int, limit: int = 16
+) -> list[WaitingUpdate]:
+    """``next_updates`` on PostgreSQL, one statement alone (``core.fetch_alone``)."""
+    return [WaitingUpdate(*row) for row in await fetch_alone(engine, _NEXT_UPDATES_PG, lane, limit)]
 
 
 _NEXT_UPDATES_PG = (
@@ -237,13 +235,9 @@ _NEXT_CALLS = (
 )
 
 
-async def next_calls_held(
-    *, locks: LaneLocks, generation: int, lane: int, limit: int = 16
-) -> list[WaitingCall] | None:
-    """``next_calls`` on PostgreSQL's lock connection while the lane's lock (taken under
-    ``generation``) is held; None if it no longer is."""
-    rows = await locks.fetch(_NEXT_CALLS_PG, lane, limit, generation=generation)
-    return None if rows is None else [WaitingCall(*row) for row in rows]
+async def next_calls_alone(*, engine: AsyncEngine, lane: int, limit: int = 16) -> list[WaitingCall]:
+    """``next_calls`` on PostgreSQL, one statement alone (``core.fetch_alone``)."""
+    return [WaitingCall(*row) for row in await fetch_alone(engine, _NEXT_CALLS_PG, lane, limit)]
 
 
 _NEXT_CALLS_PG = (
@@ -300,13 +294,13 @@ class Made(NamedTuple):
     prompt: int | None
 
 
-async def record_calls_held(
-    *, locks: LaneLocks, generation: int, made: Sequence[Made], at: datetime
-) -> list[int] | None:
+async def record_calls_alone(
+    *, engine: AsyncEngine, made: Sequence[Made], at: datetime
+) -> list[int]:
     """``record_call`` for each of ``made`` and, for one that carries a client's keyboard and
-    was not refused, ``set_prompt_message_id``: one statement on PostgreSQL's lock
-    connection while the lane's lock (taken under ``generation``) is held. Returns the ids
-    recorded now (the others were recorded before), or None if the lock is no longer held.
+    was not refused, ``set_prompt_message_id``: on PostgreSQL, one statement alone
+    (``core.fetch_alone``). Returns the ids recorded now (the others were recorded before,
+    by another process: nothing of theirs changes).
 
     A client's keyboard may be named by one of ``made`` at most.
     """
@@ -315,16 +309,16 @@ async def record_calls_held(
     prompts = [m.prompt for m in made if m.prompt is not None]
     if len(prompts) != len(set(prompts)):
         raise ValueError("one client's keyboard named twice in one record")
-    rows = await locks.fetch(
+    rows = await fetch_alone(
+        engine,
         _RECORD_PG,
         at,
         [m.call_id for m in made],
         [m.message_id for m in made],
         [m.error for m in made],
         [m.prompt for m in made],
-        generation=generation,
     )
-    return None if rows is None else [int(row[0]) for row in rows]
+    return [int(row[0]) for row in rows]
 
 
 # Data-modifying WITH queries run to completion whether read or not, in the statement's one

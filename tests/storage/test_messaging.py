@@ -3,30 +3,56 @@ a call recorded once, and nothing personal kept after processing."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from storage import (
     AsyncSession,
     InboxUpdate,
+    Made,
     OutboxMessage,
     claim_update,
+    create_client,
     enqueue_call,
     enqueue_calls,
+    get_dialogue,
     inbox_lanes,
+    make_engine,
+    make_sessionmaker,
     next_calls,
+    next_calls_alone,
     next_updates,
+    next_updates_alone,
     outbox_lanes,
     pending_calls,
     pending_updates,
     prune_messaging,
     record_call,
+    record_calls_alone,
+    save_dialogue,
     store_updates,
+    upgrade,
     utcnow,
 )
+from tests.dbs import fresh_database
 
 Sessions = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+async def postgresql(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A migrated fresh PostgreSQL database (the statements run alone are PostgreSQL's)."""
+    async with fresh_database("postgresql", tmp_path) as url:
+        engine = make_engine(url)
+        try:
+            await upgrade(engine)
+            yield engine
+        finally:
+            await engine.dispose()
 
 
 async def test_an_update_is_stored_once_and_claimed_once(sessionmaker: Sessions) -> None:
@@ -159,3 +185,79 @@ async def test_a_batch_of_updates_with_redeliveries_stores_only_the_new_ones(
         [other] = await next_updates(session=session, lane=3)
     assert stored == {20: {"a": 1}, 21: {"b": 2}}, "the redelivery changed nothing"
     assert other.payload == {"текст": "Анна"}
+
+
+async def test_a_lanes_reads_and_records_alone_match_the_sessions(
+    postgresql: AsyncEngine,
+) -> None:
+    """On PostgreSQL a lane's next updates and calls are read, and its calls recorded (with
+    the client's keyboard), by one statement alone on the driver: the rows are those the
+    session functions read and write, and a call recorded before stays as it was."""
+    engine = postgresql
+    sessions = make_sessionmaker(engine)
+    now = utcnow()
+    async with sessions() as session, session.begin():
+        client = await create_client(
+            session=session, telegram_id=77, channel="telegram", language="ru"
+        )
+        assert client.id is not None
+        await save_dialogue(
+            session=session, client_id=client.id, flow_name="f", flow_version="1", state={}
+        )
+        await store_updates(
+            session=session, updates=[(5, 77, {"text": "Анна"}), (4, 77, {}), (6, 8, {})], at=now
+        )
+        ids = await enqueue_calls(
+            session=session,
+            calls=[
+                {"lane": 77, "method": "answerCallbackQuery", "params": {"a": 1}, "bind": None},
+                {"lane": 77, "method": "sendMessage", "params": {"text": "Привет"},
+                 "bind": {"prompt": client.id}},
+                {"lane": 77, "method": "sendMessage", "params": {}, "bind": None},
+                {"lane": 9, "method": "sendMessage", "params": {}, "bind": None},
+            ],
+            at=now,
+        )  # fmt: skip
+    updates = await next_updates_alone(engine=engine, lane=77)
+    async with sessions() as session:
+        assert updates == await next_updates(session=session, lane=77)
+    assert [u.update_id for u in updates] == [4, 5]
+    assert updates[1].payload == {"text": "Анна"}
+    calls = await next_calls_alone(engine=engine, lane=77)
+    assert [c.id for c in calls] == ids[:3]
+    assert calls[1].bind == {"prompt": client.id} and calls[1].params == {"text": "Привет"}
+
+    async with sessions() as session, session.begin():
+        assert await record_call(session=session, call_id=ids[0], at=now, message_id=1)
+    made = [
+        Made(ids[0], None, None, None),  # recorded before: left as it was
+        Made(ids[1], 2**33, None, client.id),
+        Made(ids[2], None, "refused: chat not found", None),
+    ]
+    recorded = await record_calls_alone(engine=engine, made=made, at=now)
+    assert sorted(recorded) == ids[1:3]
+    async with sessions() as session:
+        rows = {i: await session.get(OutboxMessage, i) for i in ids}
+        dialogue = await get_dialogue(session=session, client_id=client.id)
+        assert await next_calls(session=session, lane=77) == []
+    assert dialogue is not None and dialogue.prompt_message_id == 2**33
+    first, sent, refused, other = (rows[i] for i in ids)
+    assert first is not None and first.message_id == 1
+    assert sent is not None and sent.sent_at is not None and sent.params == {}
+    assert refused is not None and refused.error == "refused: chat not found"
+    assert other is not None and other.sent_at is None, "another chat's call is untouched"
+
+    # A refused send leaves the keyboard where it was.
+    assert await record_calls_alone(
+        engine=engine, made=[Made(ids[3], None, "refused", client.id)], at=now
+    ) == [ids[3]]
+    async with sessions() as session:
+        kept = await get_dialogue(session=session, client_id=client.id)
+    assert kept is not None and kept.prompt_message_id == 2**33
+    # One client's keyboard named twice in one record is a mistake of the caller.
+    with pytest.raises(ValueError, match="twice"):
+        await record_calls_alone(
+            engine=engine,
+            made=[Made(ids[3], 3, None, client.id), Made(ids[3], 4, None, client.id)],
+            at=now,
+        )
