@@ -32,6 +32,7 @@ from storage import (
     next_updates,
     next_updates_alone,
     store_updates,
+    store_updates_alone,
     utcnow,
 )
 
@@ -62,7 +63,8 @@ def lane_of(payload: dict[str, Any]) -> int:
 async def receive(
     sessionmaker: async_sessionmaker[AsyncSession], payloads: list[dict[str, Any]]
 ) -> list[WaitingUpdate]:
-    """Store updates (one transaction); return the new ones (not stored before), as stored."""
+    """Store updates (one transaction; on PostgreSQL one statement alone); return the new ones
+    (not stored before), as stored."""
     rows = [
         (int(p["update_id"]), lane_of(p), p)
         for p in payloads
@@ -71,8 +73,12 @@ async def receive(
     if not rows:
         return []
     at = utcnow()
-    async with sessionmaker() as session, session.begin():
-        new = set(await store_updates(session=session, updates=rows, at=at))
+    bind = sessionmaker.kw.get("bind")
+    if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql":
+        new = set(await store_updates_alone(engine=bind, updates=rows, at=at))
+    else:
+        async with sessionmaker() as session, session.begin():
+            new = set(await store_updates(session=session, updates=rows, at=at))
     return [
         WaitingUpdate(update_id, lane, payload)
         for update_id, lane, payload in rows

@@ -82,6 +82,7 @@ from storage.messaging import (
     record_calls_alone,
     sent_message_id,
     store_updates,
+    store_updates_alone,
 )
 from storage.models import (
     Client,
@@ -148,6 +149,7 @@ __all__ = [
     "record_calls_alone",
     "sent_message_id",
     "store_updates",
+    "store_updates_alone",
     "InboxUpdate",
     "LaneLocks",
     "Lease",

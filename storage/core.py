@@ -10,6 +10,7 @@ using them say what they keep in step by hand.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -20,7 +21,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 _T = TypeVar("_T")
 
-__all__ = ["Alone", "fetch_alone", "insert_rows", "run", "table"]
+__all__ = ["Alone", "fetch_alone", "insert_rows", "json_text", "run", "table"]
+
+
+def json_text(value: Any) -> str:
+    """A JSON column's text, as the engines write it: Cyrillic kept readable, not escaped."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 class Alone:

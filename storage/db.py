@@ -45,7 +45,6 @@ posted again, a lane is swept again).
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 import weakref
@@ -65,6 +64,7 @@ from sqlmodel.sql.sqltypes import AutoString
 
 import storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from storage import sqlitedriver
+from storage.core import json_text
 from storage.errors import DatabaseURLError, MigrationError
 from storage.sqltypes import AwareDateTime
 
@@ -160,7 +160,7 @@ def make_engine(url: str) -> AsyncEngine:
             options.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
     else:
         options.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
-    engine = create_async_engine(url, json_serializer=_json_dumps, **options)
+    engine = create_async_engine(url, json_serializer=json_text, **options)
     if is_sqlite:
         writer = _SQLiteWriter()
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
@@ -373,11 +373,6 @@ def _ensure_sqlite_directory(url: str) -> None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return
     Path(database).parent.mkdir(parents=True, exist_ok=True)
-
-
-def _json_dumps(value: Any) -> str:
-    # Keep Cyrillic readable in the database instead of \u escapes.
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.core import fetch_alone, insert_rows, run, table
+from storage.core import fetch_alone, insert_rows, json_text, run, table
 from storage.models import InboxUpdate, OutboxMessage
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "record_calls_alone",
     "sent_message_id",
     "store_updates",
+    "store_updates_alone",
 ]
 
 
@@ -86,6 +87,35 @@ async def store_updates(
     )
     rows = await run(session, statement, params, take=CursorResult.all)
     return sorted(int(row[0]) for row in rows)
+
+
+async def store_updates_alone(
+    *, engine: AsyncEngine, updates: Sequence[tuple[int, int, dict[str, Any]]], at: datetime
+) -> list[int]:
+    """``store_updates`` on PostgreSQL, one statement alone (``core.fetch_alone``): stored
+    (committed) when it returns."""
+    if not updates:
+        return []
+    if at.utcoffset() is None:
+        raise ValueError(f"naive datetime {at!r}: storage keeps aware UTC timestamps only")
+    rows = await fetch_alone(
+        engine,
+        _STORE_PG,
+        [u for u, _, _ in updates],
+        [lane for _, lane, _ in updates],
+        [json_text(payload) for _, _, payload in updates],
+        at,
+    )
+    return sorted(int(row[0]) for row in rows)
+
+
+_STORE_PG = """
+INSERT INTO inbox (update_id, lane, payload, received_at, attempts)
+SELECT u.update_id, u.lane, u.payload, $4, 0
+FROM unnest($1::bigint[], $2::bigint[], $3::json[]) AS u(update_id, lane, payload)
+ON CONFLICT (update_id) DO NOTHING
+RETURNING update_id
+"""
 
 
 async def inbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text as text_
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from storage import (
@@ -35,6 +36,7 @@ from storage import (
     record_calls_alone,
     save_dialogue,
     store_updates,
+    store_updates_alone,
     upgrade,
     utcnow,
 )
@@ -261,3 +263,33 @@ async def test_a_lanes_reads_and_records_alone_match_the_sessions(
             made=[Made(ids[3], 3, None, client.id), Made(ids[3], 4, None, client.id)],
             at=now,
         )
+
+
+async def test_updates_stored_alone_are_stored_once_as_a_session_stores_them(
+    postgresql: AsyncEngine,
+) -> None:
+    now = utcnow()
+    first = await store_updates_alone(
+        engine=postgresql,
+        updates=[(12, 3, {"text": "Анна «Ж»"}), (11, 3, {}), (11, 3, {"again": True})],
+        at=now,
+    )
+    again = await store_updates_alone(engine=postgresql, updates=[(12, 3, {"x": 1})], at=now)
+    assert (first, again) == ([11, 12], [])
+    sessions = make_sessionmaker(postgresql)
+    async with sessions() as session, session.begin():
+        assert await store_updates(session=session, updates=[(11, 3, {})], at=now) == []
+        assert await store_updates(session=session, updates=[(13, 3, {"t": "Ё"})], at=now) == [13]
+    async with sessions() as session:
+        waiting = await next_updates(session=session, lane=3)
+        stored = await session.get(InboxUpdate, 12)
+        text = (
+            await session.exec(text_("SELECT payload::text FROM inbox WHERE update_id = 12"))
+        ).one()[0]
+    assert [(u.update_id, u.payload) for u in waiting] == [
+        (11, {}),
+        (12, {"text": "Анна «Ж»"}),
+        (13, {"t": "Ё"}),
+    ]
+    assert stored is not None and stored.received_at == now and stored.attempts == 0
+    assert "Анна" in text, "Cyrillic kept readable, as the engine writes it"
