@@ -311,15 +311,14 @@ class LaneWorker(Generic[Item]):
             while len(self._known) > KNOWN_LANES:
                 evicted, _ = self._known.popitem(last=False)
                 self._read.pop(evicted, None)
-        found = None
+        items = None
         if self._direct is not None:
             # A statement that starts after the lane's lock was taken sees all its last
             # holder committed.
-            found = await self.batch_alone(self._direct, lane)
-        if found is None:
+            items = await self.batch_alone(self._direct, lane)
+        if items is None:
             async with self._reader() as session:
-                found = await self.batch(session, lane)
-        items = found
+                items = await self.batch(session, lane)
         if known is None or self._known.get(lane) is not known:
             return items  # shared, or forgotten during the read
         numbers = {self.key(item)[1] for item in items}

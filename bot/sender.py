@@ -2,8 +2,10 @@
 
 Calls of one chat (a lane) are made one at a time in the order they were decided; lanes run
 in parallel, so a slow or rate-limited chat (the staff group) holds up only itself. After a
-call the sender records, in one transaction, that it was made, the message id it produced and
-what that id means (the client's live keyboard, a request's card, a relayed question).
+call the sender records, in one transaction (on PostgreSQL, when all it records beside the
+call is the client's live keyboard, in one statement), that it was made, the message id it
+produced and what that id means (the client's live keyboard, a request's card, a relayed
+question).
 
 Retries live here and in the rate limiter: 429s are waited out; a call that never reached
 Telegram (connection refused, connect timeout) is retried with back-off for as long as it
@@ -95,8 +97,9 @@ class Sender(LaneWorker[WaitingCall]):
         # Until a call Telegram took is recorded, a crash would make it again: the record
         # goes ahead of the steps waiting to write (on SQLite; see storage.db). On SQLite,
         # whose writes take turns anyway, together with the records of other chats that came
-        # meanwhile; on PostgreSQL each chat's in a transaction of its own, in parallel (one
-        # transaction for many would make each wait for all the others' round trips).
+        # meanwhile; on PostgreSQL each chat's on its own (one statement, or a transaction),
+        # in parallel (one transaction for many would make each wait for all the others'
+        # round trips).
         bind = sessionmaker.kw.get("bind")
         grouped = isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite"
         self._records = _GroupCommit(ahead_of(sessionmaker), self._record_one, grouped=grouped)
@@ -279,7 +282,8 @@ class Sender(LaneWorker[WaitingCall]):
         try:
             await record_calls_alone(engine=engine, made=made, at=utcnow())
         except Exception:  # noqa: BLE001 - recorded in a transaction instead
-            logger.warning("recording calls in chat %s alone failed", call.lane, exc_info=True)
+            lane = records[0][0].lane
+            logger.warning("recording calls in chat %s alone failed", lane, exc_info=True)
             return False
         return True
 

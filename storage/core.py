@@ -1,4 +1,5 @@
-"""Core statements in a session's transaction: the message path's hot statements skip the ORM.
+"""The message path's hot statements: Core statements in a session's transaction, skipping
+the ORM, and on PostgreSQL single statements sent to the driver alone (``fetch_alone``).
 
 An ORM-enabled statement (``update(Model)``, ``session.add`` and a flush) costs about twice
 the Python of the same statement run on the table; the message path runs a dozen per update.
@@ -9,6 +10,7 @@ using them say what they keep in step by hand.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -75,12 +77,21 @@ async def fetch_alone(engine: AsyncEngine, statement: str, *args: Any) -> list[A
     For the message path's one-statement reads and records: about a third of the CPU of the
     same statement in a session (and a sixth of one in a transaction of its own), as
     SQLAlchemy's session and execution are skipped. The connection goes back to the pool
-    with nothing open.
+    with nothing open; one that failed other than by the server's refusing the statement
+    (dropped, timed out, cancelled half way) is discarded, as SQLAlchemy discards one, so a
+    broken connection does not go round the pool.
     """
     Alone.statements += 1
     async with engine.connect() as connection:
         raw = await connection.get_raw_connection()
-        rows: list[Any] = await raw.driver_connection.fetch(statement, *args)  # type: ignore[union-attr]
+        driver: Any = raw.driver_connection
+        try:
+            rows: list[Any] = await driver.fetch(statement, *args)
+        except BaseException as exc:
+            if getattr(exc, "sqlstate", None) is None or driver.is_closed():
+                # Not the server refusing the statement: the connection's state is unknown.
+                await asyncio.shield(connection.invalidate())
+            raise
         return rows
 
 

@@ -1,9 +1,11 @@
 """The message path's tables: the inbox of updates and the outbox of Bot API calls.
 
 Like the rest of ``storage``, every function works in the caller's transaction and none
-commits. Personal data do not stay here: a processed update's payload and a sent call's
-parameters are emptied in the transaction that processes or records them; what is kept (ids,
-times, outcomes) is what de-duplication and the audit of delivery need.
+commits, but for the ``*_alone`` ones: on PostgreSQL each is one statement sent to the
+driver alone, committed by itself (``core.fetch_alone``). Personal data do not stay here: a
+processed update's payload and a sent call's parameters are emptied in the transaction that
+processes or records them; what is kept (ids, times, outcomes) is what de-duplication and
+the audit of delivery need.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from storage.core import fetch_alone, insert_rows, json_text, run, table
 from storage.models import InboxUpdate, OutboxMessage
 
 __all__ = [
+    "Made",
     "WaitingCall",
     "WaitingUpdate",
     "claim_update",
@@ -35,7 +38,6 @@ __all__ = [
     "outbox_lanes",
     "pending_calls",
     "pending_updates",
-    "Made",
     "prune_messaging",
     "record_call",
     "record_calls_alone",

@@ -40,6 +40,7 @@ from storage import (
     upgrade,
     utcnow,
 )
+from storage.core import fetch_alone
 from tests.dbs import fresh_database
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -245,11 +246,15 @@ async def test_a_lanes_reads_and_records_alone_match_the_sessions(
     assert dialogue is not None and dialogue.prompt_message_id == 2**33
     first, sent, refused, other = (rows[i] for i in ids)
     assert first is not None and first.message_id == 1
-    assert sent is not None and sent.sent_at is not None and sent.params == {}
+    assert sent is not None and sent.params == {}
+    assert (sent.sent_at, sent.message_id, sent.error) == (now, 2**33, None)
     assert refused is not None and refused.error == "refused: chat not found"
+    assert refused.sent_at == now and refused.message_id is None
     assert other is not None and other.sent_at is None, "another chat's call is untouched"
 
-    # A refused send leaves the keyboard where it was.
+    # A call recorded before moves no keyboard, nor does a refused send.
+    again = await record_calls_alone(engine=engine, made=[Made(ids[0], 9, None, client.id)], at=now)
+    assert again == []
     assert await record_calls_alone(
         engine=engine, made=[Made(ids[3], None, "refused", client.id)], at=now
     ) == [ids[3]]
@@ -293,3 +298,18 @@ async def test_updates_stored_alone_are_stored_once_as_a_session_stores_them(
     ]
     assert stored is not None and stored.received_at == now and stored.attempts == 0
     assert "Анна" in text, "Cyrillic kept readable, as the engine writes it"
+
+
+async def test_a_connection_broken_under_a_statement_alone_is_not_handed_out_again(
+    postgresql: AsyncEngine,
+) -> None:
+    """A statement the server refuses leaves its connection in the pool; a connection that
+    dies under a statement is discarded, so the next statement gets a live one."""
+    [[pid]] = await fetch_alone(postgresql, "SELECT pg_backend_pid()")
+    with pytest.raises(Exception, match="division by zero"):
+        await fetch_alone(postgresql, "SELECT 1 / 0")
+    assert await fetch_alone(postgresql, "SELECT pg_backend_pid()") == [(pid,)], "kept"
+    with pytest.raises(Exception, match="terminat"):
+        await fetch_alone(postgresql, "SELECT pg_terminate_backend(pg_backend_pid())")
+    [[other]] = await fetch_alone(postgresql, "SELECT pg_backend_pid()")
+    assert other != pid
