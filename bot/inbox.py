@@ -22,7 +22,7 @@ from telegram import Update
 from telegram.error import InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.ext import Application
 
-from bot.lanes import LaneWorker, seconds
+from bot.lanes import LaneWorker, postgresql_engine, seconds
 from bot.outbox import PROCESSING, Processing
 from storage import (
     AsyncSession,
@@ -73,9 +73,9 @@ async def receive(
     if not rows:
         return []
     at = utcnow()
-    bind = sessionmaker.kw.get("bind")
-    if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql":
-        new = set(await store_updates_alone(engine=bind, updates=rows, at=at))
+    engine = postgresql_engine(sessionmaker)
+    if engine is not None:
+        new = set(await store_updates_alone(engine=engine, updates=rows, at=at))
     else:
         async with sessionmaker() as session, session.begin():
             new = set(await store_updates(session=session, updates=rows, at=at))

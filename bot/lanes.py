@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from storage import AsyncSession, LaneLocks, make_sessionmaker
 
-__all__ = ["LaneWorker", "seconds"]
+__all__ = ["LaneWorker", "postgresql_engine", "seconds"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,15 @@ BATCH = 16
 RETRY = (0.02, 0.05, 0.1, 0.2, 0.4)
 #: Lanes whose waiting items are kept in memory, at most (the least recently used go first).
 KNOWN_LANES = 4096
+
+
+def postgresql_engine(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine | None:
+    """The PostgreSQL engine behind ``sessionmaker`` (None on SQLite): the message path's
+    one-statement work goes to its driver alone."""
+    bind = sessionmaker.kw.get("bind")
+    if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql":
+        return bind
+    return None
 
 
 def seconds(value: Any) -> float:
@@ -80,12 +89,10 @@ class LaneWorker(Generic[Item]):
             make_sessionmaker(bind, lone=True) if isinstance(bind, AsyncEngine) else sessionmaker
         )
         #: PostgreSQL's engine: one-statement reads and records skip the session.
-        self._direct = (
-            bind if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql" else None
-        )
+        self._direct = postgresql_engine(sessionmaker)
         self._locks = (
-            LaneLocks(engine=bind, label=f"intake-bot {self.name} {owner}")
-            if shared and isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql"
+            LaneLocks(engine=self._direct, label=f"intake-bot {self.name} {owner}")
+            if shared and self._direct is not None
             else None
         )
         self._slots = asyncio.Semaphore(concurrency)

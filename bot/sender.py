@@ -43,6 +43,7 @@ from storage import (
     add_relay,
     ahead_of,
     get_prompt_message_id,
+    keyboards_once,
     mark_delivered,
     mark_delivery_failed,
     next_calls,
@@ -276,8 +277,7 @@ class Sender(LaneWorker[WaitingCall]):
             if set(bind) - {"prompt", "or_send"}:  # a card, a relay or an unprompt
                 return False
             made.append(Made(call.id, message_id, error, bind.get("prompt")))
-        prompts = [m.prompt for m in made if m.prompt is not None]
-        if len(prompts) != len(set(prompts)):
+        if not keyboards_once(made):
             return False
         try:
             await record_calls_alone(engine=engine, made=made, at=utcnow())

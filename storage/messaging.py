@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.core import fetch_alone, insert_rows, json_text, run, table
 from storage.models import InboxUpdate, OutboxMessage
+from storage.sqltypes import as_utc
 
 __all__ = [
     "Made",
@@ -31,6 +32,7 @@ __all__ = [
     "enqueue_call",
     "enqueue_calls",
     "inbox_lanes",
+    "keyboards_once",
     "next_calls",
     "next_calls_alone",
     "next_updates",
@@ -98,15 +100,13 @@ async def store_updates_alone(
     (committed) when it returns."""
     if not updates:
         return []
-    if at.utcoffset() is None:
-        raise ValueError(f"naive datetime {at!r}: storage keeps aware UTC timestamps only")
     rows = await fetch_alone(
         engine,
         _STORE_PG,
         [u for u, _, _ in updates],
         [lane for _, lane, _ in updates],
         [json_text(payload) for _, _, payload in updates],
-        at,
+        as_utc(at),
     )
     return sorted(int(row[0]) for row in rows)
 
@@ -326,6 +326,13 @@ class Made(NamedTuple):
     prompt: int | None
 
 
+def keyboards_once(made: Sequence[Made]) -> bool:
+    """Whether no client's keyboard is named twice in ``made`` (``record_calls_alone``
+    takes only such a record)."""
+    prompts = [m.prompt for m in made if m.prompt is not None]
+    return len(prompts) == len(set(prompts))
+
+
 async def record_calls_alone(
     *, engine: AsyncEngine, made: Sequence[Made], at: datetime
 ) -> list[int]:
@@ -336,15 +343,12 @@ async def record_calls_alone(
 
     A client's keyboard may be named by one of ``made`` at most.
     """
-    if at.utcoffset() is None:
-        raise ValueError(f"naive datetime {at!r}: storage keeps aware UTC timestamps only")
-    prompts = [m.prompt for m in made if m.prompt is not None]
-    if len(prompts) != len(set(prompts)):
+    if not keyboards_once(made):
         raise ValueError("one client's keyboard named twice in one record")
     rows = await fetch_alone(
         engine,
         _RECORD_PG,
-        at,
+        as_utc(at),
         [m.call_id for m in made],
         [m.message_id for m in made],
         [m.error for m in made],

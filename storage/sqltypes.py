@@ -7,12 +7,19 @@ from datetime import UTC, datetime
 from sqlalchemy import types
 from sqlalchemy.engine import Dialect
 
-__all__ = ["AwareDateTime", "utcnow"]
+__all__ = ["AwareDateTime", "as_utc", "utcnow"]
 
 
 def utcnow() -> datetime:
     """Return the current time as an aware datetime in UTC."""
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC, as storage writes it; a naive datetime is refused."""
+    if value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r}: storage keeps aware UTC timestamps only")
+    return value.astimezone(UTC)
 
 
 class AwareDateTime(types.TypeDecorator[datetime]):
@@ -34,11 +41,7 @@ class AwareDateTime(types.TypeDecorator[datetime]):
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Refuse naive datetimes and store everything else as UTC."""
-        if value is None:
-            return None
-        if value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value!r}: storage keeps aware UTC timestamps only")
-        return value.astimezone(UTC)
+        return None if value is None else as_utc(value)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Return the stored moment as an aware UTC datetime."""
