@@ -222,8 +222,14 @@ class SqlCounter:
         self.commits = 0
         self.path_statements = 0
         self.path_commits = 0
+        from storage.core import InTransaction
+
         event.listen(Engine, "before_cursor_execute", self._statement)
         event.listen(Engine, "commit", self._commit)
+        # statements sent to the driver in a session's transaction (no engine events)
+        InTransaction.listeners.append(
+            lambda conn, statement: self._statement(conn, None, statement)
+        )
 
     def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         text = statement.lstrip().upper()

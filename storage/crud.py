@@ -22,7 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.core import run, table
+from storage.core import fetch_in, json_text, on_driver, run, table
 from storage.errors import DuplicateClientError
 from storage.flowstore import ACTIVE_CHECKSUM, active_flow_checksum
 from storage.models import (
@@ -34,7 +34,7 @@ from storage.models import (
     RequestEvent,
     StepEvent,
 )
-from storage.sqltypes import utcnow
+from storage.sqltypes import as_utc, utcnow
 
 __all__ = [
     "Turn",
@@ -165,6 +165,11 @@ async def read_turn(*, session: AsyncSession, telegram_id: int, flow_name: str) 
     one at a time. With no such client yet, only the active version is read (a second
     statement, once per client).
     """
+    if on_driver(session):
+        rows = await fetch_in(session, _TURN_PG, telegram_id, flow_name)
+        if rows:
+            return _turn(rows[0])
+        return Turn(None, None, await active_flow_checksum(session=session, flow_name=flow_name))
     params = {"turn_of": telegram_id, "active_of": flow_name}
     row = (await session.exec(_TURN, params=params)).first()
     if row is not None:
@@ -179,6 +184,33 @@ _TURN = (
     .where(col(Client.telegram_id) == bindparam("turn_of"))
     .with_for_update(of=Client)
 )
+
+
+_CLIENT_COLUMNS = ("id", "telegram_id", "channel", "language", "source", "asking",
+                   "created_at", "updated_at")  # fmt: skip
+_DIALOGUE_COLUMNS = ("id", "client_id", "flow_name", "flow_version", "state", "last_update_id",
+                     "prompt_message_id", "updated_at")  # fmt: skip
+_TURN_PG = f"""
+SELECT {", ".join(f"c.{name}" for name in _CLIENT_COLUMNS)},
+    {", ".join(f"d.{name}" for name in _DIALOGUE_COLUMNS)},
+    (SELECT checksum FROM flow_versions WHERE flow_name = $2 AND active)
+FROM clients AS c LEFT JOIN dialogue_sessions AS d ON d.client_id = c.id
+WHERE c.telegram_id = $1
+FOR UPDATE OF c
+"""
+
+
+def _turn(row: Any) -> Turn:
+    """A ``Turn`` from a row of ``_TURN_PG``: the objects are built, not loaded (the session
+    does not know them; what changes them keeps them in step, as ``save_dialogue`` does)."""
+    values = tuple(row)
+    client_values = values[: len(_CLIENT_COLUMNS)]
+    dialogue_values = values[len(_CLIENT_COLUMNS) : -1]
+    client = Client(**dict(zip(_CLIENT_COLUMNS, client_values, strict=True)))
+    dialogue = None
+    if dialogue_values[0] is not None:
+        dialogue = DialogueSession(**dict(zip(_DIALOGUE_COLUMNS, dialogue_values, strict=True)))
+    return Turn(client, dialogue, values[-1])
 
 
 async def get_prompt_message_id(*, session: AsyncSession, client_id: int) -> int | None:
@@ -259,12 +291,28 @@ async def save_dialogue(
     }
     # One UPDATE of the row, without the ORM's flush; the loaded object is told the new
     # values as stored ones, so it reads them and has nothing left to write.
-    await run(session, _SAVE_DIALOGUE, {**values, "saved_id": dialogue.id})
+    if on_driver(session):
+        await fetch_in(
+            session,
+            _SAVE_DIALOGUE_PG,
+            dialogue.id,
+            flow_name,
+            flow_version,
+            json_text(values["state"]),
+            values["last_update_id"],
+            as_utc(values["updated_at"]),
+        )
+    else:
+        await run(session, _SAVE_DIALOGUE, {**values, "saved_id": dialogue.id})
     for key, value in values.items():
         set_committed_value(dialogue, key, value)
     return dialogue
 
 
+_SAVE_DIALOGUE_PG = (
+    "UPDATE dialogue_sessions SET flow_name = $2, flow_version = $3, state = $4::json,"
+    " last_update_id = $5, updated_at = $6 WHERE id = $1"
+)
 _SAVED = ("flow_name", "flow_version", "state", "last_update_id", "updated_at")
 _SAVE_DIALOGUE = (
     update(_DIALOGUES)

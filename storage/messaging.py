@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.core import fetch_alone, insert_rows, json_text, run, table
+from storage.core import fetch_alone, fetch_in, insert_rows, json_text, on_driver, run, table
 from storage.models import InboxUpdate, OutboxMessage
 from storage.sqltypes import as_utc
 
@@ -178,8 +178,16 @@ async def claim_update(
 
     Its payload is emptied at the same time (it may hold what the client typed).
     """
+    if on_driver(session):
+        return bool(await fetch_in(session, _CLAIM_PG, update_id, as_utc(at), outcome))
     params = {"claimed_id": update_id, "claimed_at": at, "claimed_outcome": outcome}
     return bool(await run(session, _CLAIM, params))
+
+
+_CLAIM_PG = (
+    "UPDATE inbox SET done_at = $2, outcome = $3, payload = '{}'::json"
+    " WHERE update_id = $1 AND done_at IS NULL RETURNING update_id"
+)
 
 
 _CLAIM = (
@@ -215,6 +223,18 @@ async def enqueue_calls(
     """
     if not calls:
         return []
+    if on_driver(session):
+        ids = await fetch_in(
+            session,
+            _ENQUEUE_PG,
+            [call["lane"] for call in calls],
+            [call["method"] for call in calls],
+            [json_text(call["params"]) for call in calls],
+            [json_text(call["bind"]) for call in calls],
+            as_utc(at),
+        )
+        # The ids are drawn in the rows' order (the INSERT takes them sorted).
+        return sorted(int(row[0]) for row in ids)
     rows = [{**call, "created_at": at, "attempts": 0} for call in calls]
     if session.get_bind().dialect.name != "sqlite":
         return [int(call_id) for call_id in await run(session, _ENQUEUE_IDS, rows, take=_ids)]
@@ -223,6 +243,17 @@ async def enqueue_calls(
     statement, params = insert_rows(_OUTBOX, rows)
     last = await run(session, statement, params, take=_last_id)
     return list(range(last - len(rows) + 1, last + 1))
+
+
+# A call without ``bind`` is stored as the JSON null the session's statement stores.
+_ENQUEUE_PG = """
+INSERT INTO outbox (lane, method, params, bind, created_at, attempts)
+SELECT c.lane, c.method, c.params, c.bind, $5, 0
+FROM unnest($1::bigint[], $2::varchar[], $3::json[], $4::json[]) WITH ORDINALITY
+    AS c(lane, method, params, bind, n)
+ORDER BY c.n
+RETURNING id
+"""
 
 
 def _ids(result: CursorResult[Any]) -> list[Any]:

@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, case, delete, func, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.core import run, table
+from storage.core import fetch_in, on_driver, run, table
 from storage.lifecycle import OPEN_STATUSES, Action, IllegalMoveError, Status, transition
 from storage.models import (
     Client,
@@ -27,7 +27,7 @@ from storage.models import (
     RequestEvent,
     StepEvent,
 )
-from storage.sqltypes import utcnow
+from storage.sqltypes import as_utc, utcnow
 
 __all__ = [
     "Stats",
@@ -421,6 +421,9 @@ async def record_step(
     *, session: AsyncSession, client_id: int, node: str, flow_version: str, at: datetime
 ) -> None:
     """Record that a client reached a question (one event per step)."""
+    if on_driver(session):
+        await fetch_in(session, _RECORD_STEP_PG, client_id, node, flow_version, as_utc(at))
+        return
     await run(
         session,
         _RECORD_STEP,
@@ -429,6 +432,9 @@ async def record_step(
 
 
 _RECORD_STEP = insert(table(StepEvent))
+_RECORD_STEP_PG = (
+    "INSERT INTO step_events (client_id, node, flow_version, at) VALUES ($1, $2, $3, $4)"
+)
 
 
 async def funnel(*, session: AsyncSession, since: datetime) -> list[tuple[str, int, int]]:

@@ -1,0 +1,176 @@
+"""A client's step on PostgreSQL sends its hot statements to the driver inside the session's
+transaction (``storage.core.fetch_in``): they must read and write what the session's
+statements do, commit and roll back with the rest, see what the session has pending, keep the
+client locked, and not hand a broken connection out again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text as text_
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from storage import (
+    AsyncSession,
+    Client,
+    StepEvent,
+    claim_update,
+    create_client,
+    get_dialogue,
+    make_engine,
+    make_sessionmaker,
+    read_turn,
+    record_step,
+    save_dialogue,
+    store_updates,
+    upgrade,
+    utcnow,
+)
+from storage.core import fetch_in
+from storage.crud import _TURN
+from tests.dbs import fresh_database
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+async def postgresql(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A migrated fresh PostgreSQL database."""
+    async with fresh_database("postgresql", tmp_path) as url:
+        engine = make_engine(url)
+        try:
+            await upgrade(engine)
+            yield engine
+        finally:
+            await engine.dispose()
+
+
+async def _client_with_dialogue(sessions: Sessions, telegram_id: int) -> int:
+    async with sessions() as session, session.begin():
+        client = await create_client(
+            session=session, telegram_id=telegram_id, channel="telegram", language="ru"
+        )
+        assert client.id is not None
+        await save_dialogue(
+            session=session,
+            client_id=client.id,
+            flow_name="intake",
+            flow_version="v1",
+            state={"node": "pain", "имя": "Анна"},
+            last_update_id=7,
+        )
+        return client.id
+
+
+async def test_a_step_rolled_back_leaves_nothing_and_one_committed_leaves_all(
+    sessionmaker: Sessions,
+) -> None:
+    """The claim, the dialogue and the step event are written together or not at all, in
+    whichever order the session's and the driver's statements come."""
+    client_id = await _client_with_dialogue(sessionmaker, 501)
+    async with sessionmaker() as session, session.begin():
+        await store_updates(session=session, updates=[(90, 501, {"x": 1})], at=utcnow())
+
+    async def step(fail: bool) -> None:
+        async with sessionmaker() as session, session.begin():
+            assert await claim_update(session=session, update_id=90, at=utcnow())
+            turn = await read_turn(session=session, telegram_id=501, flow_name="intake")
+            await save_dialogue(
+                session=session,
+                client_id=client_id,
+                flow_name="intake",
+                flow_version="v1",
+                state={"node": "next"},
+                last_update_id=90,
+                stored=turn.dialogue,
+            )
+            await record_step(
+                session=session, client_id=client_id, node="next", flow_version="v1", at=utcnow()
+            )
+            session.add(StepEvent(client_id=client_id, node="orm", flow_version="v1"))
+            if fail:
+                raise RuntimeError("crash before the commit")
+
+    with pytest.raises(RuntimeError):
+        await step(fail=True)
+    async with sessionmaker() as session:
+        dialogue = await get_dialogue(session=session, client_id=client_id)
+        assert dialogue is not None and dialogue.state["node"] == "pain"
+        assert dialogue.last_update_id == 7
+        events = (await session.exec(text_("SELECT count(*) FROM step_events"))).one()  # type: ignore[call-overload]
+        assert events[0] == 0
+    await step(fail=False)
+    async with sessionmaker() as session:
+        dialogue = await get_dialogue(session=session, client_id=client_id)
+        assert dialogue is not None and dialogue.state == {"node": "next"}
+        assert dialogue.last_update_id == 90
+        nodes = (await session.exec(text_("SELECT node FROM step_events ORDER BY node"))).all()  # type: ignore[call-overload]
+        assert [row[0] for row in nodes] == ["next", "orm"]
+    async with sessionmaker() as session, session.begin():
+        assert not await claim_update(session=session, update_id=90, at=utcnow()), "once"
+
+
+async def test_a_turn_sees_a_client_the_session_has_not_written_yet(
+    sessionmaker: Sessions,
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        session.add(Client(telegram_id=777, channel="telegram", language="en"))
+        turn = await read_turn(session=session, telegram_id=777, flow_name="intake")
+        assert turn.client is not None and turn.client.language == "en"
+        assert turn.dialogue is None and turn.active is None
+
+
+async def test_a_turn_read_on_the_driver_is_the_sessions_turn(postgresql: AsyncEngine) -> None:
+    """Every field of the client and their dialogue, Cyrillic, times and the active version
+    read by the statement sent to the driver equal what the session's statement loads."""
+    sessions = make_sessionmaker(postgresql)
+    await _client_with_dialogue(sessions, 502)
+    async with sessions() as session, session.begin():
+        await session.exec(  # type: ignore[call-overload]
+            text_(
+                "INSERT INTO flow_versions (flow_name, number, checksum, yaml, author, note,"
+                " active, created_at) VALUES ('intake', 1, 'abc', 'x', 'a', '', true, now())"
+            )
+        )
+    async with sessions() as session, session.begin():
+        fast = await read_turn(session=session, telegram_id=502, flow_name="intake")
+    async with sessions() as session, session.begin():
+        params = {"turn_of": 502, "active_of": "intake"}
+        client, dialogue, active = (await session.exec(_TURN, params=params)).one()  # type: ignore[call-overload]
+    assert fast.client is not None and fast.dialogue is not None
+    assert fast.client.model_dump() == client.model_dump()
+    assert fast.dialogue.model_dump() == dialogue.model_dump()
+    assert fast.dialogue.state == {"node": "pain", "имя": "Анна"}
+    assert fast.active == active == "abc"
+    async with sessions() as session, session.begin():
+        nobody = await read_turn(session=session, telegram_id=999, flow_name="intake")
+    assert (nobody.client, nobody.dialogue, nobody.active) == (None, None, "abc")
+
+
+async def test_a_turn_read_on_the_driver_keeps_the_client_locked(postgresql: AsyncEngine) -> None:
+    """One client's steps run one at a time across processes: a second step's read waits
+    for the first step's transaction."""
+    sessions = make_sessionmaker(postgresql)
+    await _client_with_dialogue(sessions, 503)
+    async with sessions() as first, first.begin():
+        await read_turn(session=first, telegram_id=503, flow_name="intake")
+        async with sessions() as second, second.begin():
+            await second.exec(text_("SET LOCAL lock_timeout = '200ms'"))  # type: ignore[call-overload]
+            with pytest.raises(Exception, match="lock timeout"):
+                await read_turn(session=second, telegram_id=503, flow_name="intake")
+
+
+async def test_a_connection_broken_under_a_step_is_not_handed_out_again(
+    postgresql: AsyncEngine,
+) -> None:
+    sessions = make_sessionmaker(postgresql)
+    with pytest.raises(Exception, match="terminat"):
+        async with sessions() as session, session.begin():
+            [[pid]] = await fetch_in(session, "SELECT pg_backend_pid()")
+            await fetch_in(session, "SELECT pg_terminate_backend(pg_backend_pid())")
+    async with sessions() as session, session.begin():
+        [[other]] = await fetch_in(session, "SELECT pg_backend_pid()")
+        assert await read_turn(session=session, telegram_id=1, flow_name="intake")
+    assert other != pid
