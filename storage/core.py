@@ -1,5 +1,7 @@
 """The message path's hot statements: Core statements in a session's transaction, skipping
-the ORM, and on PostgreSQL single statements sent to the driver alone (``fetch_alone``).
+the ORM; on PostgreSQL, single statements sent to the driver alone (``fetch_alone``) and a
+client's step's statements sent to the driver inside the session's transaction
+(``fetch_in``).
 
 An ORM-enabled statement (``update(Model)``, ``session.add`` and a flush) costs about twice
 the Python of the same statement run on the table; the message path runs a dozen per update.
