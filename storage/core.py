@@ -149,12 +149,16 @@ async def fetch_in(session: AsyncSession, statement: str, *args: Any) -> list[An
 
 
 async def _driver_of(session: AsyncSession) -> tuple[Any, Any]:
-    """The session's connection in its current transaction and that connection's asyncpg
-    driver, its transaction begun; kept in the session for the rest of the transaction."""
-    transaction = session.sync_session.get_transaction()
+    """The session's connection in its current transaction (a savepoint's, inside one) and
+    that connection's asyncpg driver, its transaction begun; kept in the session until the
+    transaction (or savepoint) changes."""
+    sync = session.sync_session
+    transaction = sync.get_nested_transaction() or sync.get_transaction()
     kept = session.info.get(_DRIVER)
-    if kept is not None and kept[0] is transaction:
+    if transaction is not None and kept is not None and kept[0] is transaction:
         return kept[1], kept[2]
+    # Asking the session for its connection also emits the SAVEPOINT of a savepoint begun
+    # since the last statement.
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     adapted: Any = raw.dbapi_connection
@@ -162,12 +166,15 @@ async def _driver_of(session: AsyncSession) -> tuple[Any, Any]:
     # this one may be the first, so it begins it the adapter's way, and the session's commit
     # or rollback then ends it.
     if adapted._transaction is None:  # noqa: SLF001 - no public way to begin it
-        await adapted._start_transaction()  # noqa: SLF001
-    session.info[_DRIVER] = (
-        session.sync_session.get_transaction(),
-        connection,
-        raw.driver_connection,
-    )
+        try:
+            await adapted._start_transaction()  # noqa: SLF001
+        except BaseException:
+            # Cancelled or failed with BEGIN in flight: the server may be in a transaction
+            # the adapter does not know of, which no rollback would end.
+            await asyncio.shield(connection.invalidate())
+            raise
+    transaction = sync.get_nested_transaction() or sync.get_transaction()
+    session.info[_DRIVER] = (transaction, connection, raw.driver_connection)
     return connection, raw.driver_connection
 
 

@@ -5,6 +5,7 @@ client locked, and not hand a broken connection out again."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from storage import (
     upgrade,
     utcnow,
 )
-from storage.core import fetch_in
+from storage.core import fetch_alone, fetch_in
 from storage.crud import _TURN
 from tests.dbs import fresh_database
 
@@ -134,6 +135,9 @@ async def test_a_turn_read_on_the_driver_is_the_sessions_turn(postgresql: AsyncE
                 " active, created_at) VALUES ('intake', 1, 'abc', 'x', 'a', '', true, now())"
             )
         )
+        # no field left at its default, so a field the statement forgot would show
+        await session.exec(text_("UPDATE clients SET asking = true, source = 'ad'"))  # type: ignore[call-overload]
+        await session.exec(text_("UPDATE dialogue_sessions SET prompt_message_id = 5"))  # type: ignore[call-overload]
     async with sessions() as session, session.begin():
         fast = await read_turn(session=session, telegram_id=502, flow_name="intake")
     async with sessions() as session, session.begin():
@@ -143,6 +147,11 @@ async def test_a_turn_read_on_the_driver_is_the_sessions_turn(postgresql: AsyncE
     assert fast.client.model_dump() == client.model_dump()
     assert fast.dialogue.model_dump() == dialogue.model_dump()
     assert fast.dialogue.state == {"node": "pain", "имя": "Анна"}
+    assert (fast.client.asking, fast.client.source, fast.dialogue.prompt_message_id) == (
+        True,
+        "ad",
+        5,
+    )
     assert fast.active == active == "abc"
     async with sessions() as session, session.begin():
         nobody = await read_turn(session=session, telegram_id=999, flow_name="intake")
@@ -172,5 +181,81 @@ async def test_a_connection_broken_under_a_step_is_not_handed_out_again(
             await fetch_in(session, "SELECT pg_terminate_backend(pg_backend_pid())")
     async with sessions() as session, session.begin():
         [[other]] = await fetch_in(session, "SELECT pg_backend_pid()")
-        assert await read_turn(session=session, telegram_id=1, flow_name="intake")
+        turn = await read_turn(session=session, telegram_id=1, flow_name="intake")
     assert other != pid
+    assert turn.client is None, "the new connection works"
+
+
+async def _scratch(engine: AsyncEngine) -> Sessions:
+    sessions = make_sessionmaker(engine)
+    async with sessions() as session, session.begin():
+        await session.exec(text_("CREATE TABLE scratch (x integer)"))  # type: ignore[call-overload]
+    return sessions
+
+
+async def _scratch_rows(sessions: Sessions) -> list[int]:
+    async with sessions() as session:
+        rows = (await session.exec(text_("SELECT x FROM scratch ORDER BY x"))).all()  # type: ignore[call-overload]
+    return [row[0] for row in rows]
+
+
+async def test_a_savepoint_rolled_back_takes_its_driver_statements_with_it(
+    postgresql: AsyncEngine,
+) -> None:
+    sessions = await _scratch(postgresql)
+    async with sessions() as session, session.begin():
+        await fetch_in(session, "INSERT INTO scratch VALUES (1)")
+        with pytest.raises(RuntimeError):
+            async with session.begin_nested():
+                await fetch_in(session, "INSERT INTO scratch VALUES (2)")
+                raise RuntimeError("undo the savepoint")
+        await fetch_in(session, "INSERT INTO scratch VALUES (3)")
+    assert await _scratch_rows(sessions) == [1, 3]
+
+
+async def test_one_session_s_transactions_each_commit_or_roll_back_their_own(
+    postgresql: AsyncEngine,
+) -> None:
+    sessions = await _scratch(postgresql)
+    async with sessions() as session:
+        async with session.begin():
+            await fetch_in(session, "INSERT INTO scratch VALUES (1)")
+        with pytest.raises(RuntimeError):
+            async with session.begin():
+                await fetch_in(session, "INSERT INTO scratch VALUES (2)")
+                raise RuntimeError("roll back the second")
+        async with session.begin():
+            await fetch_in(session, "INSERT INTO scratch VALUES (3)")
+    assert await _scratch_rows(sessions) == [1, 3]
+
+
+async def test_a_step_cancelled_while_it_begins_leaves_no_connection_in_a_transaction(
+    postgresql: AsyncEngine,
+) -> None:
+    """Stopping cancels steps wherever they are; one cancelled with its BEGIN on the way must
+    not hand the pool a connection still in a transaction, whose later work would never be
+    committed."""
+    sessions = await _scratch(postgresql)
+    async with sessions() as session:
+        with pytest.raises(asyncio.CancelledError):
+            async with session.begin():
+                await session.connection()  # no statement yet: the first one begins
+                step = asyncio.create_task(fetch_in(session, "INSERT INTO scratch VALUES (1)"))
+                await asyncio.sleep(0)  # the task has sent BEGIN and waits for the answer
+                step.cancel()
+                await step
+    for value in (2, 3, 4):  # later units of work, on whichever pooled connection
+        async with sessions() as session, session.begin():
+            await fetch_in(session, f"INSERT INTO scratch VALUES ({value})")
+    # Seen from outside the pool: committed, and no connection left in a transaction.
+    outside = make_engine(postgresql.url.render_as_string(hide_password=False))
+    try:
+        assert await _scratch_rows(make_sessionmaker(outside)) == [2, 3, 4]
+        stuck = await fetch_alone(
+            outside,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state LIKE 'idle in transaction%'",
+        )
+        assert stuck[0][0] == 0
+    finally:
+        await outside.dispose()
