@@ -105,15 +105,20 @@ async def fetch_alone(engine: AsyncEngine, statement: str, *args: Any) -> list[A
     Alone.statements += 1
     async with engine.connect() as connection:
         raw = await connection.get_raw_connection()
-        driver: Any = raw.driver_connection
-        try:
-            rows: list[Any] = await driver.fetch(statement, *args)
-        except BaseException as exc:
-            if getattr(exc, "sqlstate", None) is None or driver.is_closed():
-                # Not the server refusing the statement: the connection's state is unknown.
-                await asyncio.shield(connection.invalidate())
-            raise
-        return rows
+        return await _fetch(connection, raw.driver_connection, statement, args)
+
+
+async def _fetch(connection: Any, driver: Any, statement: str, args: Sequence[Any]) -> list[Any]:
+    """``statement``'s rows from ``driver``, the driver of ``connection``; a connection that
+    failed other than by the server's refusing the statement is discarded."""
+    try:
+        rows: list[Any] = await driver.fetch(statement, *args)
+    except BaseException as exc:
+        if getattr(exc, "sqlstate", None) is None or driver.is_closed():
+            # Not the server refusing the statement: the connection's state is unknown.
+            await asyncio.shield(connection.invalidate())
+        raise
+    return rows
 
 
 def on_driver(session: AsyncSession) -> bool:
@@ -138,14 +143,7 @@ async def fetch_in(session: AsyncSession, statement: str, *args: Any) -> list[An
     InTransaction.statements += 1
     for listener in InTransaction.listeners:
         listener(connection.sync_connection, statement)
-    try:
-        rows: list[Any] = await driver.fetch(statement, *args)
-    except BaseException as exc:
-        if getattr(exc, "sqlstate", None) is None or driver.is_closed():
-            # Not the server refusing the statement: the connection's state is unknown.
-            await asyncio.shield(connection.invalidate())
-        raise
-    return rows
+    return await _fetch(connection, driver, statement, args)
 
 
 async def _driver_of(session: AsyncSession) -> tuple[Any, Any]:

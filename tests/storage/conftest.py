@@ -44,3 +44,16 @@ async def session(
 ) -> AsyncIterator[AsyncSession]:
     async with sessionmaker() as session:
         yield session
+
+
+@pytest.fixture
+async def postgresql(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A migrated fresh PostgreSQL database, for what only PostgreSQL runs (statements sent
+    to the driver)."""
+    async with fresh_database("postgresql", tmp_path) as url:
+        engine = make_engine(url)
+        try:
+            await upgrade(engine)
+            yield engine
+        finally:
+            await engine.dispose()

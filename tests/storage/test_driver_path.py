@@ -6,8 +6,6 @@ client locked, and not hand a broken connection out again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text as text_
@@ -26,26 +24,12 @@ from storage import (
     record_step,
     save_dialogue,
     store_updates,
-    upgrade,
     utcnow,
 )
 from storage.core import fetch_alone, fetch_in
 from storage.crud import _TURN
-from tests.dbs import fresh_database
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-async def postgresql(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """A migrated fresh PostgreSQL database."""
-    async with fresh_database("postgresql", tmp_path) as url:
-        engine = make_engine(url)
-        try:
-            await upgrade(engine)
-            yield engine
-        finally:
-            await engine.dispose()
 
 
 async def _client_with_dialogue(sessions: Sessions, telegram_id: int) -> int:

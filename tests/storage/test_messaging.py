@@ -3,9 +3,7 @@ a call recorded once, and nothing personal kept after processing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text as text_
@@ -22,7 +20,6 @@ from storage import (
     enqueue_calls,
     get_dialogue,
     inbox_lanes,
-    make_engine,
     make_sessionmaker,
     next_calls,
     next_calls_alone,
@@ -37,25 +34,11 @@ from storage import (
     save_dialogue,
     store_updates,
     store_updates_alone,
-    upgrade,
     utcnow,
 )
 from storage.core import fetch_alone
-from tests.dbs import fresh_database
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-async def postgresql(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """A migrated fresh PostgreSQL database (the statements run alone are PostgreSQL's)."""
-    async with fresh_database("postgresql", tmp_path) as url:
-        engine = make_engine(url)
-        try:
-            await upgrade(engine)
-            yield engine
-        finally:
-            await engine.dispose()
 
 
 async def test_an_update_is_stored_once_and_claimed_once(sessionmaker: Sessions) -> None:
