@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import CursorResult, bindparam, delete, func, insert, update
+from sqlalchemy import CursorResult, bindparam, delete, func, update
 from sqlalchemy import select as core_select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
@@ -236,10 +236,8 @@ async def enqueue_calls(
         # The ids are drawn in the rows' order (the INSERT takes them sorted).
         return sorted(int(row[0]) for row in ids)
     rows = [{**call, "created_at": at, "attempts": 0} for call in calls]
-    if session.get_bind().dialect.name != "sqlite":
-        return [int(call_id) for call_id in await run(session, _ENQUEUE_IDS, rows, take=_ids)]
-    # One multi-row INSERT with no ids given: SQLite numbers the rows one after the other
-    # (each one above the largest id so far), the last one ``lastrowid``.
+    # SQLite: one multi-row INSERT with no ids given; SQLite numbers the rows one after the
+    # other (each one above the largest id so far), the last one ``lastrowid``.
     statement, params = insert_rows(_OUTBOX, rows)
     last = await run(session, statement, params, take=_last_id)
     return list(range(last - len(rows) + 1, last + 1))
@@ -256,16 +254,8 @@ RETURNING id
 """
 
 
-def _ids(result: CursorResult[Any]) -> list[Any]:
-    return list(result.scalars())
-
-
 def _last_id(result: CursorResult[Any]) -> int:
     return int(result.lastrowid)
-
-
-# Ids returned in the rows' order.
-_ENQUEUE_IDS = insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True)
 
 
 async def outbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
