@@ -22,10 +22,11 @@ from telegram import Update
 from telegram.error import InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.ext import Application
 
-from bot.lanes import LaneWorker, postgresql_engine, seconds
+from bot.lanes import BATCH, LaneWorker, postgresql_engine, seconds
 from bot.outbox import PROCESSING, Processing
 from storage import (
     AsyncSession,
+    LaneLocks,
     WaitingUpdate,
     claim_update,
     inbox_lanes,
@@ -33,6 +34,7 @@ from storage import (
     next_updates_alone,
     store_updates,
     store_updates_alone,
+    take_updates,
     utcnow,
 )
 
@@ -114,6 +116,12 @@ class Dispatcher(LaneWorker[WaitingUpdate]):
     async def batch_alone(self, engine: AsyncEngine, lane: int) -> list[WaitingUpdate] | None:
         """The chat's next updates, read alone on PostgreSQL."""
         return await next_updates_alone(engine=engine, lane=lane)
+
+    async def take(
+        self, locks: LaneLocks, key: str, lane: int
+    ) -> tuple[int | None, list[WaitingUpdate] | None]:
+        """Lock the chat's lane and read its next updates in one round trip."""
+        return await take_updates(locks, key=key, lane=lane, limit=BATCH)
 
     def key(self, item: WaitingUpdate) -> tuple[int, int]:
         """An update's chat and id."""

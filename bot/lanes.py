@@ -125,6 +125,14 @@ class LaneWorker(Generic[Item]):
         read it through a session instead (the worker has no such read)."""
         return None
 
+    async def take(
+        self, locks: LaneLocks, key: str, lane: int
+    ) -> tuple[int | None, list[Item] | None]:
+        """Lock the lane (``key``) across processes: the lock's generation (None: another
+        process holds it) and, if the worker reads in the same round trip, the lane's first
+        items (None: read them next)."""
+        return await locks.take(key=key), None
+
     async def handle(self, items: list[Item]) -> None:
         """Do the items in order; each must be marked done in the database (or raise).
 
@@ -264,9 +272,11 @@ class LaneWorker(Generic[Item]):
         try:
             async with self._slots:
                 locks, key = self._locks, f"{self.name}:{lane}"
+                first: list[Item] | None = None
                 try:
                     if locks is not None:
-                        held = await locks.take(key=key)  # the lock's generation
+                        self._dirty.discard(lane)  # the take's read sees what woke it
+                        held, first = await self.take(locks, key, lane)
                         if held is None:
                             self._again(lane)  # another process works on it
                             return
@@ -275,8 +285,11 @@ class LaneWorker(Generic[Item]):
                     # Until stopping, or until the lock went with its connection (the sweep
                     # tries the lane again).
                     while self.working(lane):
-                        self._dirty.discard(lane)
-                        items = await self._next(lane)
+                        if first is not None:
+                            items, first = first, None
+                        else:
+                            self._dirty.discard(lane)
+                            items = await self._next(lane)
                         if not items:
                             if lane in self._dirty:
                                 continue

@@ -27,7 +27,7 @@ from telegram import (
     ReplyKeyboardRemove,
 )
 
-from storage import AsyncSession, WaitingCall, claim_update, enqueue_calls, utcnow
+from storage import AsyncSession, Claim, WaitingCall, claim_update, enqueue_calls, utcnow
 
 if TYPE_CHECKING:
     from bot.context import Services
@@ -254,33 +254,56 @@ class Work:
     session: AsyncSession
     out: Out
     at: datetime
+    #: The update's claim, left to the unit's body (``unit(..., deferred=True)``): whoever
+    #: takes it makes it (``storage.read_turn`` does, in the statement that reads the
+    #: client) and raises ``Superseded`` if it fails; otherwise the unit makes it at its end.
+    claim: Claim | None = None
+
+    def take_claim(self) -> Claim | None:
+        """The claim still to make, which the caller now makes (None: none is left)."""
+        claim, self.claim = self.claim, None
+        return claim
 
 
 @asynccontextmanager
 async def unit(
-    services: Services, *, claim: bool = True, outcome: str = "done"
+    services: Services, *, claim: bool = True, outcome: str = "done", deferred: bool = False
 ) -> AsyncIterator[Work]:
     """One transaction with an output port; the sender is handed its calls after the commit.
 
     Inside the dispatcher, the first unit of an update claims it (``claim``); if it was
-    already processed, ``Superseded`` is raised before anything is done.
+    already processed, ``Superseded`` is raised before anything is done. With ``deferred``
+    the body may make the claim in a statement of its own (``Work.claim``: a client's step
+    claims it as it reads the client); a body that does so must do nothing outside the
+    transaction before it, since the claim may still fail (and all it wrote is undone).
     """
     processing = PROCESSING.get()
     claiming = claim and processing is not None and not processing.claimed
     at = services.clock()
     async with services.sessionmaker() as session:
         async with session.begin():
+            pending = None
             if claiming:
                 assert processing is not None
-                if not await claim_update(
-                    session=session, update_id=processing.update_id, at=utcnow(), outcome=outcome
-                ):
-                    raise Superseded(processing.update_id)
+                pending = Claim(processing.update_id, utcnow(), outcome)
+                if not deferred:
+                    await _claim(session, pending)
+                    pending = None
             out = Out(session, at)
-            yield Work(session, out, at)
+            work = Work(session, out, at, pending)
+            yield work
+            left = work.take_claim()
+            if left is not None:
+                await _claim(session, left)
             await out.flush()
         # Committed: the sender takes the calls at once (not after closing the session).
         services.hand_sender(out.stored)
         if claiming:
             assert processing is not None
             processing.claimed = True  # committed: its effects and its mark together
+
+
+async def _claim(session: AsyncSession, claim: Claim) -> None:
+    """Claim the update (``storage.claim_update``); ``Superseded`` if it was processed."""
+    if not await claim_update(session=session, **claim._asdict()):
+        raise Superseded(claim.update_id)

@@ -34,10 +34,11 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Time
 from telegram.ext import ExtBot
 from telegram.warnings import PTBUserWarning
 
-from bot.lanes import LaneWorker, seconds
+from bot.lanes import BATCH, LaneWorker, seconds
 from bot.transport import MaybeDelivered, NotDelivered, NotSent
 from storage import (
     AsyncSession,
+    LaneLocks,
     Made,
     WaitingCall,
     add_relay,
@@ -53,6 +54,7 @@ from storage import (
     record_calls_alone,
     sent_message_id,
     set_prompt_message_id,
+    take_calls,
     utcnow,
 )
 
@@ -123,6 +125,12 @@ class Sender(LaneWorker[WaitingCall]):
     async def batch_alone(self, engine: AsyncEngine, lane: int) -> list[WaitingCall] | None:
         """The chat's next calls, read alone on PostgreSQL."""
         return await next_calls_alone(engine=engine, lane=lane)
+
+    async def take(
+        self, locks: LaneLocks, key: str, lane: int
+    ) -> tuple[int | None, list[WaitingCall] | None]:
+        """Lock the chat's lane and read its next calls in one round trip."""
+        return await take_calls(locks, key=key, lane=lane, limit=BATCH)
 
     def key(self, item: WaitingCall) -> tuple[int, int]:
         """A call's chat and id."""

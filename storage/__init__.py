@@ -63,6 +63,7 @@ from storage.lifecycle import (
 )
 from storage.locks import LaneLocks, lock_key
 from storage.messaging import (
+    Claim,
     Made,
     WaitingCall,
     WaitingUpdate,
@@ -84,6 +85,8 @@ from storage.messaging import (
     sent_message_id,
     store_updates,
     store_updates_alone,
+    take_calls,
+    take_updates,
 )
 from storage.models import (
     Client,
@@ -151,6 +154,8 @@ __all__ = [
     "sent_message_id",
     "store_updates",
     "store_updates_alone",
+    "take_calls",
+    "take_updates",
     "InboxUpdate",
     "LaneLocks",
     "Lease",
@@ -162,6 +167,7 @@ __all__ = [
     "TRANSITIONS",
     "Action",
     "AsyncSession",
+    "Claim",
     "Client",
     "ConsultationRequest",
     "DatabaseURLError",

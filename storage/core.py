@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -34,8 +35,15 @@ __all__ = [
     "json_text",
     "on_driver",
     "run",
+    "shifted",
     "table",
 ]
+
+
+def shifted(statement: str, by: int) -> str:
+    """A driver statement's ``$n`` parameters renumbered ``$(n + by)``: to embed it in a
+    larger statement whose first parameters are its own."""
+    return re.sub(r"\$(\d+)", lambda match: f"${int(match[1]) + by}", statement)
 
 
 def json_text(value: Any) -> str:

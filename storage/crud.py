@@ -10,6 +10,7 @@ produced it are stored together or not at all::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,9 +23,10 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.core import fetch_in, json_text, on_driver, run, table
+from storage.core import fetch_in, json_text, on_driver, run, shifted, table
 from storage.errors import DuplicateClientError
 from storage.flowstore import ACTIVE_CHECKSUM, active_flow_checksum
+from storage.messaging import CLAIM_PG, Claim, claim_args, claim_update
 from storage.models import (
     Client,
     ConsultationRequest,
@@ -154,9 +156,13 @@ class Turn:
     dialogue: DialogueSession | None
     #: The checksum of the flow's active version (None: the flow has none yet).
     active: str | None
+    #: With a claim: whether it was made (False: the update was processed before).
+    claimed: bool | None = None
 
 
-async def read_turn(*, session: AsyncSession, telegram_id: int, flow_name: str) -> Turn:
+async def read_turn(
+    *, session: AsyncSession, telegram_id: int, flow_name: str, claim: Claim | None = None
+) -> Turn:
     """The client with this Telegram id, their dialogue and the flow's active version: what
     one step of the dialogue reads, in one statement.
 
@@ -164,7 +170,19 @@ async def read_turn(*, session: AsyncSession, telegram_id: int, flow_name: str) 
     clients`` on PostgreSQL; SQLite has a single writer anyway), so one client's steps run
     one at a time. With no such client yet, only the active version is read (a second
     statement, once per client).
+
+    With ``claim``, the inbox update being processed is claimed first (``claim_update``; on
+    PostgreSQL in the same statement) and ``Turn.claimed`` says whether it was.
     """
+    if claim is not None:
+        if on_driver(session):
+            rows = await fetch_in(
+                session, _CLAIM_TURN_PG, telegram_id, flow_name, *claim_args(claim)
+            )
+            return dataclasses.replace(_turn(rows[0][1:]), claimed=bool(rows[0][0]))
+        claimed = await claim_update(session=session, **claim._asdict())
+        turn = await read_turn(session=session, telegram_id=telegram_id, flow_name=flow_name)
+        return dataclasses.replace(turn, claimed=claimed)
     if on_driver(session):
         rows = await fetch_in(session, _TURN_PG, telegram_id, flow_name)
         if rows:
@@ -200,12 +218,28 @@ FOR UPDATE OF c
 """
 
 
+# The claim (``storage.messaging._CLAIM_PG``) and the turn in one statement, one row always:
+# whether the update was claimed, then the client's and the dialogue's columns (NULL when
+# the client is new) and the active checksum.
+_CLAIM_TURN_PG = f"""
+WITH claimed AS ({shifted(CLAIM_PG, 2)}),
+c AS (SELECT * FROM clients WHERE telegram_id = $1 FOR UPDATE)
+SELECT (SELECT count(*) FROM claimed) > 0,
+    {", ".join(f"c.{name}" for name in _CLIENT_COLUMNS)},
+    {", ".join(f"d.{name}" for name in _DIALOGUE_COLUMNS)},
+    (SELECT checksum FROM flow_versions WHERE flow_name = $2 AND active)
+FROM (SELECT 1) AS one LEFT JOIN c ON true LEFT JOIN dialogue_sessions AS d ON d.client_id = c.id
+"""
+
+
 def _turn(row: Any) -> Turn:
     """A ``Turn`` from a row of ``_TURN_PG``: the objects are built, not loaded (the session
     does not know them; what changes them keeps them in step, as ``save_dialogue`` does)."""
     values = tuple(row)
     client_values = values[: len(_CLIENT_COLUMNS)]
     dialogue_values = values[len(_CLIENT_COLUMNS) : -1]
+    if client_values[0] is None:
+        return Turn(None, None, values[-1])
     client = Client(**dict(zip(_CLIENT_COLUMNS, client_values, strict=True)))
     dialogue = None
     if dialogue_values[0] is not None:

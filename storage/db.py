@@ -89,7 +89,7 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/intake.db"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: The newest migration (tests check it is the head of ``MIGRATIONS_DIR``); a database at
 #: this revision is up to date without loading alembic.
-HEAD = "0005"
+HEAD = "0006"
 
 _ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 _MIGRATION_LOCK = 0x1A7A4E  # any constant bigint, the same in every process

@@ -118,15 +118,32 @@ class LaneLocks:
 
         Raises what connecting raises (the database is away).
         """
+        generation, _ = await self.take_reading(key=key)
+        return generation
+
+    async def take_reading(
+        self, *, key: str, reading: str | None = None, args: tuple[Any, ...] = ()
+    ) -> tuple[int | None, list[tuple[Any, ...]]]:
+        """``take``, and with ``reading`` (a statement whose first parameter is the lock key
+        and which takes the lock itself, like ``storage.messaging``'s lane functions) read the
+        lane's first items in the same round trip: ``reading`` returns one row whose first
+        column is false when another session holds the lock, else rows ``(true, ...)``.
+        Returns the generation (None: not taken) and the rows without that first column.
+        """
         number = lock_key(key)
         async with self._turn:
             await self._connect()
             generation = self._generation
-            got = await self._run(_TRY_LOCK, number)
+            if reading is None:
+                got, rows = await self._run(_TRY_LOCK, number), []
+            else:
+                records = await self._run(reading, number, *args, many=True)
+                got = not (records and records[0][0] is False)
+                rows = [tuple(record)[1:] for record in records] if got else []
             if not got or not self.holds(generation):
-                return None  # another's, or the connection closed as it answered
+                return None, []  # another's, or the connection closed as it answered
             self._held[number] += 1
-            return generation
+            return generation, rows
 
     async def give(self, *, key: str, generation: int) -> None:
         """Unlock ``key``, taken under ``generation`` (nothing to do if that connection is
@@ -183,16 +200,17 @@ class LaneLocks:
         self._used = time.monotonic()
         return connection
 
-    async def _run(self, statement: str, key: int | None) -> Any:
-        """Run one statement on the lock connection, under the turn; drop the connection if it
-        does not come back."""
-        params = () if key is None else (key,)
+    async def _run(self, statement: str, key: int | None, *args: Any, many: bool = False) -> Any:
+        """Run one statement on the lock connection, under the turn (its value, or with
+        ``many`` its rows); drop the connection if it does not come back."""
+        params = () if key is None else (key, *args)
         try:
             if self._driver is None:
                 raise ConnectionError("the lock connection was given up")
             LaneLocks.statements += 1
             async with asyncio.timeout(self._timeout):
-                value = await self._driver.fetchval(statement, *params)
+                fetch = self._driver.fetch if many else self._driver.fetchval
+                value = await fetch(statement, *params)
         except BaseException:
             # Failed, timed out or cancelled half way: the server's side is unknown.
             self._lose()

@@ -21,13 +21,17 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.core import fetch_alone, fetch_in, insert_rows, json_text, on_driver, run, table
+from storage.locks import LaneLocks
 from storage.models import InboxUpdate, OutboxMessage
 from storage.sqltypes import as_utc
 
 __all__ = [
+    "CLAIM_PG",
+    "Claim",
     "Made",
     "WaitingCall",
     "WaitingUpdate",
+    "claim_args",
     "claim_update",
     "enqueue_call",
     "enqueue_calls",
@@ -46,6 +50,8 @@ __all__ = [
     "sent_message_id",
     "store_updates",
     "store_updates_alone",
+    "take_calls",
+    "take_updates",
 ]
 
 
@@ -163,12 +169,40 @@ _NEXT_UPDATES_PG = (
 )
 
 
+async def take_updates(
+    locks: LaneLocks, *, key: str, lane: int, limit: int = 16
+) -> tuple[int | None, list[WaitingUpdate]]:
+    """Lock the chat's inbox lane (``key``) and read its next updates, in one round trip on
+    the lock connection (migration 0006's ``inbox_take``): the lock's generation (None: another
+    process holds the lane) and the updates."""
+    generation, rows = await locks.take_reading(
+        key=key, reading=_TAKE_UPDATES_PG, args=(lane, limit)
+    )
+    return generation, [WaitingUpdate(*row) for row in rows]
+
+
+_TAKE_UPDATES_PG = "SELECT * FROM inbox_take($1, $2, $3)"
+
+
 async def pending_updates(*, session: AsyncSession) -> int:
     """How many stored updates are not processed yet."""
     statement = (
         select(func.count()).select_from(InboxUpdate).where(col(InboxUpdate.done_at).is_(None))
     )
     return int((await session.exec(statement)).one())
+
+
+class Claim(NamedTuple):
+    """Marking an inbox update processed (``claim_update``'s arguments)."""
+
+    update_id: int
+    at: datetime
+    outcome: str = "done"
+
+
+def claim_args(claim: Claim) -> tuple[int, datetime, str]:
+    """``CLAIM_PG``'s parameters."""
+    return claim.update_id, as_utc(claim.at), claim.outcome
 
 
 async def claim_update(
@@ -179,12 +213,14 @@ async def claim_update(
     Its payload is emptied at the same time (it may hold what the client typed).
     """
     if on_driver(session):
-        return bool(await fetch_in(session, _CLAIM_PG, update_id, as_utc(at), outcome))
+        claim = Claim(update_id, at, outcome)
+        return bool(await fetch_in(session, CLAIM_PG, *claim_args(claim)))
     params = {"claimed_id": update_id, "claimed_at": at, "claimed_outcome": outcome}
     return bool(await run(session, _CLAIM, params))
 
 
-_CLAIM_PG = (
+#: ``claim_update`` on PostgreSQL ($1 update id, $2 time, $3 outcome).
+CLAIM_PG = (
     "UPDATE inbox SET done_at = $2, outcome = $3, payload = '{}'::json"
     " WHERE update_id = $1 AND done_at IS NULL RETURNING update_id"
 )
@@ -297,6 +333,17 @@ _NEXT_CALLS_PG = (
     "SELECT id, lane, method, params, bind FROM outbox"
     " WHERE lane = $1 AND sent_at IS NULL ORDER BY id LIMIT $2"
 )
+
+
+async def take_calls(
+    locks: LaneLocks, *, key: str, lane: int, limit: int = 16
+) -> tuple[int | None, list[WaitingCall]]:
+    """``take_updates`` for the chat's outbox lane (``outbox_take``)."""
+    generation, rows = await locks.take_reading(key=key, reading=_TAKE_CALLS_PG, args=(lane, limit))
+    return generation, [WaitingCall(*row) for row in rows]
+
+
+_TAKE_CALLS_PG = "SELECT * FROM outbox_take($1, $2, $3)"
 
 
 async def pending_calls(*, session: AsyncSession, lane: int | None = None) -> int:

@@ -24,7 +24,7 @@ from telegram.ext import (
 )
 
 from bot.context import BotContext, Services
-from bot.outbox import Work, prompt_ref, unit
+from bot.outbox import Superseded, Work, prompt_ref, unit
 from bot.render import ASK, TYPED, present
 from bot.service import StepResult, advance
 from bot.settings import Settings
@@ -116,7 +116,12 @@ async def step_client(
     ``contact`` says the input came from the one-time share button (which hid itself).
     """
     session = work.session
-    turn = await read_turn(session=session, telegram_id=user.id, flow_name=svc.registry.name)
+    claim = work.take_claim()  # the update's claim goes with the read (``unit(deferred=...)``)
+    turn = await read_turn(
+        session=session, telegram_id=user.id, flow_name=svc.registry.name, claim=claim
+    )
+    if claim is not None and not turn.claimed:
+        raise Superseded(claim.update_id)
     if turn.client is None:  # first contact: the client is created (its new row is ours)
         turn = await _first_contact(session, user, svc, source, turn)
     client, before = turn.client, turn.dialogue
@@ -199,7 +204,7 @@ async def drive(
     if user is None or chat is None:
         return None
     svc = context.services
-    async with unit(svc) as work:
+    async with unit(svc, deferred=True) as work:
         return await step_client(
             work,
             svc,
@@ -290,7 +295,7 @@ async def on_start(update: Update, context: BotContext) -> None:
         return
     svc = context.services
     tag = source if source and _SOURCE_RE.match(source) else None
-    async with unit(svc) as work:
+    async with unit(svc, deferred=True) as work:
         await step_client(
             work, svc, user, chat.id, Begin(), update_id=update.update_id, source=tag,
             restart_if_finished=True,
@@ -450,7 +455,7 @@ async def on_text(update: Update, context: BotContext) -> None:
     if message is None or message.text is None or user is None or chat is None:
         return
     svc = context.services
-    async with unit(svc) as work:
+    async with unit(svc, deferred=True) as work:
         client = await get_client(session=work.session, telegram_id=user.id)
         if client is not None and client.asking:
             await _relay_question(work, svc, client, chat.id, message.text)
@@ -507,7 +512,7 @@ async def on_back_to_questions(update: Update, context: BotContext) -> None:
     if user is None or chat is None:
         return
     svc = context.services
-    async with unit(svc) as work:
+    async with unit(svc, deferred=True) as work:
         if update.callback_query is not None:
             await work.out.answer(chat.id, update.callback_query.id)
         await step_client(work, svc, user, chat.id, Begin(), update_id=update.update_id)
