@@ -27,7 +27,17 @@ from telegram import (
     ReplyKeyboardRemove,
 )
 
-from storage import AsyncSession, Claim, WaitingCall, claim_update, enqueue_calls, utcnow
+from storage import (
+    AsyncSession,
+    Claim,
+    WaitingCall,
+    claim_update,
+    drop_writes,
+    enqueue_calls,
+    hold_writes,
+    release_writes,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from bot.context import Services
@@ -272,30 +282,40 @@ async def unit(
     """One transaction with an output port; the sender is handed its calls after the commit.
 
     Inside the dispatcher, the first unit of an update claims it (``claim``); if it was
-    already processed, ``Superseded`` is raised before anything is done. With ``deferred``
-    the body may make the claim in a statement of its own (``Work.claim``: a client's step
-    claims it as it reads the client); a body that does so must do nothing outside the
-    transaction before it, since the claim may still fail (and all it wrote is undone).
+    already processed, ``Superseded`` is raised before anything is done.
+
+    ``deferred`` is for a client's step, whose statements the unit gathers into as few round
+    trips as it can. The body may make the claim in a statement of its own (``Work.claim``:
+    the step claims it as it reads the client); it must do nothing outside the transaction
+    before that, since the claim may still fail (and all it wrote is undone). The step's
+    writes whose rows nobody reads back (the dialogue's state, the step event) are held and
+    go with the outbox's INSERT (``storage.hold_writes``).
     """
     processing = PROCESSING.get()
     claiming = claim and processing is not None and not processing.claimed
     at = services.clock()
     async with services.sessionmaker() as session:
-        async with session.begin():
-            pending = None
-            if claiming:
-                assert processing is not None
-                pending = Claim(processing.update_id, utcnow(), outcome)
-                if not deferred:
-                    await _claim(session, pending)
-                    pending = None
-            out = Out(session, at)
-            work = Work(session, out, at, pending)
-            yield work
-            left = work.take_claim()
-            if left is not None:
-                await _claim(session, left)
-            await out.flush()
+        try:
+            async with session.begin():
+                pending = None
+                if claiming:
+                    assert processing is not None
+                    pending = Claim(processing.update_id, utcnow(), outcome)
+                    if not deferred:
+                        await _claim(session, pending)
+                        pending = None
+                if deferred:
+                    hold_writes(session)
+                out = Out(session, at)
+                work = Work(session, out, at, pending)
+                yield work
+                left = work.take_claim()
+                if left is not None:
+                    await _claim(session, left)
+                await out.flush()
+                await release_writes(session)
+        finally:
+            drop_writes(session)
         # Committed: the sender takes the calls at once (not after closing the session).
         services.hand_sender(out.stored)
         if claiming:

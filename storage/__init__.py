@@ -6,6 +6,7 @@ caller owns the transaction (see ``storage.crud``).
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.core import drop_writes, hold_writes, release_writes
 from storage.crud import (
     Turn,
     create_client,
@@ -239,4 +240,7 @@ __all__ = [
     "upgrade",
     "upgrade_apart",
     "utcnow",
+    "drop_writes",
+    "hold_writes",
+    "release_writes",
 ]

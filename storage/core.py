@@ -29,11 +29,14 @@ _T = TypeVar("_T")
 __all__ = [
     "Alone",
     "InTransaction",
+    "drop_writes",
     "fetch_alone",
     "fetch_in",
+    "hold_writes",
     "insert_rows",
     "json_text",
     "on_driver",
+    "release_writes",
     "run",
     "shifted",
     "table",
@@ -87,9 +90,10 @@ async def run(
     its result (by default the row count). A list of ``params`` runs it for each (one
     statement: an INSERT becomes one multi-row INSERT).
 
-    Changes pending in the session are flushed first, so the statement sees them. It all
-    runs in one switch to SQLAlchemy's synchronous side.
+    Changes pending in the session are flushed first (and writes held, ``hold_writes``), so
+    the statement sees them. It all runs in one switch to SQLAlchemy's synchronous side.
     """
+    await _write_held(session)
 
     def go(sync: Session) -> _T:
         if sync.new or sync.dirty or sync.deleted:
@@ -134,7 +138,9 @@ def on_driver(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-async def fetch_in(session: AsyncSession, statement: str, *args: Any) -> list[Any]:
+async def fetch_in(
+    session: AsyncSession, statement: str, *args: Any, held: bool = False, absorb: bool = False
+) -> list[Any]:
     """Run one statement of this package in the session's open transaction, sent to the
     asyncpg driver of its connection, and return its rows (PostgreSQL only: ``on_driver``).
 
@@ -144,7 +150,21 @@ async def fetch_in(session: AsyncSession, statement: str, *args: Any) -> list[An
     statement commits or rolls back with the rest. Objects pending in the session are flushed
     first, so the statement sees them; objects loaded in it do not see the statement's
     changes (the callers keep them in step by hand, as with ``run``).
+
+    ``held``: a write whose rows nobody needs, which may wait while the session holds writes
+    (``hold_writes``): it then returns no rows and goes with a later statement, in the same
+    transaction. ``absorb``: the statement may take the writes waiting as parts of itself
+    (data-modifying ``WITH`` queries: one round trip for all), which the caller vouches is
+    safe because it reads none of the rows they change; any other statement runs after them.
     """
+    waiting = session.info.get(_HELD)
+    if held and waiting is not None:
+        waiting.append((statement, args))
+        return []
+    if absorb:
+        statement, args = _with(_take_held(session), statement, args)
+    else:
+        await _write_held(session)
     if session.new or session.dirty or session.deleted:
         await session.flush()
     connection, driver = await _driver_of(session)
@@ -152,6 +172,65 @@ async def fetch_in(session: AsyncSession, statement: str, *args: Any) -> list[An
     for listener in InTransaction.listeners:
         listener(connection.sync_connection, statement)
     return await _fetch(connection, driver, statement, args)
+
+
+def hold_writes(session: AsyncSession) -> None:
+    """Until ``release_writes``, the writes of ``fetch_in(..., held=True)`` wait for the next
+    driver statement of the session's transaction (the one that absorbs them, or the one
+    ``release_writes`` runs before the commit). The holder must release them before it
+    commits and must not read the rows they change, other than by ``fetch_in``/``run``."""
+    session.info[_HELD] = []
+
+
+async def release_writes(session: AsyncSession) -> None:
+    """Run the writes held (one statement) and hold no more."""
+    await _write_held(session)
+    session.info.pop(_HELD, None)
+
+
+def _take_held(session: AsyncSession) -> list[tuple[str, tuple[Any, ...]]]:
+    """The writes held, which the caller now runs."""
+    waiting = session.info.get(_HELD)
+    if not waiting:
+        return []
+    if session.sync_session.get_nested_transaction() is not None:
+        # A savepoint rolled back would take them with it, though they came before it.
+        raise RuntimeError("writes held before a savepoint must be released before it")
+    writes, waiting[:] = list(waiting), []
+    return writes
+
+
+async def _write_held(session: AsyncSession) -> None:
+    """Run the writes held, if any, as one statement."""
+    writes = _take_held(session)
+    if writes:
+        statement, args = _with(writes, "SELECT 1", ())
+        await fetch_in(session, statement, *args)
+
+
+def drop_writes(session: AsyncSession) -> None:
+    """Forget the writes held (their transaction rolled back) and hold no more."""
+    session.info.pop(_HELD, None)
+
+
+def _with(
+    writes: Sequence[tuple[str, tuple[Any, ...]]], statement: str, args: tuple[Any, ...]
+) -> tuple[str, tuple[Any, ...]]:
+    """``statement`` with ``writes`` as data-modifying ``WITH`` queries before it (their
+    parameters numbered after its own)."""
+    if not writes:
+        return statement, args
+    parts, params = [], list(args)
+    for n, (write, write_args) in enumerate(writes):
+        parts.append(f"held_{n} AS ({shifted(write, len(params)).strip()})")
+        params.extend(write_args)
+    body = statement.strip()
+    if body[:5].upper() == "WITH ":
+        return f"WITH {', '.join(parts)}, {body[5:]}", tuple(params)
+    return f"WITH {', '.join(parts)}\n{body}", tuple(params)
+
+
+_HELD = "storage.core.held"
 
 
 async def _driver_of(session: AsyncSession) -> tuple[Any, Any]:

@@ -335,6 +335,7 @@ async def save_dialogue(
             json_text(values["state"]),
             values["last_update_id"],
             as_utc(values["updated_at"]),
+            held=True,
         )
     else:
         await run(session, _SAVE_DIALOGUE, {**values, "saved_id": dialogue.id})

@@ -268,6 +268,7 @@ async def enqueue_calls(
             [json_text(call["params"]) for call in calls],
             [json_text(call["bind"]) for call in calls],
             as_utc(at),
+            absorb=True,  # it reads nothing but its parameters
         )
         # The ids are drawn in the rows' order (the INSERT takes them sorted).
         return sorted(int(row[0]) for row in ids)

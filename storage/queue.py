@@ -422,7 +422,9 @@ async def record_step(
 ) -> None:
     """Record that a client reached a question (one event per step)."""
     if on_driver(session):
-        await fetch_in(session, _RECORD_STEP_PG, client_id, node, flow_version, as_utc(at))
+        await fetch_in(
+            session, _RECORD_STEP_PG, client_id, node, flow_version, as_utc(at), held=True
+        )
         return
     await run(
         session,

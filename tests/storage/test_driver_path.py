@@ -13,20 +13,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from storage import (
     AsyncSession,
+    Claim,
     Client,
     StepEvent,
     claim_update,
     create_client,
+    enqueue_calls,
     get_dialogue,
+    hold_writes,
     make_engine,
     make_sessionmaker,
     read_turn,
     record_step,
+    release_writes,
     save_dialogue,
     store_updates,
     utcnow,
 )
-from storage.core import fetch_alone, fetch_in
+from storage.core import InTransaction, fetch_alone, fetch_in, run
 from storage.crud import _TURN
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -243,3 +247,159 @@ async def test_a_step_cancelled_while_it_begins_leaves_no_connection_in_a_transa
         assert stuck[0][0] == 0
     finally:
         await outside.dispose()
+
+
+async def test_a_turn_read_with_its_claim_claims_once_and_reads_as_without(
+    sessionmaker: Sessions,
+) -> None:
+    """``read_turn(claim=...)``: the update is claimed in the same statement (PostgreSQL) or
+    just before (SQLite); a second claim of it fails; the turn read is the one without a
+    claim, a client not yet known included."""
+    client_id = await _client_with_dialogue(sessionmaker, 504)
+    async with sessionmaker() as session, session.begin():
+        await store_updates(
+            session=session, updates=[(91, 504, {"x": 1}), (92, 505, {"y": 2})], at=utcnow()
+        )
+    async with sessionmaker() as session, session.begin():
+        plain = await read_turn(session=session, telegram_id=504, flow_name="intake")
+    async with sessionmaker() as session, session.begin():
+        claimed = await read_turn(
+            session=session, telegram_id=504, flow_name="intake", claim=Claim(91, utcnow())
+        )
+    assert claimed.claimed is True and plain.claimed is None
+    assert claimed.client is not None and plain.client is not None
+    assert claimed.client.model_dump() == plain.client.model_dump()
+    assert claimed.dialogue is not None and plain.dialogue is not None
+    assert claimed.dialogue.model_dump() == plain.dialogue.model_dump()
+    assert claimed.client.id == client_id and claimed.active == plain.active
+    async with sessionmaker() as session, session.begin():
+        again = await read_turn(
+            session=session, telegram_id=504, flow_name="intake", claim=Claim(91, utcnow())
+        )
+    assert again.claimed is False, "an update is claimed once"
+    async with sessionmaker() as session, session.begin():
+        nobody = await read_turn(
+            session=session, telegram_id=505, flow_name="intake", claim=Claim(92, utcnow())
+        )
+    assert (nobody.client, nobody.dialogue, nobody.claimed) == (None, None, True)
+    async with sessionmaker() as session:
+        rows = (
+            await session.exec(  # type: ignore[call-overload]
+                text_("SELECT update_id, outcome FROM inbox ORDER BY update_id")
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [(91, "done"), (92, "done")]
+
+
+async def test_a_claim_in_a_turn_rolled_back_is_not_made(sessionmaker: Sessions) -> None:
+    await _client_with_dialogue(sessionmaker, 506)
+    async with sessionmaker() as session, session.begin():
+        await store_updates(session=session, updates=[(93, 506, {})], at=utcnow())
+    with pytest.raises(RuntimeError):
+        async with sessionmaker() as session, session.begin():
+            turn = await read_turn(
+                session=session, telegram_id=506, flow_name="intake", claim=Claim(93, utcnow())
+            )
+            assert turn.claimed
+            raise RuntimeError("crash before the commit")
+    async with sessionmaker() as session, session.begin():
+        assert await claim_update(session=session, update_id=93, at=utcnow())
+
+
+async def _count(sessions: Sessions, sql: str) -> int:
+    async with sessions() as session:
+        return int((await session.exec(text_(sql))).one()[0])  # type: ignore[call-overload]
+
+
+async def test_held_writes_go_with_the_statement_that_absorbs_them(
+    postgresql: AsyncEngine,
+) -> None:
+    """Held writes (``hold_writes``) are not sent until a statement takes them: the outbox's
+    INSERT absorbs them (one statement), and they commit or roll back with it."""
+    sessions = make_sessionmaker(postgresql)
+    client_id = await _client_with_dialogue(sessions, 507)
+
+    async def step(fail: bool) -> int:
+        async with sessions() as session, session.begin():
+            hold_writes(session)
+            before = InTransaction.statements
+            turn = await read_turn(session=session, telegram_id=507, flow_name="intake")
+            await save_dialogue(
+                session=session,
+                client_id=client_id,
+                flow_name="intake",
+                flow_version="v1",
+                state={"node": "held"},
+                last_update_id=95,
+                stored=turn.dialogue,
+            )
+            await record_step(
+                session=session, client_id=client_id, node="held", flow_version="v1", at=utcnow()
+            )
+            assert InTransaction.statements == before + 1, "only the read was sent"
+            await enqueue_calls(
+                session=session,
+                calls=[{"lane": 507, "method": "sendMessage", "params": {"t": 1}, "bind": None}],
+                at=utcnow(),
+            )
+            await release_writes(session)
+            sent = InTransaction.statements - before
+            if fail:
+                raise RuntimeError("crash before the commit")
+        return sent
+
+    with pytest.raises(RuntimeError):
+        await step(fail=True)
+    assert await _count(sessions, "SELECT count(*) FROM step_events") == 0
+    assert await _count(sessions, "SELECT count(*) FROM outbox") == 0
+    assert await _count(sessions, "SELECT last_update_id FROM dialogue_sessions") == 7
+    assert await step(fail=False) == 2, "the read, then the outbox INSERT with the writes"
+    assert await _count(sessions, "SELECT count(*) FROM step_events WHERE node = 'held'") == 1
+    assert await _count(sessions, "SELECT count(*) FROM outbox") == 1
+    async with sessions() as session:
+        dialogue = await get_dialogue(session=session, client_id=client_id)
+    assert dialogue is not None and dialogue.state == {"node": "held"}
+    assert dialogue.last_update_id == 95
+
+
+async def test_held_writes_are_seen_by_any_later_statement_and_released_before_the_commit(
+    postgresql: AsyncEngine,
+) -> None:
+    """A statement that does not absorb held writes runs after them (so it sees them), through
+    the driver or the session alike; what nobody absorbed is written by ``release_writes``;
+    a savepoint after held writes is refused rather than let a rollback take them."""
+    sessions = make_sessionmaker(postgresql)
+    client_id = await _client_with_dialogue(sessions, 508)
+    async with sessions() as session, session.begin():
+        hold_writes(session)
+        await record_step(
+            session=session, client_id=client_id, node="a", flow_version="v1", at=utcnow()
+        )
+        seen = await fetch_in(session, "SELECT count(*) FROM step_events WHERE node = 'a'")
+        assert seen[0][0] == 1
+        await record_step(
+            session=session, client_id=client_id, node="b", flow_version="v1", at=utcnow()
+        )
+        through_session = await run(
+            session,
+            text_("SELECT count(*) FROM step_events WHERE node = 'b'"),
+            take=lambda result: result.scalar(),
+        )
+        assert through_session == 1
+        await record_step(
+            session=session, client_id=client_id, node="c", flow_version="v1", at=utcnow()
+        )
+        await release_writes(session)
+        await record_step(  # no longer held: written at once
+            session=session, client_id=client_id, node="d", flow_version="v1", at=utcnow()
+        )
+    assert await _count(sessions, "SELECT count(*) FROM step_events") == 4
+    with pytest.raises(RuntimeError, match="savepoint"):
+        async with sessions() as session, session.begin():
+            hold_writes(session)
+            await record_step(
+                session=session, client_id=client_id, node="e", flow_version="v1", at=utcnow()
+            )
+            async with session.begin_nested():
+                await fetch_in(session, "SELECT 1")
+    assert await _count(sessions, "SELECT count(*) FROM step_events") == 4

@@ -10,7 +10,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage import LaneLocks, lock_key, make_engine
+from storage import (
+    LaneLocks,
+    WaitingUpdate,
+    claim_update,
+    enqueue_calls,
+    lock_key,
+    make_engine,
+    make_sessionmaker,
+    store_updates,
+    take_calls,
+    take_updates,
+    upgrade,
+    utcnow,
+)
 from tests.dbs import connect_admin, fresh_database
 
 
@@ -129,6 +142,55 @@ async def test_a_lane_taken_twice_in_one_process_is_held_until_given_twice(
         assert await two.take(key="in:1") is None
         await one.give(key="in:1", generation=first)
         assert await two.take(key="in:1") is not None
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_lane_taken_with_its_read_returns_its_items_only_to_its_holder(
+    engine: AsyncEngine,
+) -> None:
+    """``take_updates``/``take_calls`` lock a lane and read its waiting items in one round
+    trip: the holder gets them in order (nothing done or sent, nothing of another chat);
+    another connection gets neither the lock nor the items; once given back, the lane's
+    items as its last holder left them are read by the next."""
+    await upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    async with sessions() as session, session.begin():
+        await store_updates(
+            session=session,
+            updates=[(12, 7, {"b": 2}), (11, 7, {"a": "я"}), (13, 8, {"c": 3})],
+            at=utcnow(),
+        )
+        await enqueue_calls(
+            session=session,
+            calls=[
+                {"lane": 7, "method": "sendMessage", "params": {"n": 1}, "bind": None},
+                {"lane": 7, "method": "editMessageText", "params": {"n": 2}, "bind": {"x": 1}},
+            ],
+            at=utcnow(),
+        )
+    one = LaneLocks(engine=engine, label="one")
+    two = LaneLocks(engine=engine, label="two")
+    try:
+        held, updates = await take_updates(one, key="in:7", lane=7)
+        assert held is not None
+        assert updates == [WaitingUpdate(11, 7, {"a": "я"}), WaitingUpdate(12, 7, {"b": 2})]
+        assert await take_updates(two, key="in:7", lane=7) == (None, [])
+        async with sessions() as session, session.begin():
+            await claim_update(session=session, update_id=11, at=utcnow())
+        await one.give(key="in:7", generation=held)
+        taken, left = await take_updates(two, key="in:7", lane=7)
+        assert taken is not None and [u.update_id for u in left] == [12]
+        empty, none = await take_updates(one, key="in:9", lane=9)
+        assert empty is not None and none == [], "a lane with nothing waiting is still taken"
+        got, calls = await take_calls(one, key="out:7", lane=7)
+        assert got is not None
+        assert [(c.method, c.params, c.bind) for c in calls] == [
+            ("sendMessage", {"n": 1}, None),
+            ("editMessageText", {"n": 2}, {"x": 1}),
+        ]
+        assert await take_calls(two, key="out:7", lane=7) == (None, [])
     finally:
         await one.close()
         await two.close()
