@@ -211,7 +211,9 @@ class SqlCounter:
 
     Split in two: the dialogue's own work (the step: client, dialogue, request, events) and
     the message path's bookkeeping (statements on the inbox, the outbox, the lanes' locks, and
-    transactions that touched nothing else). BEGIN is not counted as a statement.
+    transactions that touched nothing else). A statement that does both (on PostgreSQL a
+    step's claim travels inside its read, and its writes inside its outbox INSERT) is the
+    step's. BEGIN is not counted as a statement.
     """
 
     def __init__(self) -> None:
@@ -236,16 +238,20 @@ class SqlCounter:
         if text.startswith("BEGIN"):
             return
         lower = statement.lower()
-        # the inbox's receipt, the outbox's calls, the message ids the sender reads and
-        # records, and the lanes' locks
-        if any(f" {t}" in lower for t in ("inbox", "outbox", "leases")) or any(
-            mark in lower
-            for mark in (
-                "set prompt_message_id",
-                "select dialogue_sessions.prompt_message_id",
-                "card_message_id=",
-                "into relays",
-            )
+        # the message ids the sender reads and records; then a statement on the dialogue's
+        # tables is the step's (on PostgreSQL the step's claim and its outbox INSERT travel
+        # inside its read and its writes); the rest on the inbox, the outbox and the lanes'
+        # locks is the message path's
+        path_marks = (
+            "set prompt_message_id",
+            "select dialogue_sessions.prompt_message_id",
+            "card_message_id=",
+            "into relays",
+        )
+        step_tables = ("clients", "dialogue_sessions", "step_events", "consultation_requests")
+        if any(mark in lower for mark in path_marks) or (
+            not any(f" {t}" in lower for t in step_tables)
+            and any(f" {t}" in lower for t in ("inbox", "outbox", "leases"))
         ):
             self.path_statements += 1
         else:
