@@ -53,6 +53,25 @@ async def _client_with_dialogue(sessions: Sessions, telegram_id: int) -> int:
         return client.id
 
 
+async def _write_step(
+    session: AsyncSession, client_id: int, telegram_id: int, node: str, update_id: int
+) -> None:
+    """A step's reads and writes: the turn, the dialogue moved to ``node``, the step event."""
+    turn = await read_turn(session=session, telegram_id=telegram_id, flow_name="intake")
+    await save_dialogue(
+        session=session,
+        client_id=client_id,
+        flow_name="intake",
+        flow_version="v1",
+        state={"node": node},
+        last_update_id=update_id,
+        stored=turn.dialogue,
+    )
+    await record_step(
+        session=session, client_id=client_id, node=node, flow_version="v1", at=utcnow()
+    )
+
+
 async def test_a_step_rolled_back_leaves_nothing_and_one_committed_leaves_all(
     sessionmaker: Sessions,
 ) -> None:
@@ -65,19 +84,7 @@ async def test_a_step_rolled_back_leaves_nothing_and_one_committed_leaves_all(
     async def step(fail: bool) -> None:
         async with sessionmaker() as session, session.begin():
             assert await claim_update(session=session, update_id=90, at=utcnow())
-            turn = await read_turn(session=session, telegram_id=501, flow_name="intake")
-            await save_dialogue(
-                session=session,
-                client_id=client_id,
-                flow_name="intake",
-                flow_version="v1",
-                state={"node": "next"},
-                last_update_id=90,
-                stored=turn.dialogue,
-            )
-            await record_step(
-                session=session, client_id=client_id, node="next", flow_version="v1", at=utcnow()
-            )
+            await _write_step(session, client_id, 501, "next", 90)
             session.add(StepEvent(client_id=client_id, node="orm", flow_version="v1"))
             if fail:
                 raise RuntimeError("crash before the commit")
@@ -323,19 +330,7 @@ async def test_held_writes_go_with_the_statement_that_absorbs_them(
         async with sessions() as session, session.begin():
             hold_writes(session)
             before = InTransaction.statements
-            turn = await read_turn(session=session, telegram_id=507, flow_name="intake")
-            await save_dialogue(
-                session=session,
-                client_id=client_id,
-                flow_name="intake",
-                flow_version="v1",
-                state={"node": "held"},
-                last_update_id=95,
-                stored=turn.dialogue,
-            )
-            await record_step(
-                session=session, client_id=client_id, node="held", flow_version="v1", at=utcnow()
-            )
+            await _write_step(session, client_id, 507, "held", 95)
             assert InTransaction.statements == before + 1, "only the read was sent"
             await enqueue_calls(
                 session=session,
