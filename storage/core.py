@@ -158,9 +158,9 @@ async def fetch_in(
     safe because it reads none of the rows they change; any other statement runs after them.
     """
     waiting = session.info.get(_HELD)
-    if held and waiting is not None:
+    if held and waiting is not None and session.sync_session.get_nested_transaction() is None:
         waiting.append((statement, args))
-        return []
+        return []  # (inside a savepoint it is sent at once: it must go if the savepoint goes)
     if absorb:
         statement, args = _with(_take_held(session), statement, args)
     else:

@@ -389,6 +389,16 @@ async def test_held_writes_are_seen_by_any_later_statement_and_released_before_t
             session=session, client_id=client_id, node="d", flow_version="v1", at=utcnow()
         )
     assert await _count(sessions, "SELECT count(*) FROM step_events") == 4
+    async with sessions() as session, session.begin():
+        hold_writes(session)
+        with pytest.raises(RuntimeError, match="undone"):
+            async with session.begin_nested():  # written inside it, so undone with it
+                await record_step(
+                    session=session, client_id=client_id, node="x", flow_version="v1", at=utcnow()
+                )
+                raise RuntimeError("undone")
+        await release_writes(session)
+    assert await _count(sessions, "SELECT count(*) FROM step_events") == 4
     with pytest.raises(RuntimeError, match="savepoint"):
         async with sessions() as session, session.begin():
             hold_writes(session)
