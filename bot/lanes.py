@@ -301,7 +301,8 @@ class LaneWorker(Generic[Item]):
                 finally:
                     taken = self._held.pop(lane, None)
                     if locks is not None and taken is not None:
-                        await locks.give(key=key, generation=taken)
+                        # with the next lane's take (or alone in a few ms): one round trip
+                        await locks.give(key=key, generation=taken, soon=True)
         except asyncio.CancelledError:
             self._forget(lane)
             raise

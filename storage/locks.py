@@ -45,6 +45,15 @@ _PREFIX = b"intake-bot lane "
 # and each lane takes and gives one per batch.
 _TRY_LOCK = "SELECT pg_try_advisory_lock($1::bigint)"
 _UNLOCK = "SELECT pg_advisory_unlock($1::bigint)"
+# With locks given back ``soon`` that are still to unlock: they go in the same round trip,
+# unlocked before the lock is tried (the FROM's one row is made before the SELECT's).
+_TRY_LOCK_GIVING = (
+    "SELECT pg_try_advisory_lock($1::bigint)"
+    " FROM (SELECT count(pg_advisory_unlock(k)) FROM unnest($2::bigint[]) AS k) AS given"
+)
+_UNLOCK_MANY = "SELECT count(pg_advisory_unlock(k)) FROM unnest($1::bigint[]) AS k"
+#: Seconds a lock given back ``soon`` may wait to go with the connection's next statement.
+GIVE_WAIT = 0.005
 _PING = "SELECT 1"
 #: Server-side TCP keepalives of the lock connection (seconds; ignored over a Unix socket):
 #: a client gone silent is dropped, and its locks freed, after about 10 + 5 x 3 s.
@@ -95,6 +104,9 @@ class LaneLocks:
         self._driver: Any = None  # the driver's connection, to see that it closed
         self._stale: tuple[AsyncConnection, Any] | None = None  # given up, to be closed
         self._held: Counter[int] = Counter()
+        self._giving: list[int] = []  # given back ``soon``, to unlock on this connection
+        self._giver: asyncio.TimerHandle | None = None
+        self._givers: set[asyncio.Task[None]] = set()
         self._generation = 0
         self._used = 0.0  # when the connection last answered (monotonic)
         self._closed = False
@@ -127,17 +139,24 @@ class LaneLocks:
         """``take``, and with ``reading`` (a statement whose first parameter is the lock key
         and which takes the lock itself, like ``storage.messaging``'s lane functions) read the
         lane's first items in the same round trip: ``reading`` returns one row whose first
-        column is false when another session holds the lock, else rows ``(true, ...)``.
-        Returns the generation (None: not taken) and the rows without that first column.
+        column is false when another session holds the lock, else rows ``(true, ...)``; its
+        parameters are the key, ``args``, and last the locks to unlock before it tries (those
+        given back ``soon``). Returns the generation (None: not taken) and the rows without
+        that first column.
         """
         number = lock_key(key)
         async with self._turn:
             await self._connect()
             generation = self._generation
+            giving = self._take_giving()  # given back ``soon``: unlocked in the same trip
             if reading is None:
-                got, rows = await self._run(_TRY_LOCK, number), []
+                if giving:
+                    got = await self._run(_TRY_LOCK_GIVING, number, giving)
+                else:
+                    got = await self._run(_TRY_LOCK, number)
+                rows = []
             else:
-                records = await self._run(reading, number, *args, many=True)
+                records = await self._run(reading, number, *args, giving, many=True)
                 got = not (records and records[0][0] is False)
                 rows = [tuple(record)[1:] for record in records] if got else []
             if not got or not self.holds(generation):
@@ -145,20 +164,61 @@ class LaneLocks:
             self._held[number] += 1
             return generation, rows
 
-    async def give(self, *, key: str, generation: int) -> None:
+    async def give(self, *, key: str, generation: int, soon: bool = False) -> None:
         """Unlock ``key``, taken under ``generation`` (nothing to do if that connection is
-        gone). Never raises for a broken connection: the lock went with it."""
+        gone). Never raises for a broken connection: the lock went with it.
+
+        ``soon``: return at once; the unlock goes with this connection's next take (one round
+        trip for both) or, if none comes within ``GIVE_WAIT`` seconds, on its own. Meanwhile
+        this process counts the lock as given; another process may find it held a few
+        milliseconds longer (and tries again, as for any lane it finds held).
+        """
         number = lock_key(key)
+        if soon:
+            if not self.holds(generation) or not self._held[number]:
+                return
+            self._let_go(number)
+            self._giving.append(number)
+            if self._giver is None:
+                loop = asyncio.get_running_loop()
+                self._giver = loop.call_later(GIVE_WAIT, self._give_waiting)
+            return
         async with self._turn:
             if not self.holds(generation) or not self._held[number]:
                 return
-            self._held[number] -= 1
-            if not self._held[number]:
-                del self._held[number]
+            self._let_go(number)
             try:
                 await self._run(_UNLOCK, number)
             except Exception:  # noqa: BLE001 - dropped with the connection, and the lock with it
                 return
+
+    def _let_go(self, number: int) -> None:
+        self._held[number] -= 1
+        if not self._held[number]:
+            del self._held[number]
+
+    def _take_giving(self) -> list[int]:
+        """The locks given back ``soon`` and not yet unlocked, which the caller now unlocks."""
+        giving, self._giving = self._giving, []
+        if self._giver is not None:
+            self._giver.cancel()
+            self._giver = None
+        return giving
+
+    def _give_waiting(self) -> None:
+        """No take came to carry them: unlock the locks given back ``soon``, on their own."""
+        self._giver = None
+        task = asyncio.create_task(self._unlock_waiting(), name="lane locks: give")
+        self._givers.add(task)
+        task.add_done_callback(self._givers.discard)
+
+    async def _unlock_waiting(self) -> None:
+        async with self._turn:
+            giving = self._take_giving()
+            if not giving or self._driver is None or self._driver.is_closed():
+                return
+            with contextlib.suppress(Exception):  # dropped with the connection, and the locks
+                await self._run(_UNLOCK_MANY, giving)
 
     async def check(self, *, every: float) -> None:
         """While locks are held, make a round trip if the connection has been quiet for
@@ -176,6 +236,7 @@ class LaneLocks:
         returns the server has freed the locks (if it could be reached)."""
         async with self._turn:
             self._closed = True
+            self._take_giving()  # the connection's closing unlocks them
             connection = self._connection
             if connection is not None and self.connected:
                 self._held.clear()
@@ -200,7 +261,7 @@ class LaneLocks:
         self._used = time.monotonic()
         return connection
 
-    async def _run(self, statement: str, key: int | None, *args: Any, many: bool = False) -> Any:
+    async def _run(self, statement: str, key: Any, *args: Any, many: bool = False) -> Any:
         """Run one statement on the lock connection, under the turn (its value, or with
         ``many`` its rows); drop the connection if it does not come back."""
         params = () if key is None else (key, *args)
@@ -225,6 +286,7 @@ class LaneLocks:
             return
         self._generation += 1
         self._held.clear()
+        self._take_giving()  # gone with it: never to be unlocked on the next connection
         self._stale = (self._connection, self._driver)
         self._connection = self._driver = None
 

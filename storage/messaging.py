@@ -181,7 +181,7 @@ async def take_updates(
     return generation, [WaitingUpdate(*row) for row in rows]
 
 
-_TAKE_UPDATES_PG = "SELECT * FROM inbox_take($1, $2, $3)"
+_TAKE_UPDATES_PG = "SELECT * FROM inbox_take($1, $2, $3, $4)"
 
 
 async def pending_updates(*, session: AsyncSession) -> int:
@@ -344,7 +344,7 @@ async def take_calls(
     return generation, [WaitingCall(*row) for row in rows]
 
 
-_TAKE_CALLS_PG = "SELECT * FROM outbox_take($1, $2, $3)"
+_TAKE_CALLS_PG = "SELECT * FROM outbox_take($1, $2, $3, $4)"
 
 
 async def pending_calls(*, session: AsyncSession, lane: int | None = None) -> int:

@@ -194,3 +194,48 @@ async def test_a_lane_taken_with_its_read_returns_its_items_only_to_its_holder(
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_lock_given_back_soon_goes_with_the_next_take_or_on_its_own(
+    engine: AsyncEngine,
+) -> None:
+    """``give(soon=True)`` returns at once: the unlock rides with the connection's next take
+    (no round trip of its own), or goes alone within moments when no take comes; a take of
+    the same lane in that statement keeps it; a lock given soon on a connection that then
+    dies is never unlocked on the next connection (which may hold that lane again)."""
+    await upgrade(engine)
+    one = LaneLocks(engine=engine, label="one")
+    two = LaneLocks(engine=engine, label="two")
+    try:
+        first = await one.take(key="in:1")
+        assert first is not None
+        before = LaneLocks.statements
+        await one.give(key="in:1", generation=first, soon=True)
+        assert LaneLocks.statements == before, "no round trip of its own yet"
+        assert await one.take(key="in:2") is not None
+        assert LaneLocks.statements == before + 1, "the unlock went with the take"
+        assert await two.take(key="in:1") is not None, "given back by that take"
+
+        second, items = await take_updates(one, key="in:3", lane=3)
+        assert second is not None and items == []
+        await one.give(key="in:3", generation=second, soon=True)
+        again, _ = await take_updates(one, key="in:3", lane=3)  # unlocked, then taken
+        assert again is not None
+        assert await two.take(key="in:3") is None, "taken again in the same statement"
+        await one.give(key="in:3", generation=again, soon=True)
+        deadline = asyncio.get_running_loop().time() + 30.0
+        while await two.take(key="in:3") is None:  # no take on ``one``: it goes alone
+            assert asyncio.get_running_loop().time() < deadline, "unlocked on its own"
+            await asyncio.sleep(0.01)
+
+        held = await one.take(key="in:4")
+        assert held is not None
+        await one.give(key="in:4", generation=held, soon=True)
+        one._lose()  # noqa: SLF001 - the connection dies before the unlock went
+        retaken = await one.take(key="in:4")
+        assert retaken is not None and retaken != held
+        await asyncio.sleep(0.05)  # past GIVE_WAIT: nothing may unlock it now
+        assert await two.take(key="in:4") is None, "the new connection keeps it"
+    finally:
+        await one.close()
+        await two.close()

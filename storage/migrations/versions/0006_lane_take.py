@@ -7,7 +7,9 @@ holder committed just before giving it back. A VOLATILE PL/pgSQL function takes 
 snapshot for each query it runs: the read inside it, run after the lock is taken, sees all
 that holder committed. Each function returns one row ``(false, NULL...)`` when another
 session holds the lock, otherwise the lane's next items (``got`` true; no rows when none
-wait). SQLite has no such locks (one process serves its database): nothing to do there.
+wait). ``unlock``: locks of the same session to give back first (ones given back a moment
+ago, which ride along instead of taking a round trip of their own). SQLite has no such
+locks (one process serves its database): nothing to do there.
 
 Revision ID: 0006
 Revises: 0005
@@ -24,10 +26,13 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _INBOX_TAKE = """
-CREATE OR REPLACE FUNCTION inbox_take(lock_key bigint, lane_id bigint, n integer)
+CREATE OR REPLACE FUNCTION inbox_take(
+    lock_key bigint, lane_id bigint, n integer, unlock bigint[]
+)
 RETURNS TABLE (got boolean, item_id bigint, item_lane bigint, item_payload json)
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
+    PERFORM pg_advisory_unlock(k) FROM unnest(unlock) AS k;
     IF NOT pg_try_advisory_lock(lock_key) THEN
         RETURN QUERY SELECT false, NULL::bigint, NULL::bigint, NULL::json;
         RETURN;
@@ -40,13 +45,16 @@ $$
 """
 
 _OUTBOX_TAKE = """
-CREATE OR REPLACE FUNCTION outbox_take(lock_key bigint, lane_id bigint, n integer)
+CREATE OR REPLACE FUNCTION outbox_take(
+    lock_key bigint, lane_id bigint, n integer, unlock bigint[]
+)
 RETURNS TABLE (
     got boolean, item_id integer, item_lane bigint, item_method varchar,
     item_params json, item_bind json
 )
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
+    PERFORM pg_advisory_unlock(k) FROM unnest(unlock) AS k;
     IF NOT pg_try_advisory_lock(lock_key) THEN
         RETURN QUERY SELECT false, NULL::integer, NULL::bigint, NULL::varchar, NULL::json,
             NULL::json;
@@ -70,5 +78,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute("DROP FUNCTION IF EXISTS outbox_take(bigint, bigint, integer)")
-    op.execute("DROP FUNCTION IF EXISTS inbox_take(bigint, bigint, integer)")
+    op.execute("DROP FUNCTION IF EXISTS outbox_take(bigint, bigint, integer, bigint[])")
+    op.execute("DROP FUNCTION IF EXISTS inbox_take(bigint, bigint, integer, bigint[])")
