@@ -3,7 +3,9 @@
 Several bot processes on one database serve each chat's lane ("in:<chat>", "out:<chat>")
 from one process at a time. A lane is locked with ``pg_try_advisory_lock`` when it starts and
 unlocked with ``pg_advisory_unlock`` when it ends, on a connection of its own (outside the
-engine's pool, in autocommit: no transaction, no commit). A session-level advisory lock lives
+engine's pool, in autocommit: no transaction, no commit). A lane worker gives its locks back
+``soon``: the unlock rides with the connection's next take, or goes alone after
+``GIVE_WAIT``, so a lane costs one round trip, not two. A session-level advisory lock lives
 as long as the session that took it, so a process that dies (its socket closes) frees its
 lanes at once, and nothing is written to any table.
 
