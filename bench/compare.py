@@ -46,7 +46,11 @@ chat-bound ones, sends and edits, which Telegram rate-limits per chat: into the 
 chat + into the staff group, where the request cards go), spec violations (calls the
 strict fake refused: unknown parameters, bad HTML, ...), errors the clients saw, and the CPU,
 calls and RSS of each bot over the echo bot's and the ConversationHandler bot's in the same
-mode and count.
+mode and count. Two figures show what the machine had left: the cores busy over the walk (all
+processes: the bot, the database, the benchmark itself and any neighbour; from /proc/stat),
+and the benchmark's own CPU time per update (the fake Bot API, the clients and the webhook
+poster, which share the machine with the bot). When the cores are all busy, a second bot
+process or more clients cannot add throughput, whatever the bot does.
 Nothing is asserted: it is not a test.
 """
 
@@ -59,6 +63,7 @@ import dataclasses
 import json
 import math
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -169,6 +174,10 @@ class Row:
     sql_commits: float = math.nan
     path_statements: float = math.nan
     path_commits: float = math.nan
+    #: Processor time the whole machine spent over the walk (all processes, all cores), and
+    #: the benchmark's own (the fake Bot API, the clients, the webhook poster).
+    machine_cpu_seconds: float = math.nan
+    bench_cpu_seconds: float = math.nan
     timed_out: bool = False
     notes: list[str] = dataclasses.field(default_factory=list)
 
@@ -189,6 +198,27 @@ class Row:
     @property
     def cpu_ms(self) -> float:
         return 1000 * self.per_update(self.cpu_seconds)
+
+    @property
+    def cores_busy(self) -> float:
+        """How many of the machine's cores were busy over the walk, on average."""
+        return self.machine_cpu_seconds / self.seconds if self.seconds else math.nan
+
+
+def machine_cpu_seconds() -> float:
+    """Processor time the machine has spent so far, all cores, idle and iowait not counted
+    (``/proc/stat``); NaN where there is none."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return math.nan
+    ticks = [int(value) for value in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 # --- one run ---------------------------------------------------------------------------------
@@ -318,7 +348,10 @@ async def run_one(
             first = len(api.calls)
             async with webhook_poster(api, mode, shared=True, targets=targets) as post:
                 walkers = Clients(api, steps, post, args.step_timeout, args.retries)
+                machine, own = machine_cpu_seconds(), own_cpu_seconds()
                 row.timed_out = await walkers.run(clients, args.timeout, args.duration)
+                row.machine_cpu_seconds = machine_cpu_seconds() - machine
+                row.bench_cpu_seconds = own_cpu_seconds() - own
                 row.seconds = walkers.seconds
             unposted = None
             if bot == "intake":
@@ -388,6 +421,7 @@ def table(rows: list[Row]) -> str:
         "inbox+outbox SQL (commits)/update",
         "calls/update: all (client chat + staff)", "spec violations", "errors",
         "CPU x echo / x conv", "calls x echo / x conv", "RSS x echo / x conv",
+        f"cores busy (of {os.cpu_count()})", "load CPU ms/update",
     ]  # fmt: skip
     if scaled:
         columns.append("updates/s x 1 process")
@@ -430,6 +464,8 @@ def table(rows: list[Row]) -> str:
             ratios(lambda r: r.cpu_ms),
             ratios(lambda r: r.per_update(r.calls)),
             ratios(lambda r: r.peak_rss_mb),
+            _fmt(row.cores_busy, 2),
+            _fmt(1000 * row.per_update(row.bench_cpu_seconds), 2),
         ]
         if scaled:
             one = next(
