@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import signal
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, SpawnContext
@@ -59,6 +60,36 @@ def _work(text: str, origin: str, memory: int, out: Connection) -> None:
         report = _too_complex(origin, "it nests too deeply")
     out.send(report)
     out.close()
+
+
+#: How a check process ends when it runs out of memory: killed by the kernel, or crashed
+#: where native code could not allocate.
+_MEMORY_DEATHS = {-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS}
+
+
+def _died(origin: str, exitcode: int | None) -> CheckReport:
+    """The report on a check whose process ended without reporting (``exitcode`` as
+    multiprocessing gives it: negative for a signal)."""
+    if exitcode in _MEMORY_DEATHS:
+        return _too_complex(origin, "its check ran out of memory, most likely")
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = f"was stopped by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"was stopped by signal {-exitcode}"
+    else:
+        how = f"ended with exit code {exitcode}"
+    log.error("the check of %s %s before it reported", origin, how)
+    return CheckReport(
+        origin=origin,
+        problems=[
+            Problem(
+                f"the check of this flow could not finish: its process {how}. Nothing was "
+                "published or changed. Try again; if it happens again, the bot's log says why",
+                file=origin,
+            )
+        ],
+    )
 
 
 def _too_complex(origin: str, why: str) -> CheckReport:
@@ -118,8 +149,9 @@ class FlowChecker:
             if self._wait(proc.pid, receive):
                 try:
                     report: CheckReport = receive.recv()
-                except EOFError:  # the process died: out of memory, most likely
-                    report = _too_complex(origin, "its check ran out of memory")
+                except EOFError:  # the process ended without a report
+                    proc.join(5)
+                    report = _died(origin, proc.exitcode)
             else:
                 log.warning("flow check of %s stopped after %g s", origin, self.seconds)
                 report = _too_complex(

@@ -6,7 +6,10 @@ each must be refused, for the right reason, in words an admin can act on.
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -287,6 +290,51 @@ def test_a_worker_over_its_memory_limit_is_reported_not_crashed() -> None:
     report = checker.check_blocking(edited(extra_checklists(1, 3)), "small memory")
     assert not report.ok
     assert "too complex to prove safe" in str(report.problems[0])
+
+
+def _grandchildren() -> set[int]:
+    """Processes whose parent is a child of this one (the checks, forked by the server)."""
+
+    def parent(pid: str) -> int | None:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("PPid:"):
+                    return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    pids = [pid for pid in os.listdir("/proc") if pid.isdigit()]
+    children = {int(pid) for pid in pids if parent(pid) == os.getpid()}
+    return {int(pid) for pid in pids if parent(pid) in children}
+
+
+@pytest.mark.parametrize(
+    ("sig", "says"),
+    [
+        (signal.SIGTERM, "its process was stopped by SIGTERM. Nothing was published"),
+        (signal.SIGKILL, "too complex to prove safe: its check ran out of memory, most likely"),
+    ],
+)
+def test_a_check_process_killed_midway_is_reported_as_what_happened(
+    sig: signal.Signals, says: str
+) -> None:
+    # an operator's kill, or the kernel's out-of-memory killer, ends the check process
+    # before it reports: the flow is not accepted, and the admin is told which it was
+    text = INTAKE_PATH.read_text() + f"\n# killed by {sig.name}\n"
+    before = _grandchildren()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(FlowChecker().check_blocking, text, "killed")
+        while not (started := _grandchildren() - before):
+            assert not running.done(), "the check finished before it could be killed"
+        for pid in started:
+            os.kill(pid, sig)
+        report = running.result()
+    assert not report.ok
+    [problem] = report.problems
+    assert says in problem.message
+    # the sound flow is not refused for good: checked again, it passes
+    assert FlowChecker().check_blocking(text, "again").ok
 
 
 async def test_concurrent_checks_of_the_same_content_share_one_run() -> None:
