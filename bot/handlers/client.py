@@ -106,6 +106,7 @@ async def step_client(
     source: str | None = None,
     restart_if_finished: bool = False,
     contact: bool = False,
+    turn: Turn | None = None,
 ) -> StepResult:
     """Step the client's dialogue with ``inp`` in ``work``'s transaction and record its replies.
 
@@ -113,15 +114,12 @@ async def step_client(
     engine steps, the state, any request with its staff card and the step event are written,
     and what the client sees goes into the outbox, all in one transaction. With
     ``restart_if_finished`` a dialogue that has ended starts over instead (/start);
-    ``contact`` says the input came from the one-time share button (which hid itself).
+    ``contact`` says the input came from the one-time share button (which hid itself);
+    ``turn`` is what ``read_turn_claimed`` read already in this transaction, if the caller did.
     """
     session = work.session
-    claim = work.take_claim()  # the update's claim goes with the read (``unit(deferred=...)``)
-    turn = await read_turn(
-        session=session, telegram_id=user.id, flow_name=svc.registry.name, claim=claim
-    )
-    if claim is not None and not turn.claimed:
-        raise Superseded(claim.update_id)
+    if turn is None:
+        turn = await read_turn_claimed(work, svc, user)
     if turn.client is None:  # first contact: the client is created (its new row is ours)
         turn = await _first_contact(session, user, svc, source, turn)
     client, before = turn.client, turn.dialogue
@@ -188,6 +186,18 @@ async def step_client(
     if result.request_id is not None:  # the client's answer is queued first
         await queue_card(work, svc.settings, result.request_id)
     return result
+
+
+async def read_turn_claimed(work: Work, svc: Services, user: User) -> Turn:
+    """The client's turn (``read_turn``, the client locked), with the update's claim if the
+    unit left it to the body (``unit(deferred=True)``); Superseded if it was processed before."""
+    claim = work.take_claim()  # the update's claim goes with the read
+    turn = await read_turn(
+        session=work.session, telegram_id=user.id, flow_name=svc.registry.name, claim=claim
+    )
+    if claim is not None and not turn.claimed:
+        raise Superseded(claim.update_id)
+    return turn
 
 
 async def drive(
@@ -456,12 +466,18 @@ async def on_text(update: Update, context: BotContext) -> None:
         return
     svc = context.services
     async with unit(svc, deferred=True) as work:
-        client = await get_client(session=work.session, telegram_id=user.id)
-        if client is not None and client.asking:
-            await _relay_question(work, svc, client, chat.id, message.text)
+        turn = await read_turn_claimed(work, svc, user)  # one read for the check and the step
+        if turn.client is not None and turn.client.asking:
+            await _relay_question(work, svc, turn.client, chat.id, message.text)
             return
         await step_client(
-            work, svc, user, chat.id, TextInput(message.text[:4096]), update_id=update.update_id
+            work,
+            svc,
+            user,
+            chat.id,
+            TextInput(message.text[:4096]),
+            update_id=update.update_id,
+            turn=turn,
         )
 
 
