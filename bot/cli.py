@@ -651,7 +651,11 @@ def run() -> None:
 def _run(settings: Settings, registry: FlowRegistry) -> None:
     asyncio.run(_reach_telegram_or_exit(settings))
     flow = asyncio.run(_prepare(settings.database_url, registry))
-    engine = make_engine(settings.database_url)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        pool_overflow=settings.database_pool_overflow,
+    )
     application = build_application(
         settings,
         registry=registry,

@@ -21,6 +21,10 @@ class Settings(BaseSettings):
 
     #: SQLAlchemy URL; SQLite file by default, ``postgresql://user@host/db`` in production.
     database_url: str = DEFAULT_DATABASE_URL
+    #: Database connections each bot process keeps open, and how many more it may open for a
+    #: burst (PostgreSQL: several processes must stay under the server's max_connections).
+    database_pool_size: int = Field(default=15, ge=1)
+    database_pool_overflow: int = Field(default=5, ge=0)
     #: A flow YAML file to run instead of the shipped intake flow.
     flow_file: Path | None = None
     #: The language for clients whose Telegram language is neither Russian nor English.

@@ -141,8 +141,12 @@ def normalize_url(url: str) -> str:
     return f"{backend}+{driver or _ASYNC_DRIVERS[backend]}://{rest}"
 
 
-def make_engine(url: str) -> AsyncEngine:
-    """Create an async engine for ``url`` (normalized first), ready for this project's schema.
+def make_engine(
+    url: str, *, pool_size: int = POOL_SIZE, pool_overflow: int = POOL_OVERFLOW
+) -> AsyncEngine:
+    """Create an async engine for ``url`` (normalized first), ready for this project's schema:
+    keeping up to ``pool_size`` connections open and opening ``pool_overflow`` more for a
+    burst (a SQLite file, PostgreSQL).
 
     For a SQLite file the parent directory is created if missing.
     """
@@ -157,9 +161,9 @@ def make_engine(url: str) -> AsyncEngine:
         if _file_database(parsed):
             # SQLAlchemy keeps 5 file connections; the lanes' bursts opened (a thread, the
             # file, the pragmas) and closed one for one transaction in seven.
-            options.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+            options.update(pool_size=pool_size, max_overflow=pool_overflow)
     else:
-        options.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+        options.update(pool_size=pool_size, max_overflow=pool_overflow)
     engine = create_async_engine(url, json_serializer=json_text, **options)
     if is_sqlite:
         writer = _SQLiteWriter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 import bot.cli
 from storage import serving_alone
 from tests.bot.test_requests_cli import cli, seed
+from tests.dbs import connect_admin, postgres_admin_url
 from tests.fakebotapi import FakeBotAPI
 from tests.fakebotapi.fixtures import TEST_TOKEN
 
@@ -225,3 +227,65 @@ def test_a_bot_on_a_migrated_database_loads_neither_migrations_nor_drawing(
         for _ in range(2)
     ]
     assert runs == ["['alembic']", "[]"], "a fresh database is migrated, then up to date"
+
+
+def _start_logged(env: dict[str, str], cwd: Path, log_file: Path) -> subprocess.Popen[bytes]:
+    """``intake-bot run`` logging to a file (a pipe nobody reads would fill and block it)."""
+    with log_file.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bot", "run"],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+async def test_a_bot_kept_to_one_pooled_connection_answers_a_burst_within_its_budget(
+    fake_bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    # Several processes must share the server's max_connections, so an operator sets a
+    # small pool: the database role may open only what the settings allow (1 pooled + the 2
+    # chat-lock connections), and PostgreSQL refuses any connection beyond that. A burst of
+    # new clients is still answered, every one, with nothing refused.
+    api = fake_bot_api
+    admin = await connect_admin()
+    role = "intake_pool_" + secrets.token_hex(4)
+    await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 3")
+    await admin.execute(f"CREATE DATABASE {role} OWNER {role}")
+    url = make_url(postgres_admin_url()).set(drivername="postgresql", username=role, database=role)
+    env = {
+        **os.environ,
+        "TELEGRAM_TOKEN": TEST_TOKEN,
+        "TELEGRAM_BASE_URL": api.base_url,
+        "TELEGRAM_BASE_FILE_URL": api.base_file_url,
+        "DATABASE_URL": url.render_as_string(hide_password=False),
+        "DATABASE_POOL_SIZE": "1",
+        "DATABASE_POOL_OVERFLOW": "0",
+        "RATE_LIMIT": "false",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("WEBHOOK_URL", None)
+    log_file = tmp_path / "bot.log"
+    bot = _start_logged(env, tmp_path, log_file)
+    users = range(7001, 7021)
+    try:
+        for user in users:
+            api.user_message(user, "/start")
+        for user in users:
+            await api.wait_for(
+                "sendMessage",
+                lambda c, user=user: (
+                    c.params.get("chat_id") == user and "start?" in c.params["text"]
+                ),
+                timeout=60,
+            )
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(bot.wait, 30)
+        await admin.execute(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)")
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
+    log = log_file.read_text()
+    assert bot.returncode == 0, log[-2000:]
+    assert "too many connections" not in log, log[-2000:]
