@@ -48,23 +48,48 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: The exit code of a worker that ran out of memory where it could not report it.
+_OUT_OF_MEMORY = 86
+
+
 def _work(text: str, origin: str, memory: int, out: Connection) -> None:
     """The worker process: cap memory, check, send the report back."""
     with contextlib.suppress(ValueError, OSError):  # a platform without RLIMIT_AS
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     try:
-        report = check_text(text, origin=origin)
-    except MemoryError:
-        report = _too_complex(origin, "it needed more memory than the check may use")
-    except RecursionError:  # pragma: no cover - the walk is iterative; a last guard
-        report = _too_complex(origin, "it nests too deeply")
-    out.send(report)
-    out.close()
+        try:
+            report = check_text(text, origin=origin)
+        except MemoryError:
+            report = _too_complex(origin, "it needed more memory than the check may use")
+        except RecursionError:  # pragma: no cover - the walk is iterative; a last guard
+            report = _too_complex(origin, "it nests too deeply")
+        out.send(report)
+        out.close()
+    except BaseException as exc:
+        if _from_memory(exc):  # (also where a handler turned it into another error)
+            os._exit(_OUT_OF_MEMORY)
+        raise
 
 
-#: How a check process ends when it runs out of memory: killed by the kernel, or crashed
-#: where native code could not allocate.
-_MEMORY_DEATHS = {-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS}
+def _from_memory(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or came from, a MemoryError."""
+    seen = 0
+    while exc is not None and seen < 100:
+        if isinstance(exc, MemoryError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+#: How a check process ends when it runs out of memory: where it could not report it, killed
+#: by the kernel, or crashed where native code could not allocate.
+_MEMORY_DEATHS = {
+    _OUT_OF_MEMORY,
+    -signal.SIGKILL,
+    -signal.SIGSEGV,
+    -signal.SIGABRT,
+    -signal.SIGBUS,
+}
 
 
 def _died(origin: str, exitcode: int | None) -> CheckReport:
