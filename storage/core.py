@@ -29,6 +29,7 @@ _T = TypeVar("_T")
 __all__ = [
     "Alone",
     "InTransaction",
+    "direct",
     "drop_writes",
     "fetch_alone",
     "fetch_in",
@@ -91,9 +92,14 @@ async def run(
     statement: an INSERT becomes one multi-row INSERT).
 
     Changes pending in the session are flushed first (and writes held, ``hold_writes``), so
-    the statement sees them. It all runs in one switch to SQLAlchemy's synchronous side.
+    the statement sees them. It all runs in one switch to SQLAlchemy's synchronous side, or
+    on SQLite, for a statement marked ``direct`` run for its row count, on the driver.
     """
     await _write_held(session)
+    if take is _rowcount and isinstance(params, dict) and statement in _DIRECT:
+        counted = await _run_direct(session, statement, params)
+        if counted is not None:
+            return counted  # type: ignore[return-value]
 
     def go(sync: Session) -> _T:
         if sync.new or sync.dirty or sync.deleted:
@@ -101,6 +107,93 @@ async def run(
         return take(sync.connection().execute(statement, params))
 
     return await session.run_sync(go)
+
+
+#: Statements marked ``direct`` (built once, at import), and their SQLite form once compiled.
+_DIRECT: dict[Executable, tuple[str, tuple[str, ...], dict[str, Any], Any] | None] = {}
+
+_E = TypeVar("_E", bound=Executable)
+
+
+def direct(statement: _E) -> _E:
+    """Mark ``statement`` (a Core UPDATE built once, at import, its values given) to be run, on
+    SQLite, by ``run`` straight on the driver inside the session's transaction: about half
+    the CPU of SQLAlchemy's execution, for the writes of every update (the claim of an
+    update, the record of a call). Only its row count is returned. A statement whose
+    execution needs more than its parameters (column defaults computed in Python, RETURNING),
+    or that is no UPDATE, runs through SQLAlchemy as before."""
+    _DIRECT[statement] = None
+    return statement
+
+
+async def _run_direct(
+    session: AsyncSession, statement: Executable, params: dict[str, Any]
+) -> int | None:
+    """``statement`` with ``params`` on the session's SQLite connection, in its transaction
+    (begun, with the write lock, as for any statement); its row count. None: not on SQLite,
+    or not a statement that can go to the driver as it is."""
+    bind = session.get_bind()
+    if bind.dialect.name != "sqlite":
+        return None
+    compiled = _DIRECT[statement]
+    if compiled is None:
+        compiled = _DIRECT[statement] = _compile_direct(statement, bind.dialect)
+    sql, names, processors, form = compiled
+    if not sql:
+        return None
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
+    connection = await _sqlite_connection_of(session)
+    values = form.construct_params(params, _check=True)
+    args = [
+        processors[name](values[name]) if name in processors else values[name] for name in names
+    ]
+    sync, cursor = connection[0].sync_connection, connection[1].cursor()
+    try:
+        # the engine's own statement events, as for any statement it runs (logging, counts)
+        sync.dispatch.before_cursor_execute(sync, cursor, sql, args, None, False)
+        cursor.execute(sql, args)
+        sync.dispatch.after_cursor_execute(sync, cursor, sql, args, None, False)
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+def _compile_direct(
+    statement: Executable, dialect: Any
+) -> tuple[str, tuple[str, ...], dict[str, Any], Any]:
+    """The SQLite text of ``statement``, its parameter names in order, their processors and
+    the compiled form; an empty text if it must run through SQLAlchemy."""
+    form: Any = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+    if (
+        not form.isupdate
+        or form.insert_prefetch
+        or form.update_prefetch
+        or form.effective_returning
+        or not form.positiontup
+        or any(p.expanding for p in form.binds.values())
+    ):
+        return "", (), {}, form
+    processors = dict(form._bind_processors)  # noqa: SLF001 - the types' own converters
+    return form.string, tuple(form.positiontup), processors, form
+
+
+async def _sqlite_connection_of(session: AsyncSession) -> tuple[Any, Any]:
+    """The session's connection in its current transaction (begun: BEGIN IMMEDIATE and the
+    write lock, by the engine's events) and its ``sqlite3`` connection; kept in the session
+    until the transaction changes."""
+    sync = session.sync_session
+    transaction = sync.get_nested_transaction() or sync.get_transaction()
+    kept = session.info.get(_DRIVER)
+    if transaction is not None and kept is not None and kept[0] is transaction:
+        return kept[1], kept[2]
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    adapted: Any = raw.driver_connection  # storage.sqlitedriver's connection
+    driver = adapted._conn  # noqa: SLF001 - its sqlite3 connection
+    transaction = sync.get_nested_transaction() or sync.get_transaction()
+    session.info[_DRIVER] = (transaction, connection, driver)
+    return connection, driver
 
 
 async def fetch_alone(engine: AsyncEngine, statement: str, *args: Any) -> list[Any]:

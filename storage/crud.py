@@ -23,7 +23,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.core import fetch_in, json_text, on_driver, run, shifted, table
+from storage.core import direct, fetch_in, json_text, on_driver, run, shifted, table
 from storage.errors import DuplicateClientError
 from storage.flowstore import ACTIVE_CHECKSUM, active_flow_checksum
 from storage.messaging import CLAIM_PG, Claim, claim_args, claim_update
@@ -273,7 +273,7 @@ _DIALOGUES = table(DialogueSession)
 _GET_PROMPT = select(_DIALOGUES.c.prompt_message_id).where(
     _DIALOGUES.c.client_id == bindparam("prompted_client")
 )
-_SET_PROMPT = (
+_SET_PROMPT = direct(
     update(_DIALOGUES)
     .where(_DIALOGUES.c.client_id == bindparam("prompted_client"))
     .values(prompt_message_id=bindparam("prompted_message"), updated_at=bindparam("prompted_at"))
@@ -349,7 +349,7 @@ _SAVE_DIALOGUE_PG = (
     " last_update_id = $5, updated_at = $6 WHERE id = $1"
 )
 _SAVED = ("flow_name", "flow_version", "state", "last_update_id", "updated_at")
-_SAVE_DIALOGUE = (
+_SAVE_DIALOGUE = direct(
     update(_DIALOGUES)
     .where(_DIALOGUES.c.id == bindparam("saved_id"))
     .values({name: bindparam(name) for name in _SAVED})

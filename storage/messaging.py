@@ -20,7 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.core import fetch_alone, fetch_in, insert_rows, json_text, on_driver, run, table
+from storage.core import (
+    direct,
+    fetch_alone,
+    fetch_in,
+    insert_rows,
+    json_text,
+    on_driver,
+    run,
+    table,
+)
 from storage.locks import LaneLocks
 from storage.models import InboxUpdate, OutboxMessage
 from storage.sqltypes import as_utc
@@ -226,7 +235,7 @@ CLAIM_PG = (
 )
 
 
-_CLAIM = (
+_CLAIM = direct(
     update(_INBOX)
     .where(_INBOX.c.update_id == bindparam("claimed_id"), _INBOX.c.done_at.is_(None))
     .values(done_at=bindparam("claimed_at"), outcome=bindparam("claimed_outcome"), payload={})
@@ -373,7 +382,7 @@ async def record_call(
     return bool(await run(session, _RECORD, params))
 
 
-_RECORD = (
+_RECORD = direct(
     update(_OUTBOX)
     .where(_OUTBOX.c.id == bindparam("made_id"), _OUTBOX.c.sent_at.is_(None))
     .values(

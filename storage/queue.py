@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, case, delete, func, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.core import fetch_in, on_driver, run, table
+from storage.core import direct, fetch_in, on_driver, run, table
 from storage.lifecycle import OPEN_STATUSES, Action, IllegalMoveError, Status, transition
 from storage.models import (
     Client,
@@ -264,7 +264,7 @@ async def mark_delivery_failed(*, session: AsyncSession, request_id: int, error:
 
 
 _REQUESTS = table(ConsultationRequest)
-_MARK_CARD = (
+_MARK_CARD = direct(
     update(_REQUESTS)
     .where(_REQUESTS.c.id == bindparam("card_of"))
     .values(
@@ -274,7 +274,7 @@ _MARK_CARD = (
         updated_at=bindparam("card_at"),
     )
 )
-_MARK_CARD_FAILED = (
+_MARK_CARD_FAILED = direct(
     update(_REQUESTS)
     .where(_REQUESTS.c.id == bindparam("card_of"))
     .values(delivery_error=bindparam("delivery_error"), updated_at=bindparam("card_at"))
