@@ -450,7 +450,7 @@ class _SQLiteWriter:
             ) from None
         info[_HOLDS_WRITE_LOCK] = lock
         try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            _driver_execute(connection, "BEGIN IMMEDIATE")
         except BaseException:
             _release(info)
             raise
