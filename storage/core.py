@@ -1,7 +1,8 @@
 """The message path's hot statements: Core statements in a session's transaction, skipping
 the ORM; on PostgreSQL, single statements sent to the driver alone (``fetch_alone``) and a
 client's step's statements sent to the driver inside the session's transaction
-(``fetch_in``).
+(``fetch_in``); on SQLite, the writes of every update marked ``direct`` run by ``run`` on the
+driver inside the session's transaction.
 
 An ORM-enabled statement (``update(Model)``, ``session.add`` and a flush) costs about twice
 the Python of the same statement run on the table; the message path runs a dozen per update.
@@ -116,12 +117,17 @@ _E = TypeVar("_E", bound=Executable)
 
 
 def direct(statement: _E) -> _E:
-    """Mark ``statement`` (a Core UPDATE built once, at import, its values given) to be run, on
+    """Mark ``statement`` (a Core UPDATE or INSERT built once, at import, its values given) to
+    be run, on
     SQLite, by ``run`` straight on the driver inside the session's transaction: about half
     the CPU of SQLAlchemy's execution, for the writes of every update (the claim of an
     update, the record of a call). Only its row count is returned. A statement whose
     execution needs more than its parameters (column defaults computed in Python, RETURNING),
-    or that is no UPDATE, runs through SQLAlchemy as before."""
+    or that is no UPDATE or INSERT, runs through SQLAlchemy as before. Its values must be
+    given (``.values(...)``): without them SQLAlchemy would write the columns its parameters
+    name, and this form would write every column."""
+    if not getattr(statement, "_values", None):
+        raise ValueError("a direct statement must give its values")
     _DIRECT[statement] = None
     return statement
 
@@ -166,7 +172,7 @@ def _compile_direct(
     the compiled form; an empty text if it must run through SQLAlchemy."""
     form: Any = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
     if (
-        not form.isupdate
+        not (form.isupdate or form.isinsert)
         or form.insert_prefetch
         or form.update_prefetch
         or form.effective_returning

@@ -433,7 +433,14 @@ async def record_step(
     )
 
 
-_RECORD_STEP = insert(table(StepEvent))
+_RECORD_STEP = direct(
+    insert(table(StepEvent)).values(
+        client_id=bindparam("client_id"),
+        node=bindparam("node"),
+        flow_version=bindparam("flow_version"),
+        at=bindparam("at"),
+    )
+)
 _RECORD_STEP_PG = (
     "INSERT INTO step_events (client_id, node, flow_version, at) VALUES ($1, $2, $3, $4)"
 )

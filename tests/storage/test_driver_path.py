@@ -408,3 +408,16 @@ async def test_held_writes_are_seen_by_any_later_statement_and_released_before_t
             async with session.begin_nested():
                 await fetch_in(session, "SELECT 1")
     assert await _count(sessions, "SELECT count(*) FROM step_events") == 4
+
+
+def test_a_direct_statement_must_give_its_values() -> None:
+    # without them the driver's form would write every column of the table, where
+    # SQLAlchemy writes only the columns a call's parameters name
+    from sqlalchemy import update
+
+    from storage.core import direct, table
+
+    with pytest.raises(ValueError, match="must give its values"):
+        direct(update(table(StepEvent)))
+    statement = update(table(StepEvent)).values(node="x")
+    assert direct(statement) is statement
