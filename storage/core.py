@@ -17,6 +17,7 @@ import asyncio
 import functools
 import json
 import re
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -37,6 +38,7 @@ __all__ = [
     "hold_writes",
     "insert_rows",
     "json_text",
+    "last_id",
     "on_driver",
     "release_writes",
     "run",
@@ -76,6 +78,11 @@ def _rowcount(result: CursorResult[Any]) -> int:
     return result.rowcount
 
 
+def last_id(result: CursorResult[Any]) -> int:
+    """``run``'s ``take`` for an INSERT: the id of the (last) row it inserted (SQLite)."""
+    return int(result.lastrowid)
+
+
 def table(model: Any) -> Table:
     """The table behind a SQLModel class."""
     found: Table = model.__table__
@@ -94,13 +101,15 @@ async def run(
 
     Changes pending in the session are flushed first (and writes held, ``hold_writes``), so
     the statement sees them. It all runs in one switch to SQLAlchemy's synchronous side, or
-    on SQLite, for a statement marked ``direct`` run for its row count, on the driver.
+    on SQLite, for a statement marked ``direct`` run for its row count or its last id, on
+    the driver.
     """
     await _write_held(session)
-    if take is _rowcount and isinstance(params, dict) and statement in _DIRECT:
-        counted = await _run_direct(session, statement, params)
-        if counted is not None:
-            return counted  # type: ignore[return-value]
+    direct_take = take is _rowcount or take is last_id
+    if direct_take and isinstance(params, dict) and statement in _DIRECT:
+        found = await _run_direct(session, statement, params, take is last_id)
+        if found is not None:
+            return found  # type: ignore[return-value]
 
     def go(sync: Session) -> _T:
         if sync.new or sync.dirty or sync.deleted:
@@ -111,7 +120,9 @@ async def run(
 
 
 #: Statements marked ``direct`` (built once, at import), and their SQLite form once compiled.
-_DIRECT: dict[Executable, tuple[str, tuple[str, ...], dict[str, Any], Any] | None] = {}
+_DIRECT: weakref.WeakKeyDictionary[
+    Executable, tuple[str, tuple[str, ...], dict[str, Any], Any] | None
+] = weakref.WeakKeyDictionary()  # (weak: statements built once per shape may be dropped)
 
 _E = TypeVar("_E", bound=Executable)
 
@@ -126,18 +137,19 @@ def direct(statement: _E) -> _E:
     or that is no UPDATE or INSERT, runs through SQLAlchemy as before. Its values must be
     given (``.values(...)``): without them SQLAlchemy would write the columns its parameters
     name, and this form would write every column."""
-    if not getattr(statement, "_values", None):
+    if not isinstance(statement, TextClause) and not getattr(statement, "_values", None):
         raise ValueError("a direct statement must give its values")
     _DIRECT[statement] = None
     return statement
 
 
 async def _run_direct(
-    session: AsyncSession, statement: Executable, params: dict[str, Any]
+    session: AsyncSession, statement: Executable, params: dict[str, Any], want_id: bool
 ) -> int | None:
     """``statement`` with ``params`` on the session's SQLite connection, in its transaction
-    (begun, with the write lock, as for any statement); its row count. None: not on SQLite,
-    or not a statement that can go to the driver as it is."""
+    (begun, with the write lock, as for any statement); its row count, or with ``want_id``
+    the id of the last row it inserted. None: not on SQLite, or not a statement that can go
+    to the driver as it is."""
     bind = session.get_bind()
     if bind.dialect.name != "sqlite":
         return None
@@ -160,7 +172,7 @@ async def _run_direct(
         sync.dispatch.before_cursor_execute(sync, cursor, sql, args, None, False)
         cursor.execute(sql, args)
         sync.dispatch.after_cursor_execute(sync, cursor, sql, args, None, False)
-        return int(cursor.rowcount)
+        return int(cursor.lastrowid if want_id else cursor.rowcount)
     finally:
         cursor.close()
 
@@ -172,7 +184,7 @@ def _compile_direct(
     the compiled form; an empty text if it must run through SQLAlchemy."""
     form: Any = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
     if (
-        not (form.isupdate or form.isinsert)
+        not (form.isupdate or form.isinsert or isinstance(statement, TextClause))
         or form.insert_prefetch
         or form.update_prefetch
         or form.effective_returning
@@ -387,10 +399,12 @@ def _insert_rows(into: Table, columns: tuple[str, ...], count: int, suffix: str)
         "(" + ", ".join(f":{name}_{n}" for name in columns) + ")" for n in range(count)
     )
     statement = text(f"INSERT INTO {into.name} ({', '.join(columns)}) VALUES {values} {suffix}")
-    return statement.bindparams(
-        *(
-            bindparam(f"{name}_{n}", type_=into.c[name].type)
-            for n in range(count)
-            for name in columns
+    return direct(
+        statement.bindparams(
+            *(
+                bindparam(f"{name}_{n}", type_=into.c[name].type)
+                for n in range(count)
+                for name in columns
+            )
         )
     )

@@ -26,6 +26,7 @@ from storage.core import (
     fetch_in,
     insert_rows,
     json_text,
+    last_id,
     on_driver,
     run,
     table,
@@ -285,7 +286,7 @@ async def enqueue_calls(
     # SQLite: one multi-row INSERT with no ids given; SQLite numbers the rows one after the
     # other (each one above the largest id so far), the last one ``lastrowid``.
     statement, params = insert_rows(_OUTBOX, rows)
-    last = await run(session, statement, params, take=_last_id)
+    last = await run(session, statement, params, take=last_id)
     return list(range(last - len(rows) + 1, last + 1))
 
 
@@ -298,10 +299,6 @@ FROM unnest($1::bigint[], $2::varchar[], $3::json[], $4::json[]) WITH ORDINALITY
 ORDER BY c.n
 RETURNING id
 """
-
-
-def _last_id(result: CursorResult[Any]) -> int:
-    return int(result.lastrowid)
 
 
 async def outbox_lanes(*, session: AsyncSession, limit: int = 256) -> list[int]:
