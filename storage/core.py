@@ -200,15 +200,28 @@ async def _sqlite_connection_of(session: AsyncSession) -> tuple[Any, Any]:
     """The session's connection in its current transaction (begun: BEGIN IMMEDIATE and the
     write lock, by the engine's events) and its ``sqlite3`` connection; kept in the session
     until the transaction changes."""
+    kept = _kept(session)
+    if kept is not None:
+        return kept
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    adapted: Any = raw.driver_connection  # storage.sqlitedriver's connection
+    return _keep(session, connection, adapted._conn)  # noqa: SLF001 - its sqlite3 connection
+
+
+def _kept(session: AsyncSession) -> tuple[Any, Any] | None:
+    """The connection and driver kept in the session for its current transaction, if any."""
     sync = session.sync_session
     transaction = sync.get_nested_transaction() or sync.get_transaction()
     kept = session.info.get(_DRIVER)
     if transaction is not None and kept is not None and kept[0] is transaction:
         return kept[1], kept[2]
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    adapted: Any = raw.driver_connection  # storage.sqlitedriver's connection
-    driver = adapted._conn  # noqa: SLF001 - its sqlite3 connection
+    return None
+
+
+def _keep(session: AsyncSession, connection: Any, driver: Any) -> tuple[Any, Any]:
+    """Keep ``connection`` and ``driver`` in the session for its current transaction."""
+    sync = session.sync_session
     transaction = sync.get_nested_transaction() or sync.get_transaction()
     session.info[_DRIVER] = (transaction, connection, driver)
     return connection, driver
@@ -348,11 +361,9 @@ async def _driver_of(session: AsyncSession) -> tuple[Any, Any]:
     """The session's connection in its current transaction (a savepoint's, inside one) and
     that connection's asyncpg driver, its transaction begun; kept in the session until the
     transaction (or savepoint) changes."""
-    sync = session.sync_session
-    transaction = sync.get_nested_transaction() or sync.get_transaction()
-    kept = session.info.get(_DRIVER)
-    if transaction is not None and kept is not None and kept[0] is transaction:
-        return kept[1], kept[2]
+    kept = _kept(session)
+    if kept is not None:
+        return kept
     # Asking the session for its connection also emits the SAVEPOINT of a savepoint begun
     # since the last statement.
     connection = await session.connection()
@@ -369,9 +380,7 @@ async def _driver_of(session: AsyncSession) -> tuple[Any, Any]:
             # the adapter does not know of, which no rollback would end.
             await asyncio.shield(connection.invalidate())
             raise
-    transaction = sync.get_nested_transaction() or sync.get_transaction()
-    session.info[_DRIVER] = (transaction, connection, raw.driver_connection)
-    return connection, raw.driver_connection
+    return _keep(session, connection, raw.driver_connection)
 
 
 _DRIVER = "storage.core.driver"
