@@ -366,7 +366,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _cpu_seconds() -> float:
+def own_cpu_seconds() -> float:
+    """This process's CPU time so far (user + system, all threads)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -385,7 +386,7 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         else:
             app = baseline(args.kind, args, Path(tmp))
             await start_bot(app, args.mode)
-        cpu, before = _cpu_seconds(), None
+        cpu, before = own_cpu_seconds(), None
         if counter is not None:
             before = dict(vars(counter), driver_statements=counter.driver_statements)
         print("READY", flush=True)
@@ -393,7 +394,7 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         while (await loop.run_in_executor(None, sys.stdin.readline)).strip() not in ("STOP", ""):
             pass
         report: dict[str, Any] = {
-            "cpu_seconds": _cpu_seconds() - cpu,
+            "cpu_seconds": own_cpu_seconds() - cpu,
             "peak_rss_mb": _peak_rss_mb(),
         }
         if counter is not None and before is not None:

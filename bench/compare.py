@@ -63,7 +63,6 @@ import dataclasses
 import json
 import math
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -72,7 +71,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.bots import ASK_NAME, ASK_PHONE, free_port
+from bench.bots import ASK_NAME, ASK_PHONE, free_port, own_cpu_seconds
 from bench.dialogue import (
     ANSWERS,
     LANG,
@@ -214,11 +213,6 @@ def machine_cpu_seconds() -> float:
         return math.nan
     ticks = [int(value) for value in fields[:8]]  # user nice system idle iowait irq softirq steal
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 # --- one run ---------------------------------------------------------------------------------

@@ -128,11 +128,11 @@ _E = TypeVar("_E", bound=Executable)
 
 
 def direct(statement: _E) -> _E:
-    """Mark ``statement`` (a Core UPDATE or INSERT built once, at import, its values given) to
-    be run, on
-    SQLite, by ``run`` straight on the driver inside the session's transaction: about half
-    the CPU of SQLAlchemy's execution, for the writes of every update (the claim of an
-    update, the record of a call). Only its row count is returned. A statement whose
+    """Mark ``statement`` (a Core UPDATE or INSERT built once, its values given, or a text
+    statement) to be run, on SQLite, by ``run`` straight on the driver inside the session's
+    transaction: about half the CPU of SQLAlchemy's execution, for the writes of every update
+    (the claim of an update, the record of a call). Only its row count or last id is
+    returned (``run``'s default ``take``, or ``last_id``). A statement whose
     execution needs more than its parameters (column defaults computed in Python, RETURNING),
     or that is no UPDATE or INSERT, runs through SQLAlchemy as before. Its values must be
     given (``.values(...)``): without them SQLAlchemy would write the columns its parameters

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event
@@ -23,24 +24,34 @@ from tests.fakebotapi import FakeBotAPI
 from tests.fakebotapi.fixtures import TEST_TOKEN
 
 
-def _start(api: FakeBotAPI, tmp_path: Path, **more: str) -> subprocess.Popen[bytes]:
+def _bot_env(api: FakeBotAPI, database_url: str, **more: str) -> dict[str, str]:
+    """The environment of ``intake-bot run`` against ``api``, on ``database_url``."""
     env = {
         **os.environ,
         **more,
         "TELEGRAM_TOKEN": TEST_TOKEN,
         "TELEGRAM_BASE_URL": api.base_url,
         "TELEGRAM_BASE_FILE_URL": api.base_file_url,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'intake.db'}",
+        "DATABASE_URL": database_url,
         "LOG_LEVEL": "WARNING",
     }
     env.pop("WEBHOOK_URL", None)
+    return env
+
+
+def _run_bot(env: dict[str, str], cwd: Path, stderr: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "bot", "run"],
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
+
+
+def _start(api: FakeBotAPI, tmp_path: Path, **more: str) -> subprocess.Popen[bytes]:
+    env = _bot_env(api, f"sqlite:///{tmp_path / 'data' / 'intake.db'}", **more)
+    return _run_bot(env, tmp_path, subprocess.PIPE)
 
 
 async def _serving(
@@ -232,13 +243,7 @@ def test_a_bot_on_a_migrated_database_loads_neither_migrations_nor_drawing(
 def _start_logged(env: dict[str, str], cwd: Path, log_file: Path) -> subprocess.Popen[bytes]:
     """``intake-bot run`` logging to a file (a pipe nobody reads would fill and block it)."""
     with log_file.open("wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bot", "run"],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
+        return _run_bot(env, cwd, stderr)
 
 
 async def test_a_bot_kept_to_one_pooled_connection_answers_a_burst_within_its_budget(
@@ -254,18 +259,13 @@ async def test_a_bot_kept_to_one_pooled_connection_answers_a_burst_within_its_bu
     await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 3")
     await admin.execute(f"CREATE DATABASE {role} OWNER {role}")
     url = make_url(postgres_admin_url()).set(drivername="postgresql", username=role, database=role)
-    env = {
-        **os.environ,
-        "TELEGRAM_TOKEN": TEST_TOKEN,
-        "TELEGRAM_BASE_URL": api.base_url,
-        "TELEGRAM_BASE_FILE_URL": api.base_file_url,
-        "DATABASE_URL": url.render_as_string(hide_password=False),
-        "DATABASE_POOL_SIZE": "1",
-        "DATABASE_POOL_OVERFLOW": "0",
-        "RATE_LIMIT": "false",
-        "LOG_LEVEL": "WARNING",
-    }
-    env.pop("WEBHOOK_URL", None)
+    env = _bot_env(
+        api,
+        url.render_as_string(hide_password=False),
+        DATABASE_POOL_SIZE="1",
+        DATABASE_POOL_OVERFLOW="0",
+        RATE_LIMIT="false",
+    )
     log_file = tmp_path / "bot.log"
     bot = _start_logged(env, tmp_path, log_file)
     users = range(7001, 7021)
