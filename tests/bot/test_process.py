@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,33 @@ def _run_bot(env: dict[str, str], cwd: Path, stderr: Any) -> subprocess.Popen[by
     )
 
 
-def _start(api: FakeBotAPI, tmp_path: Path, **more: str) -> subprocess.Popen[bytes]:
+def _start_logged(env: dict[str, str], cwd: Path, log_file: Path) -> subprocess.Popen[bytes]:
+    """``intake-bot run`` logging to a file (a pipe nobody reads would fill and block it)."""
+    with log_file.open("wb") as stderr:
+        return _run_bot(env, cwd, stderr)
+
+
+def _start(
+    api: FakeBotAPI, tmp_path: Path, log: str = "bot.log", **more: str
+) -> subprocess.Popen[bytes]:
+    """``intake-bot run`` on the SQLite file in ``tmp_path``, logging to ``tmp_path / log``."""
     env = _bot_env(api, f"sqlite:///{tmp_path / 'data' / 'intake.db'}", **more)
-    return _run_bot(env, tmp_path, subprocess.PIPE)
+    return _start_logged(env, tmp_path, tmp_path / log)
+
+
+async def _logged(log_file: Path, text: str) -> str:
+    """The first line of ``log_file`` holding ``text``, once the process has written it
+    (within 30 s)."""
+
+    def written() -> str:
+        for _ in range(600):
+            for line in log_file.read_text().splitlines():
+                if text in line:
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not logged: {log_file.read_text()}")
+
+    return await asyncio.to_thread(written)
 
 
 async def _serving(
@@ -94,7 +119,7 @@ async def test_sigkill_then_restart_resumes_the_client_at_the_same_question(
         bot.wait(timeout=20)
     assert bot.returncode == -signal.SIGKILL
 
-    again = _start(api, tmp_path)
+    again = _start(api, tmp_path, log="again.log")
     try:
         api.user_message(user, "/start")
         call = await api.wait_for(
@@ -105,7 +130,7 @@ async def test_sigkill_then_restart_resumes_the_client_at_the_same_question(
     finally:
         again.send_signal(signal.SIGTERM)
         await asyncio.to_thread(again.wait, 30)
-    assert again.returncode == 0, (again.stderr.read() if again.stderr else b"").decode()[-2000:]
+    assert again.returncode == 0, (tmp_path / "again.log").read_text()[-2000:]
 
 
 async def test_a_second_bot_on_the_same_sqlite_file_refuses_and_the_first_goes_on(
@@ -114,10 +139,10 @@ async def test_a_second_bot_on_the_same_sqlite_file_refuses_and_the_first_goes_o
     api, user = fake_bot_api, 5002
     first = await _serving(api, tmp_path, user)
     try:
-        second = _start(api, tmp_path)
-        _, err = await asyncio.to_thread(second.communicate, None, 60)
+        second = _start(api, tmp_path, log="second.log")
+        await asyncio.to_thread(second.wait, 60)
         assert second.returncode == 1
-        lines = err.decode().strip().splitlines()
+        lines = (tmp_path / "second.log").read_text().strip().splitlines()
         assert lines == [
             f"Another bot (process {first.pid}) is using this database "
             f"(sqlite+aiosqlite:///{tmp_path / 'data' / 'intake.db'}). Stop it first: one bot "
@@ -143,10 +168,9 @@ async def test_a_bot_starting_while_a_command_posts_cards_waits_for_it(
     url = f"sqlite:///{tmp_path / 'data' / 'intake.db'}"
     with serving_alone(url, role="intake-bot requests redeliver"):
         bot = _start(api, tmp_path)
-        assert bot.stderr is not None
-        line = await asyncio.to_thread(bot.stderr.readline)
-        assert f"waiting for intake-bot requests redeliver (process {os.getpid()})" in (
-            line.decode()
+        await _logged(
+            tmp_path / "bot.log",
+            f"waiting for intake-bot requests redeliver (process {os.getpid()})",
         )
     try:
         api.user_message(user, "/start")
@@ -238,12 +262,6 @@ def test_a_bot_on_a_migrated_database_loads_neither_migrations_nor_drawing(
         for _ in range(2)
     ]
     assert runs == ["['alembic']", "[]"], "a fresh database is migrated, then up to date"
-
-
-def _start_logged(env: dict[str, str], cwd: Path, log_file: Path) -> subprocess.Popen[bytes]:
-    """``intake-bot run`` logging to a file (a pipe nobody reads would fill and block it)."""
-    with log_file.open("wb") as stderr:
-        return _run_bot(env, cwd, stderr)
 
 
 async def test_a_bot_kept_to_one_pooled_connection_answers_a_burst_within_its_budget(
