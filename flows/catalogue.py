@@ -53,6 +53,16 @@ CATALOGUE: dict[str, dict[Lang, str]] = {
     "engine.sessions_few": {"ru": "сеанса", "en": "sessions"},
     "engine.sessions_many": {"ru": "сеансов", "en": "sessions"},
     "engine.why": {"ru": "<b>Почему:</b>", "en": "<b>Why:</b>"},
+    # after "not now": what a doctor must still clear once it has passed
+    "engine.also_clear": {
+        "ru": "<b>До любого массажа это также должен разрешить врач:</b>",
+        "en": "<b>Before any massage, a doctor must also clear this:</b>",
+    },
+    # after "no massage: see a doctor": the rest the client reported, for that doctor
+    "engine.also_tell": {
+        "ru": "<b>Расскажите врачу и об этом:</b>",
+        "en": "<b>Please also tell your doctor:</b>",
+    },
     "engine.suggest": {"ru": "<b>Что мы предлагаем:</b>", "en": "<b>What we suggest:</b>"},
     "engine.use_buttons": {
         "ru": "Пожалуйста, выберите ответ кнопкой под вопросом.",
@@ -350,6 +360,13 @@ CATALOGUE: dict[str, dict[Lang, str]] = {
     "staff.refused": {
         "ru": "Это доступно только сотрудникам центра.",
         "en": "This is for the center's staff only.",
+    },
+    # a staff command in a group other than the staff group: no client data there
+    "staff.wrong_chat": {
+        "ru": "Команды сотрудников работают только в группе сотрудников "
+        "(или в личном чате с ботом), чтобы данные клиентов не попали в другие чаты.",
+        "en": "Staff commands work only in the staff group (or in a private chat with the "
+        "bot), so that clients' data never reach other chats.",
     },
     "staff.queue": {"ru": "Открытые заявки", "en": "Open requests"},
     "staff.queue_empty": {"ru": "Открытых заявок нет.", "en": "No open requests."},

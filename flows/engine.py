@@ -946,6 +946,22 @@ def reasons(flow: Flow, state: State, result: Triage) -> tuple[str, ...]:
     return tuple(dict.fromkeys(rule.reason.get(state.lang) for rule in result.deciding))
 
 
+def also_reasons(flow: Flow, state: State, result: Triage) -> tuple[str, ...]:
+    """The reasons of protective rules that fired below the outcome's level (a recent
+    fracture under "not now": once the fever has passed, a doctor must still clear it),
+    strictest first, without the deciding ones; none for OK and CLEAR."""
+    rank = level_rank(result.level)
+    lower = [
+        r
+        for r in result.fired
+        if level_rank("CLEAR") <= level_rank(r.level) < rank and r.level != result.level
+    ]
+    lower.sort(key=lambda r: -level_rank(r.level))
+    deciding = set(reasons(flow, state, result))
+    found = (r.reason.get(state.lang) for r in lower)
+    return tuple(r for r in dict.fromkeys(found) if r not in deciding)
+
+
 #: Longest text the engine puts in one message (Telegram allows 4096 characters).
 MESSAGE_BUDGET = 4000
 
@@ -977,6 +993,12 @@ def outcome_blocks(flow: Flow, state: State, intro: str, result: Triage) -> list
             blocks.append(t(key, lang, n=n, sessions=_sessions(n, lang)))
     blocks.append(t("engine.why", lang))
     blocks += [f"• {html.escape(r)}" for r in reasons(flow, state, result)]
+    also = also_reasons(flow, state, result)
+    if also:
+        blocks.append(
+            t("engine.also_clear" if result.level == "LATER" else "engine.also_tell", lang)
+        )
+        blocks += [f"• {html.escape(r)}" for r in also]
     return blocks
 
 
@@ -1026,7 +1048,9 @@ def request_draft(flow: Flow, state: State) -> RequestDraft:
         by_id[flow.default_rule.id] = flow.default_rule
         fired = tuple(by_id[i] for i in rule_ids if i in by_id)
         deciding = tuple(r for r in fired if r.level == level)
-        why = reasons(flow, state, Triage(level, deciding, fired))
+        triage = Triage(level, deciding, fired)
+        # the staff who call back see the rest too (what a doctor must clear after "not now")
+        why = reasons(flow, state, triage) + also_reasons(flow, state, triage)
     fields: dict[str, str] = {}
     for e in state.history:
         node = flow.nodes[e.node]

@@ -109,8 +109,8 @@ def test_every_rule_appears_with_the_outcome_it_gives() -> None:
 def test_each_question_shows_the_outcomes_its_answers_can_give() -> None:
     graph = describe(intake_flow())
     assert graph.node("emergency").levels == ("EMERGENCY",)
-    assert graph.node("chronic").levels == ("STOP",)
-    assert graph.node("acute").levels == ("STOP", "LATER")
+    assert graph.node("chronic").levels == ("STOP", "CLEAR")
+    assert graph.node("acute").levels == ("STOP", "LATER", "CLEAR")
     assert graph.node("hernia_stage").levels == ("STOP", "CLEAR", "OK")
     assert graph.node("osteo_region").levels == ()
     assert graph.node("welcome").levels == ()

@@ -306,11 +306,11 @@ SCENARIOS = [
         ("neck_checked_no",),
     ),
     Scenario(
-        "an infectious disease is asked as the article words it",
+        "an infectious disease is asked as the article words it: no massage",
         "Presence of an infectious disease.",
-        {"acute": ("fever_infection",)},
-        "LATER",
-        ("c_infection",),
+        {"acute": ("infectious",)},
+        "STOP",
+        ("c_infectious",),
         ("infectious disease",),
     ),
 ]
@@ -436,3 +436,105 @@ def test_several_conditions_read_as_one_suggestion() -> None:
     ru.run({"conditions": ("osteochondrosis", "sciatica"), "osteo_region": "lumbosacral"})
     shown_ru = "\n".join(ru.transcript)
     assert "15 сеансов" in shown_ru and shown_ru.count("Курс проходит под наблюдением врача.") == 1
+
+
+# --- Found by a clinical review from the article's side ------------------------------
+
+
+def test_not_now_still_tells_what_a_doctor_must_clear_first() -> None:
+    """A fever makes it "not now", but the recent fracture still needs a doctor: the client
+    is told both, and so are the staff who call back (not only "come back when it passed")."""
+    assert "They can be massaged only after consultation with a doctor." in ARTICLE
+    client = Client(lang="en")
+    client.run({"acute": ("fever_infection",), "fracture": "yes"})
+    [draft] = client.saved
+    assert draft.outcome == "LATER"
+    outcome = next(t for t in client.transcript if "not advisable right now" in t)
+    assert "Before any massage, a doctor must also clear this:" in outcome
+    assert outcome.index("acute infection with fever") < outcome.index("a doctor must also")
+    assert outcome.index("a doctor must also") < outcome.index("recent spine fracture")
+    assert any("recent spine fracture" in r for r in draft.reasons), "the staff see it too"
+    assert draft.reasons[0].startswith("You reported an acute infection"), "the deciding first"
+    ru = Client(lang="ru")
+    ru.run({"acute": ("fever_infection",), "fracture": "yes"})
+    shown = "\n".join(ru.transcript)
+    assert "До любого массажа это также должен разрешить врач:" in shown
+    assert "недавний перелом позвоночника" in shown
+
+
+def test_no_massage_asks_to_tell_the_doctor_the_rest_too() -> None:
+    client = Client(lang="en")
+    client.run({"chronic": ("oncology",), "fracture": "yes"})
+    [draft] = client.saved
+    assert draft.outcome == "STOP"
+    shown = "\n".join(client.transcript)
+    assert "Please also tell your doctor:" in shown and "recent spine fracture" in shown
+    assert [r.split(":")[0] for r in draft.reasons] == [
+        "You reported an oncological disease (cancer)",
+        "You reported a recent spine fracture",
+    ]
+
+
+def test_only_the_deciding_reasons_when_nothing_else_fired() -> None:
+    client = Client(lang="en")
+    client.run({"acute": ("intoxication",)})
+    shown = "\n".join(client.transcript)
+    assert "must also clear" not in shown and "also tell your doctor" not in shown
+    assert client.saved[0].reasons == ("You reported alcohol or drug intoxication",)
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_pregnancy_is_asked_and_a_doctor_decides(lang: str) -> None:
+    """The article is silent on massage in pregnancy (it names pregnancy among the
+    ointments' contraindications, and a warming gel is used at every session): a doctor
+    decides first, and "massage is suitable" is never shown."""
+    assert "eczema, pregnancy and allergies to the main component" in ARTICLE
+    client = Client(lang=lang)  # type: ignore[arg-type]
+    client.run({"acute": ("pregnancy",)})
+    [draft] = client.saved
+    assert draft.outcome == "CLEAR"
+    assert "caution_pregnancy" in draft.rule_ids
+    shown = "\n".join(client.transcript)
+    assert ("pregnan" if lang == "en" else "беремен") in shown.lower()
+    assert "Massage is suitable" not in shown and "Массаж вам подходит" not in shown
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_any_other_chronic_disease_is_for_a_doctor_to_clear(lang: str) -> None:
+    cites = (
+        "A patient may be prohibited from massage due to the presence of any chronic "
+        "diseases. Each course must be supervised by a physician."
+    )
+    assert cites in ARTICLE
+    client = Client(lang=lang)  # type: ignore[arg-type]
+    client.run({"chronic": ("other_chronic",)})
+    [draft] = client.saved
+    assert draft.outcome == "CLEAR"
+    assert "caution_chronic_disease" in draft.rule_ids
+    assert "Massage is suitable" not in "\n".join(client.transcript)
+
+
+def test_an_infectious_disease_that_is_not_an_acute_fever_is_no_massage() -> None:
+    """The article lists "Presence of an infectious disease." without a qualifier (STOP);
+    only "Acute infections that are accompanied by high body temperature" pass (LATER)."""
+    assert "Presence of an infectious disease." in ARTICLE
+    assert "Acute infections that are accompanied by high body temperature." in ARTICLE
+    client = Client(lang="en")
+    client.run({"acute": ("infectious",)})
+    assert client.saved[0].outcome == "STOP"
+    assert "c_infectious" in client.saved[0].rule_ids
+    acute = Client(lang="en")
+    acute.run({"acute": ("fever_infection",)})
+    assert acute.saved[0].outcome == "LATER"
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_numbness_in_the_groin_or_not_passing_urine_is_an_emergency(lang: str) -> None:
+    client = Client(lang=lang)  # type: ignore[arg-type]
+    client.run(stop_at="emergency")
+    labels = [b.label for m in client.messages for row in m.buttons for b in row]
+    assert any(("groin" if lang == "en" else "паху") in label for label in labels)
+    client.run({"emergency": ("saddle",)})
+    assert client.node == "emergency_stop"
+    assert client.saved[0].outcome == "EMERGENCY"
+    assert "112" in client.text and "103" in client.text

@@ -124,9 +124,9 @@ def test_a_missing_answer_stops_with_a_clear_message() -> None:
     t = run("answers: {welcome: start, emergency: [none], conditions: [none]}")
     assert not t.finished and t.node == "acute"
     assert t.stopped == (
-        "no answer for question 'acute' (checklist, options: fever_infection, intoxication, "
-        "exacerbation, wounds, skin, lymphadenitis, none): add it under answers, or set "
-        "defaults: true"
+        "no answer for question 'acute' (checklist, options: fever_infection, infectious, "
+        "intoxication, exacerbation, wounds, skin, lymphadenitis, pregnancy, none): add it "
+        "under answers, or set defaults: true"
     )
     assert t.render().endswith(f"Stopped: {t.stopped}\n")
 
@@ -205,7 +205,7 @@ def test_trying_a_changed_flow_shows_the_new_outcome(tmp_path: Path) -> None:
         (
             "steps: [{choose: start}, {tick: [nothing]}]",
             "step 2 (tick: nothing): the dialogue is at question 'emergency' (checklist, "
-            "options: chest_pain, leg_weakness, bladder_bowel, trauma, none); "
+            "options: chest_pain, leg_weakness, bladder_bowel, saddle, trauma, none); "
             "it has no answer 'nothing'",
         ),
         ("steps: [{tick: [none]}]", "step 1 (tick: none): the dialogue is at question 'welcome'"),
