@@ -402,7 +402,7 @@ async def on_forget_button(update: Update, context: BotContext) -> None:
         if erase and client is not None and client.id is not None:
             await delete_client_data(session=work.session, client_id=client.id)
         await work.out.answer(chat.id, query.id)
-        text = t("client.forget_done" if erase else "forget_kept", lang)
+        text = t("client.forget_done" if erase else "client.forget_kept", lang)
         if query.message is not None:
             await work.out.edit(chat.id, query.message.message_id, text, or_send=True)
         else:

@@ -57,3 +57,36 @@ async def test_forget_leaves_no_name_in_the_write_ahead_log_either(
     # read the files as they are, without checkpointing them first
     raw = raw_bytes(path) + (raw_bytes(wal) if wal.exists() else b"")
     assert NAME.encode() not in raw, "the name is still in the database file or its log"
+
+
+async def test_forget_then_keep_answers_politely_and_erases_nothing(
+    bot: RunningBot, fake_bot_api: FakeBotAPI, database: tuple[str, AsyncEngine]
+) -> None:
+    path = Path(bot.url.split(":///", 1)[1])
+    person = Person(fake_bot_api, 4003)
+    await person.say("/start")
+    await person.walk({"name": NAME}, FULL)
+    await person.say("/forget")
+    await person.press("No, keep")
+    assert "All right, nothing was erased." in person.last
+    assert "Sorry" not in "\n".join(person.shown[-2:])
+    assert NAME.encode() in checkpoint(path), "the data are still there"
+    # the question's buttons are gone: a later "Yes, erase" cannot be pressed by mistake
+    live = [
+        m
+        for m in fake_bot_api.messages(person.id)
+        if (m.get("reply_markup") or {}).get("inline_keyboard")
+    ]
+    assert not any("Yes, erase" in str(m["reply_markup"]) for m in live)
+
+
+async def test_forget_then_keep_in_the_language_the_client_chose(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 4004, lang="en")
+    await person.say("/start")
+    await person.say("/lang")
+    await person.press("Русский")
+    await person.say("/forget")
+    await person.press("Нет, оставить")
+    assert "ничего не удалено" in person.last
