@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, SpawnContext
 from pathlib import Path
 
-from flows import CheckReport, Problem, check_text, checksum
+from flows import CheckReport, Problem, check_text, content_key
 
 __all__ = ["CHECK_MEMORY_BYTES", "CHECK_SECONDS", "FlowChecker"]
 
@@ -143,8 +143,9 @@ def _context() -> SpawnContext | ForkServerContext:
     return ctx
 
 
-#: Reports of flows that passed, by content checksum. A proof depends only on the text and
-#: the safety policy (fixed for the life of the process), so it is done once per process.
+#: Reports of flows that passed, by their text's full hash (``content_key``: the short
+#: checksum that names a version can be made to collide). A proof depends only on the text
+#: and the safety policy (fixed for the life of the process), so it is done once per process.
 _PASSED: dict[str, CheckReport] = {}
 
 
@@ -160,7 +161,7 @@ class FlowChecker:
 
     def check_blocking(self, text: str, origin: str) -> CheckReport:
         """Check ``text`` in a worker process and wait (for the CLI and worker threads)."""
-        passed = _PASSED.get(checksum(text))
+        passed = _PASSED.get(content_key(text))
         if passed is not None:
             return passed
         ctx = _context()
@@ -189,7 +190,7 @@ class FlowChecker:
                 proc.kill()
             proc.join(5)
         if report.ok:
-            _PASSED[checksum(text)] = report
+            _PASSED[content_key(text)] = report
         return report
 
     def _wait(self, pid: int | None, receive: Connection) -> bool:
@@ -205,7 +206,7 @@ class FlowChecker:
 
     async def check(self, text: str, origin: str) -> CheckReport:
         """Check ``text`` off the event loop; callers asking for the same content share it."""
-        key = checksum(text)
+        key = content_key(text)
         if key in _PASSED:
             return _PASSED[key]
         task = self._running.get(key)

@@ -29,6 +29,7 @@ from flows import (
     FlowError,
     Problem,
     checksum,
+    content_key,
     load_flow_text,
     shipped_flow_path,
 )
@@ -51,6 +52,19 @@ class FlowRefusedError(Exception):
     def __init__(self, report: CheckReport) -> None:
         self.report = report
         super().__init__(report.render())
+
+
+def collision(origin: str, version: str) -> CheckReport:
+    """The report on a text whose short checksum is that of another version's text."""
+    report = CheckReport(origin=origin)
+    report.problems.append(
+        Problem(
+            f"another flow version with different content has the same checksum ({version}); "
+            "nothing was published. Change anything in the file (a comment will do) and "
+            "upload it again."
+        )
+    )
+    return report
 
 
 class FlowRegistry:
@@ -77,8 +91,10 @@ class FlowRegistry:
             raise FlowRefusedError(report) from exc
         except FlowError as exc:
             raise FlowRefusedError(CheckReport(str(self.initial), problems=exc.problems)) from exc
-        #: proven flows (with the settings' values filled in), by content checksum
+        #: proven flows (with the settings' values filled in), by content checksum, and the
+        #: full hash of each one's text (a short checksum alone can be made to collide)
         self._proven: dict[str, Flow] = {}
+        self._proven_keys: dict[str, str] = {}
         #: flows loaded for pinned dialogues, by checksum
         self._loaded: dict[str, Flow] = {}
         self._current: Flow | None = None
@@ -89,20 +105,32 @@ class FlowRegistry:
     def _accept(self, text: str, report: CheckReport) -> Flow:
         if not report.ok or report.flow is None:
             raise FlowRefusedError(report)
+        key = content_key(text)
+        version = checksum(text)
+        if self._proven_keys.get(version, key) != key:
+            raise FlowRefusedError(collision(report.origin, version))
         flow = load_flow_text(text, origin=report.origin, values=self.values)
         self._proven[flow.version] = flow
+        self._proven_keys[flow.version] = key
         return flow
+
+    def _known(self, text: str) -> Flow | None:
+        """The proven flow of exactly ``text``, if it has been proven here."""
+        version = checksum(text)
+        if self._proven_keys.get(version) != content_key(text):
+            return None
+        return self._proven.get(version)
 
     def check(self, text: str, origin: str) -> Flow:
         """The flow in ``text`` if it passes the checker (blocking; for the CLI)."""
-        found = self._proven.get(checksum(text))
+        found = self._known(text)
         if found is not None:
             return found
         return self._accept(text, self.checker.check_blocking(text, origin))
 
     async def checked_async(self, text: str, origin: str) -> Flow:
         """The flow in ``text`` if it passes the checker, proven off the event loop."""
-        found = self._proven.get(checksum(text))
+        found = self._known(text)
         if found is not None:
             return found
         return self._accept(text, await self.checker.check(text, origin))
@@ -170,7 +198,7 @@ class FlowRegistry:
             raise RuntimeError("FlowRegistry.prepare() must run before the bot serves")
         if await get_active_flow_version(session=session, flow_name=self.name) is None:
             text = self.initial.read_text(encoding="utf-8")
-            flow = self._proven.get(checksum(text))
+            flow = self._known(text)
             if flow is None:  # pragma: no cover - prepare proved it
                 raise RuntimeError("the initial flow has not been proven")
             await self._publish_initial(session, text, flow, "first start")
@@ -202,7 +230,7 @@ class FlowRegistry:
         return self._current
 
     def _prove_later(self, text: str, origin: str) -> None:
-        key = checksum(text)
+        key = content_key(text)
         if key in self._background:
             return
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bot.flowsource import FlowRefusedError, FlowRegistry
+from bot.flowsource import FlowRefusedError, FlowRegistry, collision
 from flows import CheckReport, Flow
 from storage import (
     AsyncSession,
@@ -91,12 +91,14 @@ async def _store(
     flow = await registry.checked_async(text, origin)
     async with sessionmaker() as session, session.begin():
         active, active_checksum = await _active(registry, session)
+        same = await get_flow_version_by_checksum(
+            session=session, flow_name=registry.name, checksum=flow.version
+        )
+        if same is not None and same.yaml != text:  # made to collide: never mistaken for it
+            return Result("refused", report=collision(origin, flow.version))
         if active_checksum == flow.version:
             return Result("unchanged", active, report, flow, active)
         if not activate:
-            same = await get_flow_version_by_checksum(
-                session=session, flow_name=registry.name, checksum=flow.version
-            )
             if same is not None and same.note == PENDING_NOTE:
                 return Result("pending", same.number, report, flow, active)
         version = await add_flow_version(

@@ -35,7 +35,7 @@ from flows.engine import (
 )
 from flows.errors import FlowError, FlowMismatchError, Problem
 from flows.graph import Graph, describe, to_mermaid
-from flows.loader import checksum, load_flow_text, shipped_flow_path
+from flows.loader import checksum, content_key, load_flow_text, shipped_flow_path
 from flows.markup import plain_text
 from flows.paths import PathCount, format_table, path_table
 from flows.policy import POLICY, SafetyPolicy
@@ -92,6 +92,7 @@ __all__ = [
     "Toggle",
     "check_flow",
     "checksum",
+    "content_key",
     "decode",
     "fresh_start",
     "is_question",

@@ -44,8 +44,18 @@ def shipped_flow_path(name: str = "intake") -> Path:
 
 
 def checksum(text: str) -> str:
-    """Return the short content checksum that names a flow version."""
+    """Return the short content checksum that names a flow version.
+
+    Short enough to read and type, too short to tell contents apart: two texts with the same
+    one can be made in minutes. Whatever stands for a text's proof is keyed by
+    ``content_key``.
+    """
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def content_key(text: str) -> str:
+    """Return the full SHA-256 of ``text``: what a proof of that text is kept under."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def load_flow_text(

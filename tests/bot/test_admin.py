@@ -71,6 +71,7 @@ async def upload(api: FakeBotAPI, user: int, text: str) -> None:
     api.user_document(user, text.encode(), file_name="intake.yaml", mime_type="application/x-yaml")
     final = (
         "Changes from the active version",
+        "Only comments or layout differ",
         "same as the active version",
         "failed its check",
         "too large for a flow",
@@ -396,3 +397,38 @@ async def test_every_attack_uploaded_in_telegram_is_refused_readably(
         assert attack.says in shown or any(attack.says in r for r in reports), attack.name
         assert "Traceback" not in shown
     await refusal_shown(admin_bot, fake_bot_api)
+
+
+FIXTURES = Path(__file__).parents[1] / "flows" / "fixtures"
+
+
+async def test_an_unsafe_upload_made_to_share_a_safe_ones_checksum_is_still_refused(
+    admin_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    """A version's short checksum (12 hex digits) can be made to collide in minutes: the
+    unsafe file sends STOP and LATER clients on to the aromatic oils, the safe one is the
+    shipped flow; both were made to share a checksum. The safe one passing first must not
+    let the unsafe one through on its proof."""
+    from flows import checksum
+
+    safe = (FIXTURES / "collision_safe.yaml").read_text()
+    unsafe = (FIXTURES / "collision_unsafe.yaml").read_text()
+    assert safe != unsafe and checksum(safe) == checksum(unsafe)
+    await upload(fake_bot_api, ADMIN, safe)
+    admin = Person(fake_bot_api, ADMIN)
+    await admin.press("Publish")
+    assert "Published as version 2" in admin.last
+    await upload(fake_bot_api, ADMIN, unsafe)
+    shown = "\n".join(texts(fake_bot_api, ADMIN)[-3:])
+    assert "failed its check and cannot be published" in shown
+    assert "after the outcome STOP the client reaches this question" in shown
+    async with admin_bot.sessionmaker() as session:
+        versions = await list_flow_versions(session=session, flow_name="intake")
+        active = await get_active_flow_version(session=session, flow_name="intake")
+    assert [v.number for v in versions] == [2, 1], "nothing more was stored"
+    assert active is not None and active.yaml == safe
+    # and a client who reports cancer is not offered the oils
+    person = Person(fake_bot_api, 3101)
+    await person.say("/start")
+    await person.walk({"chronic": ("oncology",)}, ["welcome", "emergency", "conditions", "acute"])
+    assert "aromatic oils" not in "\n".join(person.shown).lower()
