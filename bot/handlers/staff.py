@@ -7,6 +7,7 @@ import logging
 from datetime import timedelta
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.constants import ChatType
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.context import BotContext, Services
@@ -66,20 +67,25 @@ def register(app: Application) -> None:  # type: ignore[type-arg]
 
 
 async def _allowed(update: Update, context: BotContext) -> bool:
-    """True for staff; anyone else is refused and shown nothing."""
+    """True for staff in the staff group or in their private chat with the bot; anyone else,
+    and staff in any other chat (whose members would see clients' data), is refused and
+    shown nothing."""
     user = update.effective_user
-    svc = context.services
-    if user is not None and await is_staff(context.bot, svc.settings, user.id):
-        return True
     chat = update.effective_chat
+    svc = context.services
     if chat is None:
         return False
+    here = chat.type == ChatType.PRIVATE or chat.id == svc.settings.staff_chat_id
+    staff = user is not None and await is_staff(context.bot, svc.settings, user.id)
+    if staff and here:
+        return True
     lang = language_of(user, svc.settings.staff_language)
+    refusal = t("staff.refused" if not staff else "staff.wrong_chat", lang)
     async with unit(svc) as work:
         if update.callback_query is not None:
-            await work.out.answer(chat.id, update.callback_query.id, t("staff.refused", lang))
+            await work.out.answer(chat.id, update.callback_query.id, refusal)
         else:
-            await work.out.send(chat.id, t("staff.refused", lang))
+            await work.out.send(chat.id, refusal)
     return False
 
 

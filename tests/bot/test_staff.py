@@ -623,3 +623,30 @@ async def test_housekeeping_prunes_a_week_old_backlog_in_batches(staff_bot: Runn
             text("SELECT count(*) FROM inbox WHERE update_id >= 10000000")
         )
         assert left.scalar_one() == 3
+
+
+async def test_staff_commands_in_another_group_show_no_client_data(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    """A staff member typing /request or /queue in some other group the bot is in would
+    post clients' names, phones and health answers to everyone there."""
+    api, other = fake_bot_api, -100999
+    await intake(api, 3601, {"name": "Светлана"})
+    api.add_chat(other, title="Yoga friends")
+    for command in ("/request 1", "/queue", "/stats", "/note 1 called twice"):
+        api.user_message(STAFF, command, chat_id=other, chat_type="supergroup")
+        call = await api.wait_for("sendMessage", lambda c: c.params["chat_id"] == other, timeout=20)
+        assert "only in the staff group" in call.params["text"]
+    posted = "\n".join(m["text"] for m in api.messages(other))
+    assert "Светлана" not in posted and "+7" not in posted
+    async with staff_bot.sessionmaker() as session:
+        events = await list_events(session=session, request_id=1)
+    assert not any(e.action == "note" for e in events), "no note was added from there"
+    # in the staff group the same command still works
+    api.user_message(STAFF, "/request 1", chat_id=STAFF_CHAT, chat_type="supergroup")
+    card = await api.wait_for(
+        "sendMessage",
+        lambda c: c.params["chat_id"] == STAFF_CHAT and "Светлана" in c.params["text"],
+        timeout=20,
+    )
+    assert card.params["text"].startswith("<b>Request #1</b>")
