@@ -98,9 +98,8 @@ async def _store(
             return Result("refused", report=collision(origin, flow.version))
         if active_checksum == flow.version:
             return Result("unchanged", active, report, flow, active)
-        if not activate:
-            if same is not None and same.note == PENDING_NOTE:
-                return Result("pending", same.number, report, flow, active)
+        if not activate and same is not None and same.note == PENDING_NOTE:
+            return Result("pending", same.number, report, flow, active)
         version = await add_flow_version(
             session=session, flow_name=flow.name, yaml=text, checksum=flow.version,
             author=author, note=note, activate=activate,
