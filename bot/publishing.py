@@ -162,6 +162,10 @@ async def publish_version(
         assert row is not None
         if active == number:
             return Result("already_active", number, active=active)
+        if row.note != PENDING_NOTE:
+            # not an upload waiting (a discarded one, or an earlier version: going back to
+            # one is a rollback, which keeps the history): Publish cannot touch it
+            return Result("missing", number)
         await set_flow_version_note(session=session, version=row, note=note, author=author)
         await activate_flow_version(session=session, version=row)
         return Result("published", number, active=number)

@@ -432,3 +432,39 @@ async def test_an_unsafe_upload_made_to_share_a_safe_ones_checksum_is_still_refu
     await person.say("/start")
     await person.walk({"chronic": ("oncology",)}, ["welcome", "emergency", "conditions", "acute"])
     assert "aromatic oils" not in "\n".join(person.shown).lower()
+
+
+async def test_publish_takes_only_an_upload_that_is_waiting(
+    admin_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    """A Publish press carries a version number: forged or stale, it must neither activate
+    a discarded upload nor rewrite an earlier version's history entry (going back is a
+    rollback, which records a new version)."""
+    api = fake_bot_api
+    await upload(api, ADMIN, edited("reworded"))
+    message_id, data = api.find_button(ADMIN, "Discard")
+    api.user_callback(ADMIN, message_id, data)
+    await api.wait_for("answerCallbackQuery", timeout=20)
+    await api.wait_idle(quiet=0.2, timeout=20)
+    discarded = int(data.split(":")[1])
+    async with admin_bot.sessionmaker() as session:
+        before = {
+            v.number: (v.note, v.author, v.active)
+            for v in await list_flow_versions(session=session, flow_name="intake")
+        }
+    for number in (discarded, 1):
+        api.user_callback(ADMIN, message_id, f"P:{number}", check_button=False)
+        await api.wait_for("answerCallbackQuery", timeout=20)
+        await api.wait_idle(quiet=0.2, timeout=20)
+        assert "no longer waiting for Publish" in texts(api, ADMIN)[-1] or any(
+            "no longer waiting for Publish" in (c.params.get("text") or "")
+            for c in api.calls_of("editMessageText")
+        )
+    async with admin_bot.sessionmaker() as session:
+        after = {
+            v.number: (v.note, v.author, v.active)
+            for v in await list_flow_versions(session=session, flow_name="intake")
+        }
+        active = await get_active_flow_version(session=session, flow_name="intake")
+    assert after == before, "no version was activated or rewritten"
+    assert active is not None and active.number == 1
