@@ -36,10 +36,18 @@ from flows.engine import (
     compile_condition,
     emergency_fires,
     evaluate,
+    is_question,
     next_node,
 )
 from flows.errors import FlowError, Problem
-from flows.lint import booking_words, diagnosis_claims, medicine_names, typed_hours, typed_phones
+from flows.lint import (
+    booking_words,
+    diagnosis_claims,
+    emergency_numbers,
+    medicine_names,
+    typed_hours,
+    typed_phones,
+)
 from flows.loader import load_flow_text
 from flows.markup import html_problem
 from flows.policy import POLICY, PolicyItem, SafetyPolicy
@@ -168,6 +176,7 @@ def check_flow(
     problems.extend(_block_sizes(flow))
     problems.extend(_screening_order(flow, policy))
     problems.extend(_texts(flow, policy))
+    problems.extend(_screening_branches(flow, policy))
     if not problems:
         _Prover(flow, policy, report, budget or PROOF_BUDGET).run()
     return _placed(report)
@@ -375,6 +384,15 @@ def _texts(flow: Flow, policy: SafetyPolicy) -> list[Problem]:
                         node=node,
                     )
                 )
+        for number in emergency_numbers(text):
+            problems.append(
+                Problem(
+                    f"{what} mentions the emergency numbers ({number}): what to do in an "
+                    "emergency is the safety policy's own text (call 112 / 103 at once, do "
+                    "not wait for our call), and another text could contradict it",
+                    node=node,
+                )
+            )
         for hours in typed_hours(text):
             problems.append(
                 Problem(
@@ -383,6 +401,53 @@ def _texts(flow: Flow, policy: SafetyPolicy) -> list[Problem]:
                     node=node,
                 )
             )
+    return problems
+
+
+#: What a question after STOP or LATER may record: the call about a doctor's consultation.
+_CONTACT = frozenset({"consent", "name", "phone", "call_time"})
+
+
+def _screening_branches(flow: Flow, policy: SafetyPolicy) -> list[Problem]:
+    """Admin screens may not be shown, skipped or chosen by a screening answer: what follows
+    from those is the triage's to decide (its outcome), so a screen cannot single out the
+    clients who reported a contraindication (to sell them a course before the STOP).
+
+    Also: what the admin's non-OK rules tell the client (their reasons sit under a
+    protective headline) may not suggest a massage."""
+    problems = []
+    owned = set(policy.vocabulary)
+    core = policy.node_ids
+    for node_id, node in flow.nodes.items():
+        if isinstance(node, EndNode) or node.next is None or isinstance(node.next, str):
+            continue
+        # (the screening's own follow-ups branch on its answers, from question to question;
+        # a branch whose way out leads to the admin's screens is the admin's)
+        keys = sorted({k for tr in node.next if tr.when for k, _ in atoms_of(tr.when)} & owned)
+        if keys and any(tr.to not in core for tr in node.next):
+            where = node_id if node_id not in core else None
+            problems.append(
+                Problem(
+                    f"a branch after '{node_id}' looks at the screening answer "
+                    f"{', '.join(keys)}: what follows a screening answer is for the triage to "
+                    "decide; branch on the outcome after the triage instead",
+                    node=where,
+                )
+            )
+    policy_rules = {r.id for r in policy.rules}
+    for r in flow.rules:
+        if r.id in policy_rules or r.level == "OK":
+            continue
+        for lang in LANGS:
+            words = booking_words(r.reason.get(lang))
+            if words:
+                problems.append(
+                    Problem(
+                        f"rule {r.id} reason ({lang}) suggests a massage ({', '.join(words)}), "
+                        f"but it is shown under the {r.level} headline: say what the client "
+                        "reported, not what to book"
+                    )
+                )
     return problems
 
 
@@ -1056,7 +1121,8 @@ class _Prover:
         for node_id, (level, walk) in sorted(self.after_protective.items()):
             node = self.flow.nodes[node_id]
             options: tuple[Option, ...] = getattr(node, "options", ())
-            if any(o.facts for o in options):
+            field = getattr(node, "field", None)
+            if any(o.facts for o in options) or (field is not None and field not in _CONTACT):
                 self._problem(
                     f"after the outcome {level} the client reaches this question, which "
                     "records answers for a massage: after STOP or LATER only a call about a "
@@ -1074,6 +1140,27 @@ class _Prover:
                     f"after the outcome {level} the client reads here words that suggest a "
                     f"massage ({', '.join(words)}): a client who must not have a massage may "
                     "only be offered a call about a doctor's consultation",
+                    walk,
+                    node_id,
+                )
+            if isinstance(node, ConfirmNode):
+                self._check_summary_after_protective(level, walk, node_id)
+
+    def _check_summary_after_protective(self, level: str, walk: _Walk, node_id: str) -> None:
+        """The summary a STOP or LATER client confirms lists the questions answered before
+        the triage, by name and answer: none of those may suggest a massage either."""
+        for before, node in self.flow.nodes.items():
+            if before in self.core or not self.triage_ahead.get(before) or not is_question(node):
+                continue
+            texts = [node.summary.get(lang) for lang in LANGS] if node.summary else []
+            options: tuple[Option, ...] = getattr(node, "options", ())
+            texts += [o.label.get(lang) for o in options for lang in LANGS]
+            words = sorted({w for text in texts for w in booking_words(text)})
+            if words:
+                self._problem(
+                    f"question '{before}' is named or answered with words that suggest a "
+                    f"massage ({', '.join(words)}), and after the outcome {level} the client "
+                    "reads them in the summary",
                     walk,
                     node_id,
                 )

@@ -176,6 +176,75 @@ def _into_the_block(d: Any) -> None:
     option(d["nodes"]["welcome"], "types")["goto"] = "prescription"
 
 
+def _reword_rule_advice(rule_id: str, en: str) -> Edit:
+    def edit(d: Any) -> None:
+        advice = rule(d, rule_id)["advice"]
+        advice["en"] = advice["en"].rstrip() + " " + en
+
+    return edit
+
+
+def _screen_for_cancer(d: Any) -> None:
+    """An info screen selling a course, shown exactly to the clients who reported cancer,
+    just before the triage says STOP."""
+    d["nodes"]["good_news"] = {
+        "kind": "info",
+        "text": _text("Хорошие новости!", "Good news: with your condition we can help you!"),
+        "next": "triage",
+    }
+    d["nodes"]["acute"]["next"] = [
+        {"when": {"fact": "contraindication", "in": ["oncology"]}, "to": "good_news"},
+        {"to": "triage"},
+    ]
+
+
+def _field_question_after_stop(d: Any) -> None:
+    """After STOP, a question whose answers record a field (not facts): what treatment."""
+    d["nodes"]["pick_type"] = {
+        "kind": "choice",
+        "field": "wanted_treatment",
+        "summary": _text("Что делаем", "What we will do"),
+        "text": _text("Что делаем на первом визите?", "What shall we do on your first visit?"),
+        "options": [
+            {"id": "deep", "label": _text("Глубокая проработка спины", "Deep back work, 60 min")},
+            {"id": "stones", "label": _text("Горячие камни", "Hot stones")},
+        ],
+        "next": "consent",
+    }
+    option(d["nodes"]["offer_call"], "yes")["goto"] = "pick_type"
+
+
+def _house_clear_selling(d: Any) -> None:
+    d["rules"].append(
+        {
+            "id": "house_clear",
+            "level": "CLEAR",
+            "when": {"fact": "caution", "in": ["recent_fracture"]},
+            "reason": _text(
+                "Массаж вам подходит: запишитесь на курс", "Massage suits you: book your course"
+            ),
+            "source": "They can be massaged only after consultation with a doctor.",
+        }
+    )
+
+
+def _summary_leak(d: Any) -> None:
+    """A question before the screening whose name and answer, listed in the summary a STOP
+    client confirms, promise a massage course."""
+    d["nodes"]["course_pick"] = {
+        "kind": "choice",
+        "field": "course_pick",
+        "summary": _text("Ваш курс массажа: 10 сеансов", "Your massage course: 10 sessions"),
+        "text": _text("Готовы начать?", "Ready to start?"),
+        "options": [
+            {"id": "go", "label": _text("Да", "Yes, book it")},
+            {"id": "later", "label": _text("Позже", "Later")},
+        ],
+        "next": "emergency",
+    }
+    option(d["nodes"]["welcome"], "start")["goto"] = "course_pick"
+
+
 ATTACKS = [
     Attack(
         "a question of the screening core written out with renamed values",
@@ -304,5 +373,87 @@ ATTACKS = [
         "a jump into the middle of a screening block",
         _into_the_block,
         "a question inside a screening block",
+    ),
+    Attack(
+        "a massage screen shown only to clients who reported cancer, before the triage",
+        _screen_for_cancer,
+        "looks at the screening answer contraindication: what follows",
+    ),
+    Attack(
+        "after STOP, a question that records a treatment as a field",
+        _field_question_after_stop,
+        "records answers for a massage",
+    ),
+    Attack(
+        "a massage offered after STOP with the word split by a tag",
+        _reword("offer_call", "You can still have a mass<b>age</b>: book your cour<b>se</b>!"),
+        "words that suggest a massage",
+    ),
+    Attack(
+        "a massage offered after STOP with a Cyrillic letter in the word",
+        _reword("offer_call", "You can still have a m\u0430ssage with us!"),
+        "words that suggest a massage",
+    ),
+    Attack(
+        "a massage offered after STOP written with an HTML entity",
+        _reword("offer_call", "You can still have a mass&#97;ge with us!"),
+        "words that suggest a massage",
+    ),
+    Attack(
+        "a massage offered after STOP with a zero-width space in the word",
+        _reword("offer_call", "You can still have a mas\u200bsage with us!"),
+        "words that suggest a massage",
+    ),
+    Attack(
+        "a medicine split by a tag",
+        _reword_rule_advice("ok_sciatica", "Rub in some Fin<b>algon</b> after the session."),
+        "names a medicine (finalgon)",
+    ),
+    Attack(
+        "a medicine with a Greek letter",
+        _reword_rule_advice("ok_sciatica", "Rub in some Finalg\u03bfn after the session."),
+        "names a medicine (finalgon)",
+    ),
+    Attack(
+        "a medicine in full-width letters",
+        _reword_rule_advice(
+            "ok_sciatica", "Rub in some \uff26\uff49\uff4e\uff41\uff4c\uff47\uff4f\uff4e."
+        ),
+        "names a medicine (finalgon)",
+    ),
+    Attack(
+        "a painkiller the article does not name",
+        _reword_rule_advice("ok_sciatica", "Take Nimesil before the session."),
+        "names a medicine (nimesil)",
+    ),
+    Attack(
+        "medication advice without a name",
+        _reword_rule_advice("ok_sciatica", "Take a painkiller pill before you come."),
+        "names a medicine (painkiller)",
+    ),
+    Attack(
+        "a claim to diagnose, contracted",
+        _reword("welcome", "Hello! I'll diagnose you in three minutes."),
+        "presents the bot's answer as a diagnosis",
+    ),
+    Attack(
+        "a diagnosis offered",
+        _reword("welcome", "Hello! Get your diagnosis now."),
+        "presents the bot's answer as a diagnosis",
+    ),
+    Attack(
+        "a text that contradicts the emergency instruction",
+        _reword("welcome", "Chest pain? There is no need to call 112 or 103: tell us here."),
+        "mentions the emergency numbers",
+    ),
+    Attack(
+        "a doctor-first reason that sells a massage",
+        _house_clear_selling,
+        "rule house_clear reason (en) suggests a massage",
+    ),
+    Attack(
+        "a question whose name in the summary promises a course to STOP clients",
+        _summary_leak,
+        "in the summary",
     ),
 ]
