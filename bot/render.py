@@ -18,6 +18,8 @@ summary before sending shows every answer.
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,10 +34,73 @@ from telegram import (
 from bot.outbox import Out, prompt_ref
 from flows import Alert, Lang, Message, Reply, t
 
-__all__ = ["ASK", "MESSAGE_LIMIT", "TYPED", "Screen", "keyboard", "present"]
+__all__ = [
+    "ASK",
+    "MESSAGE_LIMIT",
+    "TYPED",
+    "Screen",
+    "fit_lines",
+    "keyboard",
+    "pieces",
+    "present",
+    "visible_length",
+]
 
 #: Telegram's limit on the length of a message's text.
 MESSAGE_LIMIT = 4096
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _units(text: str) -> int:
+    """``text``'s length as Telegram counts it: UTF-16 code units (an emoji is two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def visible_length(text: str) -> int:
+    """How long Telegram counts an HTML message: tags dropped, entities one character each,
+    in UTF-16 code units (what its 4096 limit is measured in)."""
+    return _units(html.unescape(_TAG.sub("", text)))
+
+
+def pieces(text: str, room: int) -> list[str]:
+    """Plain ``text`` (not yet escaped) in pieces of at most ``room`` UTF-16 units, cut at a
+    line end or a space when one is in the piece's second half; nothing is dropped."""
+    out: list[str] = []
+    rest = text
+    while _units(rest) > room:
+        cut, used = 0, 0
+        for ch in rest:
+            width = 2 if ord(ch) > 0xFFFF else 1
+            if used + width > room:
+                break
+            used += width
+            cut += 1
+        for mark in ("\n", " "):
+            at = rest.rfind(mark, 0, cut)
+            if at > cut // 2:
+                cut = at + 1
+                break
+        out.append(rest[:cut].rstrip())
+        rest = rest[cut:]
+    out.append(rest)
+    return [p for p in out if p.strip()] or [text]
+
+
+def fit_lines(lines: Sequence[str], limit: int = MESSAGE_LIMIT, more: str = "…") -> str:
+    """The HTML ``lines`` joined, the last ones left out (and ``more`` said instead) until
+    the message fits ``limit``; lines are never cut, so no tag is left open."""
+    kept = list(lines)
+    whole = "\n".join(kept)
+    if visible_length(whole) <= limit:
+        return whole
+    while len(kept) > 1:
+        kept.pop()
+        shortened = "\n".join([*kept, more])
+        if visible_length(shortened) <= limit:
+            return shortened
+    return "\n".join(kept)
+
 
 #: Callback data of the "Ask a question" button the bot adds under every question.
 ASK = "A"

@@ -385,6 +385,11 @@ CATALOGUE: dict[str, dict[Lang, str]] = {
         "en": "Note added to request #{id}.",
     },
     "staff.history": {"ru": "История", "en": "History"},
+    # /request N when the whole history does not fit one message
+    "staff.history_more": {
+        "ru": "… и ещё {n} более ранних записей (вся история: intake-bot requests show {id})",
+        "en": "… and {n} earlier entries (the whole history: intake-bot requests show {id})",
+    },
     "staff.delivered": {
         "ru": "✔️ Ответ отправлен клиенту.",
         "en": "✔️ The answer was sent to the client.",

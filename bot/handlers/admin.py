@@ -14,6 +14,7 @@ from bot.graphdraw import to_png
 from bot.handlers.client import language_of
 from bot.outbox import Work, unit
 from bot.publishing import Result, discard, propose, publish_version, rollback
+from bot.render import fit_lines
 from flows import Lang, diff_flows, t
 from storage import get_active_flow_version, list_flow_versions
 
@@ -189,7 +190,7 @@ async def _upload_reply(
         [[InlineKeyboardButton(t("admin.publish", lang), callback_data=f"P:{result.number}"),
           InlineKeyboardButton(t("admin.discard", lang), callback_data=f"X:{result.number}")]]
     )  # fmt: skip
-    await work.out.send(chat_id, summary[:4000], markup=buttons)
+    await work.out.send(chat_id, fit_lines(summary.split("\n")), markup=buttons)
 
 
 async def on_decision(update: Update, context: BotContext) -> None:

@@ -25,7 +25,7 @@ from telegram.ext import (
 
 from bot.context import BotContext, Services
 from bot.outbox import Superseded, Work, prompt_ref, unit
-from bot.render import ASK, TYPED, present
+from bot.render import ASK, MESSAGE_LIMIT, TYPED, pieces, present, visible_length
 from bot.service import StepResult, advance
 from bot.settings import Settings
 from bot.staff import queue_card
@@ -494,8 +494,14 @@ async def _relay_question(
     request = await latest_request_of_client(session=work.session, client_id=client.id)
     ref = f" · #{request.id}" if request else ""
     who = html.escape(request.name) if request and request.name else f"client {client.id}"
-    forwarded = f"❓ <b>{who}</b>{ref} ({lang})\n\n{html.escape(text[:3500])}"
-    await work.out.send(staff_chat, forwarded, bind={"relay": client.id})
+    head = f"❓ <b>{who}</b>{ref} ({lang})"
+    # Whole, in as many messages as Telegram's limit needs (a reply to any of them reaches
+    # the client); the limit counts UTF-16 units, so an emoji counts twice.
+    parts = pieces(text, MESSAGE_LIMIT - visible_length(f"{head} 99/99\n\n"))
+    for n, part in enumerate(parts, 1):
+        count = f" {n}/{len(parts)}" if len(parts) > 1 else ""
+        forwarded = f"{head}{count}\n\n{html.escape(part)}"
+        await work.out.send(staff_chat, forwarded, bind={"relay": client.id})
     back = InlineKeyboardMarkup(
         [[InlineKeyboardButton(t("client.ask_back", lang), callback_data="Q")]]
     )

@@ -13,6 +13,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, Mess
 from bot.context import BotContext, Services
 from bot.handlers.client import language_of
 from bot.outbox import Work, unit
+from bot.render import MESSAGE_LIMIT, fit_lines, pieces, visible_length
 from bot.staff import (
     RETRY_CHOICES,
     card_keyboard,
@@ -254,9 +255,17 @@ async def on_request(update: Update, context: BotContext) -> None:
             for e in events
         ]
         text = card_text(request, svc.settings, work.at)
-        if history:
-            text += f"\n\n<b>{t('staff.history', lang)}</b>\n" + "\n".join(history[-20:])
-        await work.out.send(chat.id, text[:4000], markup=card_keyboard(request, svc.settings))
+        # the newest entries, as many as fit one message (the command line shows them all)
+        shown = history[-20:]
+        while shown:
+            left = len(history) - len(shown)
+            more = [t("staff.history_more", lang, n=left, id=request.id)] if left else []
+            whole = "\n".join([*more, *shown])
+            if visible_length(f"{text}\n\n{t('staff.history', lang)}\n{whole}") <= MESSAGE_LIMIT:
+                text += f"\n\n<b>{t('staff.history', lang)}</b>\n{whole}"
+                break
+            shown = shown[1:]
+        await work.out.send(chat.id, text, markup=card_keyboard(request, svc.settings))
 
 
 async def on_note(update: Update, context: BotContext) -> None:
@@ -266,12 +275,15 @@ async def on_note(update: Update, context: BotContext) -> None:
         return
     svc = context.services
     lang = svc.settings.staff_language
-    args = context.args or []
+    message = update.effective_message
+    # the note as typed, its line breaks kept: "/note 12 first line\nsecond line"
+    words = (message.text or "").split(None, 2) if message is not None else []
+    args = words[1:]
     async with unit(svc) as work:
         if len(args) < 2 or not args[0].lstrip("#").isdigit():
             await work.out.send(chat.id, t("staff.usage_note", lang))
             return
-        note = " ".join(args[1:])[:1000]
+        note = args[1].strip()[:1000]
         actor_id, actor_name = _actor(update)
         request_id = parse_request_id(args[0])
         session = work.session
@@ -319,7 +331,7 @@ async def on_stats(update: Update, context: BotContext) -> None:
         steps = await funnel(session=session, since=midnight - timedelta(days=6))
         lines.append(f"\n<b>{t('staff.stats.funnel', lang)}</b>")
         lines += [f"{html.escape(node)}: {reached} / {stopped}" for node, reached, stopped in steps]
-        await work.out.send(chat.id, "\n".join(lines)[:4000])
+        await work.out.send(chat.id, fit_lines(lines))
 
 
 async def on_reply(update: Update, context: BotContext) -> None:
@@ -350,6 +362,9 @@ async def on_reply(update: Update, context: BotContext) -> None:
             await work.out.send(chat.id, t("staff.gone", lang))
             return
         client_lang: Lang = "en" if client.language == "en" else "ru"
-        text = f"{t('client.staff_answer', client_lang)}\n\n{html.escape(message.text)}"
-        await work.out.send(client.telegram_id, text)
+        head = f"{t('client.staff_answer', client_lang)}\n\n"
+        # the header on top of a reply as long as Telegram allows: the rest follows
+        for n, part in enumerate(pieces(message.text, MESSAGE_LIMIT - visible_length(head))):
+            text = f"{head if n == 0 else ''}{html.escape(part)}"
+            await work.out.send(client.telegram_id, text)
         await work.out.send(chat.id, t("staff.delivered", lang))

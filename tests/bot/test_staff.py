@@ -650,3 +650,81 @@ async def test_staff_commands_in_another_group_show_no_client_data(
         timeout=20,
     )
     assert card.params["text"].startswith("<b>Request #1</b>")
+
+
+# --- Telegram's length limit (4096 UTF-16 units: an emoji counts twice) -------------------
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+async def _asking(api: FakeBotAPI, user: int) -> Person:
+    person = Person(api, user)
+    await person.say("/start")
+    await person.press("Ask a question")
+    return person
+
+
+async def test_a_question_as_long_as_telegram_allows_reaches_staff_whole(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    for user, question in (
+        (3101, "😣" * 2045),  # 4090 UTF-16 units, a message a client can send
+        # 3875 characters: it was cut at 3500, and its question with it
+        (3102, "Описание моей проблемы. " * 160 + "ГЛАВНЫЙ ВОПРОС: можно ли при грыже?"),
+    ):
+        assert _units(question) <= 4096
+        person = await _asking(fake_bot_api, user)
+        before = len(staff_messages(fake_bot_api))
+        await person.say(question)
+        await staff_bot.drained()
+        assert "passed to our staff" in person.last
+        parts = staff_messages(fake_bot_api)[before:]
+        if _units(question) > 4000:  # with the header it takes two messages
+            assert len(parts) == 2 and "1/2" in parts[0]["text"] and "2/2" in parts[1]["text"]
+        else:
+            assert len(parts) == 1
+        body = "".join(p["text"].split("\n\n", 1)[1] for p in parts)
+        assert body.replace("\n", "").replace(" ", "") == question.replace(" ", ""), "all of it"
+        assert all(_units(p["text"]) <= 4096 for p in parts)
+        # a reply to either part reaches the client
+        await staff_says(
+            fake_bot_api, STAFF, "Да, после консультации врача.", reply_to_message=parts[-1]
+        )
+        await staff_bot.drained()
+        assert "после консультации врача" in person.last
+
+
+async def test_a_staff_reply_as_long_as_telegram_allows_reaches_the_client_whole(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = await _asking(fake_bot_api, 3103)
+    await person.say("Можно ли массаж при беременности?")
+    forwarded = staff_messages(fake_bot_api)[-1]
+    before = len(fake_bot_api.messages(person.id))
+    reply = ("Подробный ответ. " * 240).strip()  # 4079 characters: one message in Telegram
+    await staff_says(fake_bot_api, STAFF, reply, reply_to_message=forwarded)
+    await staff_bot.drained()
+    got = [m["text"] for m in fake_bot_api.messages(person.id)[before:]]
+    assert len(got) == 2 and got[0].startswith("💬")
+    assert " ".join(got).count("Подробный ответ.") == 240
+    assert "sent to the client" in staff_messages(fake_bot_api)[-1]["text"]
+
+
+async def test_request_shows_the_newest_notes_within_the_limit(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    await intake(fake_bot_api, 3201)
+    for n in range(1, 6):
+        await staff_says(fake_bot_api, STAFF, f"/note 1 note{n} " + "подробности звонка " * 45)
+    await staff_says(fake_bot_api, STAFF, "/note 1 emoji " + "👍" * 900)
+    await staff_says(fake_bot_api, STAFF, "/note 1 A&B <i>\nПозвонить после 18:00\nСпросить")
+    mark = len(fake_bot_api.calls)
+    await staff_says(fake_bot_api, STAFF, "/request 1")
+    [call] = [c for c in fake_bot_api.calls[mark:] if c.method == "sendMessage"]
+    assert call.ok, call.error
+    shown = call.params["text"]
+    assert "A&amp;B &lt;i&gt;\nПозвонить после 18:00\nСпросить" in shown, "lines kept, escaped"
+    assert "emoji" in shown and "earlier entries (the whole history: intake-bot requests" in shown
+    assert "note1" not in shown, "the oldest make room for the newest"
