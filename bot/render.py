@@ -168,12 +168,14 @@ async def present(
     changed: bool = True,
     retire: bool = True,
     left_phone: bool = False,
+    phone_taken: bool = True,
     notices: Sequence[str] = (),
 ) -> None:
     """Record the calls that show a step's replies (see the module's notes).
 
     For a typed answer (``pressed`` None), ``retire`` says the question answered may have
-    buttons to take away, and ``left_phone`` that the share button is still open.
+    buttons to take away, and ``left_phone`` that the share button is still open
+    (``phone_taken``: the client left the phone question by typing the number).
     """
     alerts = [r.text for r in replies if isinstance(r, Alert)]
     messages = [r for r in replies if isinstance(r, Message)]
@@ -193,7 +195,8 @@ async def present(
         if retire:  # the old question keeps no live buttons once the dialogue moved on
             await out.edit_markup(chat_id, prompt_ref(client_id))
         if left_phone:
-            await out.send(chat_id, t("client.phone_saved", lang), markup=ReplyKeyboardRemove())
+            said = "client.phone_saved" if phone_taken else "client.phone_closed"
+            await out.send(chat_id, t(said, lang), markup=ReplyKeyboardRemove())
     hint = t("client.share_hint", lang)
     for i, screen in enumerate(shown):
         last = i == len(shown) - 1

@@ -203,6 +203,11 @@ CATALOGUE: dict[str, dict[Lang, str]] = {
         "en": "Please share your own number, or type it.",
     },
     "client.phone_saved": {"ru": "✔️ Номер получен.", "en": "✔️ Number received."},
+    # the phone question left without a number (/restart, Back): its share button closed
+    "client.phone_closed": {
+        "ru": "Хорошо, номер не сохранён.",
+        "en": "All right, no number was saved.",
+    },
     "client.contact_late": {
         "ru": (
             "Сейчас номер телефона не нужен, поэтому я его не сохранил. "

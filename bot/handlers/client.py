@@ -40,6 +40,7 @@ from storage import (
     get_client,
     get_dialogue,
     get_or_create_client,
+    get_prompt_message_id,
     latest_request_of_client,
     read_turn,
     record_step,
@@ -181,6 +182,8 @@ async def step_client(
         left_phone=old_node != result.state.node
         and _kind(result.flow, old_node) == "phone"
         and not contact,
+        # left by typing the number, or by /restart, Back or a change of answer
+        phone_taken=isinstance(inp, TextInput) and not result.restarted,
         notices=notices,
     )
     if result.request_id is not None:  # the client's answer is queued first
@@ -372,7 +375,12 @@ async def on_cancel(update: Update, context: BotContext) -> None:
             update_id=update.update_id,
         )
         await work.out.edit_markup(chat.id, prompt_ref(client_id))
-        await work.out.send(chat.id, t("client.cancelled", client.language))  # type: ignore[arg-type]
+        # (and the phone question's "share my number" button, if it was open)
+        await work.out.send(
+            chat.id,
+            t("client.cancelled", client.language),  # type: ignore[arg-type]
+            markup=ReplyKeyboardRemove(),
+        )
 
 
 async def on_forget(update: Update, context: BotContext) -> None:
@@ -399,9 +407,15 @@ async def on_forget_button(update: Update, context: BotContext) -> None:
     erase = query.data == "F:yes"
     async with unit(svc) as work:
         client, lang = await _client(work, update, context)
-        if erase and client is not None and client.id is not None:
-            await delete_client_data(session=work.session, client_id=client.id)
         await work.out.answer(chat.id, query.id)
+        if erase and (client is None or client.id is None):
+            return  # erased already (a second press): the message says so already
+        if erase and client is not None and client.id is not None:
+            # the live question goes with the data: no button of it may act any more
+            prompt = await get_prompt_message_id(session=work.session, client_id=client.id)
+            if prompt is not None and (query.message is None or prompt != query.message.message_id):
+                await work.out.edit_markup(chat.id, prompt)
+            await delete_client_data(session=work.session, client_id=client.id)
         text = t("client.forget_done" if erase else "client.forget_kept", lang)
         if query.message is not None:
             await work.out.edit(chat.id, query.message.message_id, text, or_send=True)

@@ -90,3 +90,40 @@ async def test_forget_then_keep_in_the_language_the_client_chose(
     await person.say("/forget")
     await person.press("Нет, оставить")
     assert "ничего не удалено" in person.last
+
+
+async def test_after_forget_no_button_of_the_erased_dialogue_stays_live(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 4005)
+    await person.say("/start")
+    await person.walk({}, ["welcome", "emergency"])  # at "What bothers you?"
+    await person.say("/forget")
+    await person.press("Yes, erase")
+    assert not _live(fake_bot_api, person.id), "the erased dialogue's question is dead"
+    await person.say("/start")
+    assert len(_live(fake_bot_api, person.id)) == 1, "one live question at a time"
+
+
+async def test_erase_pressed_twice_erases_once_and_asks_telegram_nothing_twice(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 4006)
+    await person.say("/start")
+    await person.say("/forget")
+    message_id, data = fake_bot_api.find_button(person.id, "Yes, erase")
+    fake_bot_api.user_callback(person.id, message_id, data)
+    fake_bot_api.user_callback(person.id, message_id, data)
+    await fake_bot_api.wait_for("answerCallbackQuery", timeout=20)
+    await fake_bot_api.wait_for("answerCallbackQuery", timeout=20)
+    await bot.drained()
+    assert [(c.method, c.error) for c in fake_bot_api.calls if not c.ok] == []
+    assert "erased" in person.last
+
+
+def _live(api: FakeBotAPI, user: int) -> list[str]:
+    return [
+        m.get("text") or ""
+        for m in api.messages(user)
+        if (m.get("reply_markup") or {}).get("inline_keyboard")
+    ]

@@ -642,3 +642,32 @@ def test_run_refuses_a_webhook_without_a_secret(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "WEBHOOK_SECRET" in result.stderr
+
+
+async def test_leaving_the_phone_question_without_a_number_says_so(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 3901)
+    await _to_phone(person)
+    assert fake_bot_api.reply_keyboard_open(person.id)
+    mark = len(fake_bot_api.calls)
+    await person.say("/restart")
+    said = [
+        c.params.get("text") or ""
+        for c in _calls_into(fake_bot_api, person.id, mark)
+        if c.method == "sendMessage"
+    ]
+    state = await state_of(bot, person.id)
+    assert state is not None and state["node"] == "welcome"
+    assert not any("Number received" in s for s in said), "no number was given"
+    assert any("no number was saved" in s for s in said)
+    assert not fake_bot_api.reply_keyboard_open(person.id)
+
+
+async def test_cancel_at_the_phone_question_closes_the_share_button(
+    bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = Person(fake_bot_api, 3902)
+    await _to_phone(person)
+    await person.say("/cancel")
+    assert not fake_bot_api.reply_keyboard_open(person.id)
