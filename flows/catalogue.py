@@ -399,6 +399,10 @@ CATALOGUE: dict[str, dict[Lang, str]] = {
         "ru": "✔️ Ответ отправлен клиенту.",
         "en": "✔️ The answer was sent to the client.",
     },
+    "staff.text_only": {
+        "ru": "Клиенту передаётся только текст: напишите ответ сообщением (ответом на вопрос).",
+        "en": "Only text is passed on to the client: please write your answer as a text reply.",
+    },
     "staff.gone": {
         "ru": "Клиент удалил свои данные или заблокировал бота.",
         "en": "The client erased their data or blocked the bot.",

@@ -62,7 +62,12 @@ def register(app: Application) -> None:  # type: ignore[type-arg]
     app.add_handler(CallbackQueryHandler(on_card_button, pattern=r"^S:[a-z0-9]+:\d+$"))
     app.add_handler(
         MessageHandler(
-            filters.ChatType.GROUPS & filters.REPLY & filters.TEXT & ~filters.COMMAND, on_reply
+            filters.ChatType.GROUPS
+            & filters.REPLY
+            & ~filters.COMMAND
+            & ~filters.StatusUpdate.ALL
+            & ~filters.VIA_BOT,
+            on_reply,
         )
     )
 
@@ -342,7 +347,6 @@ async def on_reply(update: Update, context: BotContext) -> None:
     if (
         message is None
         or message.reply_to_message is None
-        or message.text is None
         or chat is None
         or chat.id != svc.settings.staff_chat_id
     ):
@@ -356,6 +360,10 @@ async def on_reply(update: Update, context: BotContext) -> None:
     if relay is None or not await _allowed(update, context):
         return
     lang = svc.settings.staff_language
+    if message.text is None:  # a photo, a voice message, a sticker…: not passed on
+        async with unit(svc) as work:
+            await work.out.send(chat.id, t("staff.text_only", lang))
+        return
     async with unit(svc) as work:
         client = await work.session.get(Client, relay.client_id)
         if client is None or client.telegram_id is None:

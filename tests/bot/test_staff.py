@@ -728,3 +728,26 @@ async def test_request_shows_the_newest_notes_within_the_limit(
     assert "A&amp;B &lt;i&gt;\nПозвонить после 18:00\nСпросить" in shown, "lines kept, escaped"
     assert "emoji" in shown and "earlier entries (the whole history: intake-bot requests" in shown
     assert "note1" not in shown, "the oldest make room for the newest"
+
+
+async def test_a_photo_reply_to_a_question_is_answered_not_dropped(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = await _asking(fake_bot_api, 3104)
+    await person.say("Где вы находитесь?")
+    forwarded = staff_messages(fake_bot_api)[-1]
+    before = len(fake_bot_api.messages(person.id))
+    group = {"chat_id": STAFF_CHAT, "chat_type": "supergroup"}
+    fake_bot_api.user_photo(STAFF, caption="Схема", reply_to_message=forwarded, **group)
+    await fake_bot_api.wait_for(
+        "sendMessage",
+        lambda c: c.params["chat_id"] == STAFF_CHAT and "Only text is" in c.params["text"],
+        timeout=20,
+    )
+    await staff_bot.drained()
+    assert len(fake_bot_api.messages(person.id)) == before, "nothing half-delivered"
+    # a photo replying to a message that is no client's question is left alone
+    fake_bot_api.user_photo(STAFF, reply_to_message=staff_messages(fake_bot_api)[-1], **group)
+    await fake_bot_api.wait_idle(quiet=0.3, timeout=20)
+    await staff_bot.drained()
+    assert len([m for m in staff_messages(fake_bot_api) if "Only text" in m["text"]]) == 1

@@ -689,13 +689,14 @@ class FakeBotAPI:
         *,
         caption: str | None = None,
         chat_id: int | None = None,
+        chat_type: str = "private",
         language_code: str = "en",
         first_name: str = "Test",
         **extra: Any,
     ) -> dict[str, Any]:
         """Queue a message with a photo (one size, downloadable by the bot)."""
         message = self._user_message(
-            user_id, chat_id, "private", language_code, first_name, None, None
+            user_id, chat_id, chat_type, language_code, first_name, None, None
         )
         stored = self.add_file(content, kind="photos", mime_type="image/jpeg")
         message["photo"] = [_photo_size(stored["file_id"], stored["file_unique_id"], content)]
