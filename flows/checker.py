@@ -177,6 +177,7 @@ def check_flow(
     problems.extend(_screening_order(flow, policy))
     problems.extend(_texts(flow, policy))
     problems.extend(_screening_branches(flow, policy))
+    problems.extend(_consent(flow))
     if not problems:
         _Prover(flow, policy, report, budget or PROOF_BUDGET).run()
     return _placed(report)
@@ -402,6 +403,50 @@ def _texts(flow: Flow, policy: SafetyPolicy) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _consent(flow: Flow) -> list[Problem]:
+    """A request (name, phone and health answers) is saved only after the client agreed: on
+    every way to an end that saves (but the emergency stop's, which keeps no name or phone),
+    the last answer to a consent question (a choice recording ``field: consent``) is its
+    ``agree``."""
+    problems = []
+    seen: set[tuple[str, bool]] = set()
+    todo = [(flow.start, False)]
+    reported: set[str] = set()
+    while todo:
+        node_id, agreed = todo.pop()
+        if (node_id, agreed) in seen or node_id not in flow.nodes:
+            continue
+        seen.add((node_id, agreed))
+        node = flow.nodes[node_id]
+        if isinstance(node, EndNode):
+            unsaid = node.save and not agreed and node_id != flow.emergency_node
+            if unsaid and node_id not in reported:
+                reported.add(node_id)
+                problems.append(
+                    Problem(
+                        "this end saves the request (name, phone and health answers), but "
+                        "a path reaches it without the client's consent: ask a question "
+                        "with 'field: consent' first, whose answer 'agree' leads on to "
+                        "the name and phone (and any other answer leads to an end that "
+                        "saves nothing)",
+                        node=node_id,
+                    )
+                )
+            continue
+        if isinstance(node, ChoiceNode) and getattr(node, "field", None) == "consent":
+            onward = [] if node.next is None else _targets_of_next(node.next)
+            for o in node.options:
+                for target in [o.goto] if o.goto else onward:
+                    todo.append((target, o.id == "agree"))
+            continue
+        todo += [(target, agreed) for target in _targets(flow, node_id)]
+    return problems
+
+
+def _targets_of_next(nxt: object) -> list[str]:
+    return [nxt] if isinstance(nxt, str) else [tr.to for tr in nxt]  # type: ignore[attr-defined]
 
 
 #: What a question after STOP or LATER may record: the call about a doctor's consultation.

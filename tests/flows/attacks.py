@@ -245,6 +245,21 @@ def _summary_leak(d: Any) -> None:
     option(d["nodes"]["welcome"], "start")["goto"] = "course_pick"
 
 
+def _no_consent(d: Any) -> None:
+    """The call offer goes straight to the name and phone: no consent is asked."""
+    option(d["nodes"]["offer_call"], "yes")["goto"] = "name"
+    for o in d["nodes"]["oils"]["options"]:
+        if o.get("goto") == "consent":
+            o["goto"] = "name"
+    d["nodes"]["oil_info"]["next"] = "name"
+    d["nodes"]["oil_base_only"]["next"] = "name"
+    del d["nodes"]["consent"]
+
+
+def _decline_saves(d: Any) -> None:
+    option(d["nodes"]["consent"], "decline")["goto"] = "done"
+
+
 ATTACKS = [
     Attack(
         "a question of the screening core written out with renamed values",
@@ -455,5 +470,15 @@ ATTACKS = [
         "a question whose name in the summary promises a course to STOP clients",
         _summary_leak,
         "in the summary",
+    ),
+    Attack(
+        "a request saved without asking consent",
+        _no_consent,
+        "a path reaches it without the client's consent",
+    ),
+    Attack(
+        "a request saved although the client declined",
+        _decline_saves,
+        "a path reaches it without the client's consent",
     ),
 ]
