@@ -43,6 +43,7 @@ from storage import (
     WaitingCall,
     add_relay,
     ahead_of,
+    enqueue_calls,
     get_prompt_message_id,
     keyboards_once,
     mark_delivered,
@@ -270,6 +271,10 @@ class Sender(LaneWorker[WaitingCall]):
         deferred.clear()
         if records and not await self._record_alone(records):
             await self._records.write(records)
+            binds = [r[0].bind for r in records]
+            told = {bind["notify"]["chat"] for bind in binds if bind and "notify" in bind}
+            if told:
+                self.wake(told)  # the notices just stored (``_record_one``)
 
     async def _record_alone(self, records: list[Record]) -> bool:
         """On PostgreSQL, record a lane's calls in one statement alone, if all they record
@@ -333,6 +338,19 @@ class Sender(LaneWorker[WaitingCall]):
                 staff_chat_id=chat_id,
                 staff_message_id=message_id,
             )
+        if "notify" in bind:
+            # whoever waits for this message learns how it went, once it went
+            notice = bind["notify"]
+            params: dict[str, Any] = {
+                "chat_id": notice["chat"],
+                "text": notice["ok"] if error is None else notice["failed"],
+                "parse_mode": "HTML",
+                "link_preview_options": {"is_disabled": True},
+            }
+            if notice.get("markup") is not None:
+                params["reply_markup"] = notice["markup"]
+            call_to = {"lane": notice["chat"], "method": "sendMessage", "params": params}
+            await enqueue_calls(session=session, calls=[{**call_to, "bind": None}], at=utcnow())
 
 
 class _GroupCommit:

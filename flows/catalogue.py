@@ -403,6 +403,10 @@ CATALOGUE: dict[str, dict[Lang, str]] = {
         "ru": "Клиенту передаётся только текст: напишите ответ сообщением (ответом на вопрос).",
         "en": "Only text is passed on to the client: please write your answer as a text reply.",
     },
+    "staff.not_delivered": {
+        "ru": "⚠️ Ответ не доставлен: клиент заблокировал бота или удалил свои данные.",
+        "en": "⚠️ The answer was not delivered: the client blocked the bot or erased their data.",
+    },
     "staff.gone": {
         "ru": "Клиент удалил свои данные или заблокировал бота.",
         "en": "The client erased their data or blocked the bot.",
@@ -410,6 +414,10 @@ CATALOGUE: dict[str, dict[Lang, str]] = {
     "staff.followed": {
         "ru": "Клиенту отправлено сообщение.",
         "en": "The client was sent a follow-up.",
+    },
+    "staff.followed_already": {
+        "ru": "Клиенту уже отправляли это сообщение.",
+        "en": "The client has been sent the follow-up already.",
     },
     "staff.stats.today": {"ru": "Сегодня", "en": "Today"},
     "staff.stats.week": {"ru": "За 7 дней", "en": "Last 7 days"},

@@ -24,7 +24,7 @@ from telegram.ext import (
 )
 
 from bot.context import BotContext, Services
-from bot.outbox import Superseded, Work, prompt_ref, unit
+from bot.outbox import Superseded, Work, markup_dict, prompt_ref, unit
 from bot.render import ASK, MESSAGE_LIMIT, TYPED, pieces, present, visible_length
 from bot.service import StepResult, advance
 from bot.settings import Settings
@@ -512,14 +512,23 @@ async def _relay_question(
     # Whole, in as many messages as Telegram's limit needs (a reply to any of them reaches
     # the client); the limit counts UTF-16 units, so an emoji counts twice.
     parts = pieces(text, MESSAGE_LIMIT - visible_length(f"{head} 99/99\n\n"))
-    for n, part in enumerate(parts, 1):
-        count = f" {n}/{len(parts)}" if len(parts) > 1 else ""
-        forwarded = f"{head}{count}\n\n{html.escape(part)}"
-        await work.out.send(staff_chat, forwarded, bind={"relay": client.id})
     back = InlineKeyboardMarkup(
         [[InlineKeyboardButton(t("client.ask_back", lang), callback_data="Q")]]
     )
-    await work.out.send(chat_id, t("client.ask_sent", lang), markup=back)
+    # the client is told it was passed on once it was (or that it could not be)
+    notify = {
+        "chat": chat_id,
+        "ok": t("client.ask_sent", lang),
+        "failed": t("client.ask_unavailable", lang, **svc.settings.flow_values),
+        "markup": markup_dict(back),
+    }
+    for n, part in enumerate(parts, 1):
+        count = f" {n}/{len(parts)}" if len(parts) > 1 else ""
+        forwarded = f"{head}{count}\n\n{html.escape(part)}"
+        bind: dict[str, object] = {"relay": client.id}
+        if n == len(parts):
+            bind["notify"] = notify
+        await work.out.send(staff_chat, forwarded, bind=bind)
 
 
 async def on_ask(update: Update, context: BotContext) -> None:

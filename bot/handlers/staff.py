@@ -125,6 +125,10 @@ async def on_card_button(update: Update, context: BotContext) -> None:
             await work.out.answer(chat.id, query.id, t("staff.not_found", lang))
             return
         note = None
+        if action is Action.FOLLOW_UP and await followed_up(work.session, request_id):
+            # once: a second press (or two at once) neither sends nor records it again
+            await work.out.answer(chat.id, query.id, t("staff.followed_already", lang))
+            return
         if action is Action.FOLLOW_UP:
             note = await _send_follow_up(work, svc, request_id)
             if note is None:
@@ -140,19 +144,10 @@ async def on_card_button(update: Update, context: BotContext) -> None:
             await work.out.answer(chat.id, query.id, t("staff.not_found", lang))
             return
         except IllegalMoveError:  # a stale card: someone else moved the request meanwhile
+            # The move that made it stale redraws the card (a press, or the command line),
+            # so it shows the truth without a redraw from here, which would repeat that one
+            # ("message is not modified") when two presses come together.
             await work.out.answer(chat.id, query.id, t("staff.not_possible", lang))
-            request = await get_request(session=work.session, request_id=request_id)
-            pressed = query.message
-            if (
-                request is not None
-                and pressed is not None
-                and pressed.message_id == request.card_message_id
-            ):
-                followed = await followed_up(work.session, request_id)
-                current = card_keyboard(request, svc.settings, followed_up=followed)
-                shown = getattr(pressed, "reply_markup", None)
-                if (shown.to_dict() if shown else None) != (current.to_dict() if current else None):
-                    await refresh_card(work, svc.settings, request, followed=followed)
             return
         await work.out.answer(
             chat.id, query.id, t("staff.followed", lang) if action is Action.FOLLOW_UP else None
@@ -190,8 +185,7 @@ async def _send_follow_up(work: Work, svc: Services, request_id: int) -> str | N
     settings = svc.settings
     lang: Lang = "en" if client.language == "en" else "ru"
     text = t("client.follow_up", lang, **settings.flow_values)
-    if not await followed_up(work.session, request_id):  # a second press: not sent twice
-        await work.out.send(client.telegram_id, text)
+    await work.out.send(client.telegram_id, text)
     return text
 
 
@@ -372,7 +366,14 @@ async def on_reply(update: Update, context: BotContext) -> None:
         client_lang: Lang = "en" if client.language == "en" else "ru"
         head = f"{t('client.staff_answer', client_lang)}\n\n"
         # the header on top of a reply as long as Telegram allows: the rest follows
-        for n, part in enumerate(pieces(message.text, MESSAGE_LIMIT - visible_length(head))):
+        parts = pieces(message.text, MESSAGE_LIMIT - visible_length(head))
+        # the group learns whether it reached the client once it did (or could not)
+        notify = {
+            "chat": chat.id,
+            "ok": t("staff.delivered", lang),
+            "failed": t("staff.not_delivered", lang),
+        }
+        for n, part in enumerate(parts):
             text = f"{head if n == 0 else ''}{html.escape(part)}"
-            await work.out.send(client.telegram_id, text)
-        await work.out.send(chat.id, t("staff.delivered", lang))
+            last = n == len(parts) - 1
+            await work.out.send(client.telegram_id, text, bind={"notify": notify} if last else None)

@@ -751,3 +751,93 @@ async def test_a_photo_reply_to_a_question_is_answered_not_dropped(
     await fake_bot_api.wait_idle(quiet=0.3, timeout=20)
     await staff_bot.drained()
     assert len([m for m in staff_messages(fake_bot_api) if "Only text" in m["text"]]) == 1
+
+
+async def test_staff_learn_when_a_reply_could_not_reach_the_client(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = await _asking(fake_bot_api, 3105)
+    await person.say("Можно ли прийти завтра?")
+    await staff_bot.drained()
+    forwarded = staff_messages(fake_bot_api)[-1]
+    fake_bot_api.block_chat(person.id)  # the client blocked the bot meanwhile
+    fake_bot_api.user_message(
+        STAFF, "Да, приходите.", chat_id=STAFF_CHAT, chat_type="supergroup",
+        reply_to_message=forwarded,
+    )  # fmt: skip
+    await fake_bot_api.wait_for(
+        "sendMessage",
+        lambda c: c.params["chat_id"] == STAFF_CHAT and "not delivered" in c.params["text"],
+        timeout=20,
+    )
+    await staff_bot.drained()
+    said = [m["text"] for m in staff_messages(fake_bot_api)]
+    assert not any("was sent to the client" in s for s in said), "never told it went"
+
+
+async def test_a_client_learns_when_a_question_could_not_be_passed_on(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    person = await _asking(fake_bot_api, 3106)
+    fake_bot_api.block_chat(STAFF_CHAT)  # the bot was removed from the group, say
+    await person.say("Можно ли при беременности?")
+    await fake_bot_api.wait_for(
+        "sendMessage",
+        lambda c: (
+            c.params["chat_id"] == person.id and "cannot pass your question" in c.params["text"]
+        ),
+        timeout=20,
+    )
+    await staff_bot.drained()
+    assert not any("has been passed to our staff" in s for s in person.shown)
+    assert "Back to the questionnaire" in str(fake_bot_api.messages(person.id)[-1]["reply_markup"])
+
+
+async def test_two_staff_taking_one_request_at_once(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    """One takes it, the other is told it is not possible now, and the card is redrawn
+    once: nothing Telegram would refuse ("message is not modified")."""
+    await intake(fake_bot_api, 3401)
+    card, data = await card_button(fake_bot_api, 1, "Take")
+    q1 = fake_bot_api.user_callback(STAFF, card["message_id"], data, chat_id=STAFF_CHAT)
+    q2 = fake_bot_api.user_callback(ADMIN, card["message_id"], data, chat_id=STAFF_CHAT)
+    for query in (q1, q2):
+        await fake_bot_api.wait_for(
+            "answerCallbackQuery", lambda c, q=query: c.params["callback_query_id"] == q
+        )
+    await staff_bot.drained()
+    async with staff_bot.sessionmaker() as session:
+        events = await list_events(session=session, request_id=1)
+    assert len([e for e in events if e.action == "status"]) == 1
+    answers = [(fake_bot_api.callback_answers[q].get("text") or "") for q in (q1, q2)]
+    assert sum(a.startswith("That is not possible now") for a in answers) == 1
+    assert "taken" in card_of(fake_bot_api, 1)["text"]
+    assert [c.error for c in fake_bot_api.calls if not c.ok] == []
+
+
+async def test_the_thank_you_pressed_twice_at_once_goes_and_is_recorded_once(
+    staff_bot: RunningBot, fake_bot_api: FakeBotAPI
+) -> None:
+    await intake(fake_bot_api, 4001)
+    await press_card(fake_bot_api, STAFF, 1, "Take")
+    await press_card(fake_bot_api, STAFF, 1, "Close")
+    before = len(fake_bot_api.messages(4001))
+    card, data = await card_button(fake_bot_api, 1, "thank-you")
+    q1 = fake_bot_api.user_callback(STAFF, card["message_id"], data, chat_id=STAFF_CHAT)
+    q2 = fake_bot_api.user_callback(ADMIN, card["message_id"], data, chat_id=STAFF_CHAT)
+    for query in (q1, q2):
+        await fake_bot_api.wait_for(
+            "answerCallbackQuery", lambda c, q=query: c.params["callback_query_id"] == q
+        )
+    await staff_bot.drained()
+    assert len(fake_bot_api.messages(4001)[before:]) == 1
+    async with staff_bot.sessionmaker() as session:
+        events = await list_events(session=session, request_id=1)
+    assert [e.action for e in events].count("follow_up") == 1
+    answers = sorted((fake_bot_api.callback_answers[q].get("text") or "") for q in (q1, q2))
+    assert answers == [
+        "The client has been sent the follow-up already.",
+        "The client was sent a follow-up.",
+    ]
+    assert [c.error for c in fake_bot_api.calls if not c.ok] == []
