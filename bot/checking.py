@@ -63,12 +63,22 @@ def _work(text: str, origin: str, memory: int, out: Connection) -> None:
             report = _too_complex(origin, "it needed more memory than the check may use")
         except RecursionError:  # pragma: no cover - the walk is iterative; a last guard
             report = _too_complex(origin, "it nests too deeply")
+        report.peak_memory_mb = _peak_mb()
         out.send(report)
         out.close()
     except BaseException as exc:
         if _from_memory(exc):  # (also where a handler turned it into another error)
             os._exit(_OUT_OF_MEMORY)
         raise
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory, in MB."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _from_memory(exc: BaseException | None) -> bool:

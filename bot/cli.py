@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -748,8 +747,8 @@ def flows_check(
     started = time.monotonic()
     report = FlowChecker().check_blocking(_read_flow_file(path), str(path))
     seconds = time.monotonic() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     typer.echo(report.render())
+    peak = report.peak_memory_mb
     typer.echo(f"  Checked in {seconds:.1f} s in a worker process (peak memory {peak:.0f} MB).")
     if not report.ok:
         raise typer.Exit(1)

@@ -102,6 +102,8 @@ class CheckReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     #: The loaded flow (None if it could not be loaded).
     flow: Flow | None = None
+    #: The peak memory of the process that checked it, in MB (0: not measured).
+    peak_memory_mb: float = 0.0
 
     @property
     def ok(self) -> bool:

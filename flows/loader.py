@@ -75,6 +75,7 @@ def load_flow_text(
         msg = f"the file is too large ({size}; at most {MAX_FLOW_CHARS // 1000} thousand)"
         raise FlowError([Problem(msg, file=origin)])
     _refuse_aliases(text, origin)
+    _refuse_deep_nesting(text, origin)
     yaml = YAML(typ="rt")
     try:
         data = yaml.load(text)
@@ -92,6 +93,42 @@ def load_flow_text(
     except FlowError as exc:
         raise FlowError([_placed(p, data, origin) for p in exc.problems]) from exc
     return flow.model_copy(update={"version": checksum(text)})
+
+
+#: How deep a flow file may nest (indentation steps and brackets together): the shipped flow
+#: needs 6; the YAML parser recurses per level, and a file of thousands of levels would
+#: exhaust its stack or the check's time.
+MAX_NESTING = 40
+
+
+def _refuse_deep_nesting(text: str, origin: str) -> None:
+    """Refuse, with its line, a file nested deeper than ``MAX_NESTING`` levels."""
+    brackets = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        body = line.lstrip(" ")
+        if not body or body.startswith("#"):
+            continue
+        indent = (len(line) - len(body)) // 2
+        quote = ""
+        deepest = brackets
+        for ch in body:
+            if quote:
+                quote = "" if ch == quote else quote
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "[{":
+                brackets += 1
+                deepest = max(deepest, brackets)
+            elif ch in "]}":
+                brackets = max(brackets - 1, 0)
+        if indent + deepest > MAX_NESTING:
+            msg = (
+                f"the file nests {indent + deepest} levels deep here; a flow needs far fewer "
+                f"(at most {MAX_NESTING}): write the lists and conditions out flatter"
+            )
+            raise FlowError([Problem(msg, file=origin, line=number)])
 
 
 def _yaml_problem(exc: Exception, origin: str) -> Problem:

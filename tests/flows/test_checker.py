@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import shutil
 import signal
 from collections.abc import Callable
@@ -510,6 +511,9 @@ def test_the_cli_exits_zero_on_the_shipped_flow_and_one_on_an_attack(tmp_path: P
     ok = intake_bot("flows", "check")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "Safety proof: explored" in ok.stdout
+    # the worker's own peak memory (it is no child of the command: a forkserver starts it)
+    peak = re.search(r"in a worker process \(peak memory (\d+) MB\)", ok.stdout)
+    assert peak is not None and 20 <= int(peak.group(1)) <= 1024, ok.stdout
     lowered = next(a for a in ATTACKS if a.name == "oncology lowered from STOP to LATER")
     broken = variant(tmp_path, lowered.edit)
     bad = intake_bot("flows", "check", str(broken))
@@ -528,3 +532,15 @@ def test_a_fixture_copy_keeps_its_article(tmp_path: Path) -> None:
 
     (tmp_path / "intake.yaml").write_text(edited(invent))
     assert "is not a quote of the article" in messages(tmp_path / "intake.yaml")
+
+
+@pytest.mark.parametrize("depth", [45, 20_000])
+def test_a_deeply_nested_file_is_refused_at_its_line_at_once(depth: int) -> None:
+    """Thousands of nested brackets made the YAML parser recurse until it failed, or use
+    up the check's time; such a file is refused with its line before it is parsed."""
+    text = INTAKE_PATH.read_text() + "\nextra: " + "[" * depth + "]" * depth + "\n"
+    line = text.count("\n")
+    report = check_text(text, origin="deep.yaml")
+    assert not report.ok
+    [problem] = report.problems
+    assert f"deep.yaml, line {line}: the file nests {depth} levels deep" in str(problem)
