@@ -29,6 +29,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import combinations
+from typing import Any
 
 from flows.engine import (
     MESSAGE_BUDGET,
@@ -449,6 +450,16 @@ def _consent(flow: Flow) -> list[Problem]:
 
 def _targets_of_next(nxt: object) -> list[str]:
     return [nxt] if isinstance(nxt, str) else [tr.to for tr in nxt]  # type: ignore[attr-defined]
+
+
+def _massage_words(node: Any, *, with_text: bool) -> list[str]:
+    """The words suggesting a massage in what a screen shows: its text (``with_text``), its
+    answers, and its summary name (as the summary before sending lists it)."""
+    texts = [node.text.get(lang) for lang in LANGS] if with_text else []
+    texts += [o.label.get(lang) for o in getattr(node, "options", ()) for lang in LANGS]
+    summary = getattr(node, "summary", None)
+    texts += [summary.get(lang) for lang in LANGS] if summary is not None else []
+    return sorted({w for text in texts for w in booking_words(text)})
 
 
 #: What a question after STOP or LATER may record: the call about a doctor's consultation.
@@ -1177,11 +1188,7 @@ class _Prover:
                     walk,
                     node_id,
                 )
-            texts = [node.text.get(lang) for lang in LANGS]
-            texts += [o.label.get(lang) for o in options for lang in LANGS]
-            summary = getattr(node, "summary", None)
-            texts += [summary.get(lang) for lang in LANGS] if summary is not None else []
-            words = sorted({w for text in texts for w in booking_words(text)})
+            words = _massage_words(node, with_text=True)
             if words:
                 self._problem(
                     f"after the outcome {level} the client reads here words that suggest a "
@@ -1199,10 +1206,7 @@ class _Prover:
         for before, node in self.flow.nodes.items():
             if before in self.core or not self.triage_ahead.get(before) or not is_question(node):
                 continue
-            texts = [node.summary.get(lang) for lang in LANGS] if node.summary else []
-            options: tuple[Option, ...] = getattr(node, "options", ())
-            texts += [o.label.get(lang) for o in options for lang in LANGS]
-            words = sorted({w for text in texts for w in booking_words(text)})
+            words = _massage_words(node, with_text=False)
             if words:
                 self._problem(
                     f"question '{before}' is named or answered with words that suggest a "

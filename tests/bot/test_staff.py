@@ -793,19 +793,25 @@ async def test_a_client_learns_when_a_question_could_not_be_passed_on(
     assert "Back to the questionnaire" in str(fake_bot_api.messages(person.id)[-1]["reply_markup"])
 
 
+async def _pressed_together(api: FakeBotAPI, label: str) -> tuple[str, str]:
+    """Two staff members press the same button of request 1's card at once; both answered."""
+    card, data = await card_button(api, 1, label)
+    q1 = api.user_callback(STAFF, card["message_id"], data, chat_id=STAFF_CHAT)
+    q2 = api.user_callback(ADMIN, card["message_id"], data, chat_id=STAFF_CHAT)
+    for query in (q1, q2):
+        await api.wait_for(
+            "answerCallbackQuery", lambda c, q=query: c.params["callback_query_id"] == q
+        )
+    return q1, q2
+
+
 async def test_two_staff_taking_one_request_at_once(
     staff_bot: RunningBot, fake_bot_api: FakeBotAPI
 ) -> None:
     """One takes it, the other is told it is not possible now, and the card is redrawn
     once: nothing Telegram would refuse ("message is not modified")."""
     await intake(fake_bot_api, 3401)
-    card, data = await card_button(fake_bot_api, 1, "Take")
-    q1 = fake_bot_api.user_callback(STAFF, card["message_id"], data, chat_id=STAFF_CHAT)
-    q2 = fake_bot_api.user_callback(ADMIN, card["message_id"], data, chat_id=STAFF_CHAT)
-    for query in (q1, q2):
-        await fake_bot_api.wait_for(
-            "answerCallbackQuery", lambda c, q=query: c.params["callback_query_id"] == q
-        )
+    q1, q2 = await _pressed_together(fake_bot_api, "Take")
     await staff_bot.drained()
     async with staff_bot.sessionmaker() as session:
         events = await list_events(session=session, request_id=1)
@@ -823,13 +829,7 @@ async def test_the_thank_you_pressed_twice_at_once_goes_and_is_recorded_once(
     await press_card(fake_bot_api, STAFF, 1, "Take")
     await press_card(fake_bot_api, STAFF, 1, "Close")
     before = len(fake_bot_api.messages(4001))
-    card, data = await card_button(fake_bot_api, 1, "thank-you")
-    q1 = fake_bot_api.user_callback(STAFF, card["message_id"], data, chat_id=STAFF_CHAT)
-    q2 = fake_bot_api.user_callback(ADMIN, card["message_id"], data, chat_id=STAFF_CHAT)
-    for query in (q1, q2):
-        await fake_bot_api.wait_for(
-            "answerCallbackQuery", lambda c, q=query: c.params["callback_query_id"] == q
-        )
+    q1, q2 = await _pressed_together(fake_bot_api, "thank-you")
     await staff_bot.drained()
     assert len(fake_bot_api.messages(4001)[before:]) == 1
     async with staff_bot.sessionmaker() as session:
