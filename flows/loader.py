@@ -74,8 +74,8 @@ def load_flow_text(
         size = f"{len(text) // 1000} thousand characters"
         msg = f"the file is too large ({size}; at most {MAX_FLOW_CHARS // 1000} thousand)"
         raise FlowError([Problem(msg, file=origin)])
+    _refuse_deep_nesting(text, origin)  # first: the YAML scanner slows with the depth
     _refuse_aliases(text, origin)
-    _refuse_deep_nesting(text, origin)
     yaml = YAML(typ="rt")
     try:
         data = yaml.load(text)
