@@ -21,6 +21,7 @@ read in its main alphabet. So "mass<b>age</b>", "mass&#97;ge", "mas\u200bsage" a
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
@@ -60,6 +61,8 @@ def _script(ch: str) -> str:
 
 def _unmixed(match: re.Match[str]) -> str:
     word = match.group(0)
+    if word.isascii():
+        return word
     scripts = [s for s in map(_script, word) if s]
     if len(set(scripts)) < 2:
         return word
@@ -67,9 +70,12 @@ def _unmixed(match: re.Match[str]) -> str:
     return word.translate(_TO_CYRILLIC if cyrillic else _TO_LATIN)
 
 
+@functools.lru_cache(maxsize=8192)
 def plain(text: str) -> str:
     """``text`` as the client reads it, for matching (see the module's docstring)."""
     text = html.unescape(_TAG.sub("", text))
+    if text.isascii():
+        return text  # (no invisible, compatibility or look-alike letters in ASCII)
     text = unicodedata.normalize("NFKC", text)
     text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
     return _WORD.sub(_unmixed, text)
@@ -119,6 +125,7 @@ _TRANSLIT = str.maketrans(
 _SPELLINGS = (("ks", "x"), ("ph", "f"), ("kh", "h"), ("c", "k"), ("y", "i"), ("w", "v"))
 
 
+@functools.lru_cache(maxsize=16384)
 def fold(text: str) -> str:
     """Lower-case Latin letters only: transliterated, look-alikes merged, separators dropped."""
     low = plain(text).casefold().translate(_TRANSLIT)
