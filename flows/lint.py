@@ -46,7 +46,17 @@ _TO_LATIN = str.maketrans(
     "aeopcxykmtijsAEOPCXKMTBHaoepruxikvABEHIKMNOPTX",
 )
 _TO_CYRILLIC = str.maketrans("aeopcxykmtAEOPCXKMTBH", "аеорсхукмтАЕОРСХКМТВН")
-_WORD = re.compile(r"\w+")
+#: A word mixing Latin with Cyrillic or Greek letters (found by the regex engine, so plain
+#: words cost no Python work).
+_MIXED = re.compile(
+    r"\w*(?:[A-Za-z]\w*[\u0370-\u04ff]|[\u0370-\u04ff]\w*[A-Za-z])\w*"
+    r"|\w*(?:[\u0370-\u03ff]\w*[\u0400-\u04ff]|[\u0400-\u04ff]\w*[\u0370-\u03ff])\w*"
+)
+#: Invisible format characters (zero-width spaces and joiners, direction marks, soft
+#: hyphens, word joiners, the byte-order mark).
+_INVISIBLE = re.compile(
+    "[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]"
+)
 
 
 def _script(ch: str) -> str:
@@ -61,8 +71,6 @@ def _script(ch: str) -> str:
 
 def _unmixed(match: re.Match[str]) -> str:
     word = match.group(0)
-    if word.isascii():
-        return word
     scripts = [s for s in map(_script, word) if s]
     if len(set(scripts)) < 2:
         return word
@@ -76,9 +84,8 @@ def plain(text: str) -> str:
     text = html.unescape(_TAG.sub("", text))
     if text.isascii():
         return text  # (no invisible, compatibility or look-alike letters in ASCII)
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
-    return _WORD.sub(_unmixed, text)
+    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+    return _MIXED.sub(_unmixed, text)
 
 
 _TRANSLIT = str.maketrans(
