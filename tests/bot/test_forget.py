@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.bot.conftest import RunningBot
 from tests.bot.people import FULL, Person
+from tests.bot.test_telegram import _live_questions
 from tests.fakebotapi import FakeBotAPI
 
 NAME = "Евлампия Секретова"
@@ -100,9 +101,9 @@ async def test_after_forget_no_button_of_the_erased_dialogue_stays_live(
     await person.walk({}, ["welcome", "emergency"])  # at "What bothers you?"
     await person.say("/forget")
     await person.press("Yes, erase")
-    assert not _live(fake_bot_api, person.id), "the erased dialogue's question is dead"
+    assert not _live_questions(fake_bot_api, person.id), "the erased dialogue's question is dead"
     await person.say("/start")
-    assert len(_live(fake_bot_api, person.id)) == 1, "one live question at a time"
+    assert len(_live_questions(fake_bot_api, person.id)) == 1, "one live question at a time"
 
 
 async def test_erase_pressed_twice_erases_once_and_asks_telegram_nothing_twice(
@@ -119,11 +120,3 @@ async def test_erase_pressed_twice_erases_once_and_asks_telegram_nothing_twice(
     await bot.drained()
     assert [(c.method, c.error) for c in fake_bot_api.calls if not c.ok] == []
     assert "erased" in person.last
-
-
-def _live(api: FakeBotAPI, user: int) -> list[str]:
-    return [
-        m.get("text") or ""
-        for m in api.messages(user)
-        if (m.get("reply_markup") or {}).get("inline_keyboard")
-    ]
